@@ -1,0 +1,35 @@
+# Two commands matter: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# tensorflow-serving-api declares a dependency on the full `tensorflow` wheel; we run on
+# tensorflow-cpu, so it is installed without dependencies (its grpcio/protobuf are in the lock).
+SERVING_API := tensorflow-serving-api==2.21.0
+
+.PHONY: install demo test test-fast bench clean
+
+$(STAMP): setup.py requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps $(SERVING_API)
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Main job on the embedded default data (synthetic cohort; SPIDER too when ../shared exists).
+demo: $(STAMP)
+	$(PY) -m spoils_tf.demo --out runs/demo
+
+## Whole test suite (what CI runs).
+test: $(STAMP)
+	$(PY) -m pytest -q tests datasets
+
+## Skip tests marked slow.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests datasets
+
+clean:
+	rm -rf runs .pytest_cache

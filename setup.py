@@ -1,0 +1,49 @@
+"""spoils-tf: TensorFlow/Keras reimplementation of SPOILS (JMIR AI 2026)."""
+
+from setuptools import find_packages, setup
+
+# Direct dependencies, pinned where an API we rely on changed across versions.
+# requirements.txt is the fully pinned lock used by `make install` and CI.
+INSTALL_REQUIRES = [
+    "tensorflow-cpu==2.21.0",
+    "keras==3.15.1",
+    "tensorflow-datasets==4.9.10",
+    "labelme==6.3.1",
+    "ml-collections==1.1.0",
+    "absl-py>=2.1",
+    "numpy>=2.0,<2.3",
+    "scipy>=1.13",
+    "pandas>=2.2",
+    "pyarrow>=16",
+    "pillow>=10",
+    "opencv-python-headless==4.12.0.88",
+    "matplotlib>=3.8",
+    "tqdm>=4.66",
+    "scikit-learn>=1.5",
+    "lightgbm==4.7.0",
+    "xgboost-cpu==3.2.0",
+    "skops==0.16.0",
+    "pydicom==3.0.2",
+    "SimpleITK==2.5.7",
+]
+
+EXTRAS_REQUIRE = {
+    # GPU: install this extra *instead of* the CPU wheel, i.e.
+    #   pip install -e . && pip uninstall -y tensorflow-cpu && pip install -e .[gpu]
+    "gpu": ["tensorflow[and-cuda]==2.21.0"],
+    "test": ["pytest>=8"],
+}
+
+setup(
+    name="spoils-tf",
+    version="0.1.0",
+    description="SPOILS lumbar spine MRI -> segmentation, geometry, grading, decision support",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["spoils_tf", "spoils_tf.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["spoils=spoils_tf.cli:main"]},
+    license="Apache-2.0",
+)

@@ -1,0 +1,64 @@
+"""The ``spoils`` console script: one subcommand per pipeline stage.
+
+Each subcommand lives next to the code it drives, as a ``main(argv) -> int`` function that
+parses its own arguments; this module only dispatches, importing the target lazily so that
+``spoils synth`` does not pay for importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> ("module:function", one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "convert-spider": ("spoils_tf.data.spider:main",
+                       "convert SPIDER PNG masks to 14-class LabelMe files + discs.csv"),
+    "synth": ("spoils_tf.data.synthetic:main",
+              "generate the deterministic synthetic cohort (LabelMe + ground truth)"),
+    "folds": ("spoils_tf.data.folds:main",
+              "write patient-grouped, grade-stratified k folds to folds.json"),
+    "features": ("spoils_tf.geometry.features:main",
+                 "measure every disc (mm) and write the feature table"),
+    "crops": ("spoils_tf.geometry.crops:main",
+              "write oriented, normalised disc crops with an index CSV"),
+    "segment": ("spoils_tf.inference:segment_main",
+                "segment one image with a trained model (mask, overlay, areas)"),
+    "decide": ("spoils_tf.clinical.cli:main",
+               "decision support from a grade class + ODI + NRS"),
+    "predict": ("spoils_tf.inference:predict_main",
+                "full report for one image or DICOM series"),
+}
+
+
+def _usage() -> str:
+    width = max(len(c) for c in COMMANDS)
+    rows = "\n".join(f"  {c:<{width}}  {h}" for c, (_, h) in COMMANDS.items())
+    return f"usage: spoils <command> [options]\n\ncommands:\n{rows}\n\n" \
+           "Run 'spoils <command> --help' for a command's options."
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"spoils: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    target, _ = COMMANDS[cmd]
+    module_name, func_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            print(f"spoils: command {cmd!r} is not available in this version "
+                  f"({module_name} is missing)", file=sys.stderr)
+            return 2
+        raise
+    return int(getattr(module, func_name)(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""spoils_tf.geometry."""

@@ -1,0 +1,26 @@
+"""Shared pytest fixtures.
+
+``shared_spider_dir`` points at the real SPIDER sample in ``../shared/data/spider_t2space``
+(or ``$SPOILS_SHARED/data/spider_t2space``) and skips the test cleanly when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("SPOILS_SHARED", REPO_ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_spider_dir() -> pathlib.Path:
+    path = shared_dir() / "data" / "spider_t2space"
+    if not (path / "images").is_dir():
+        pytest.skip(f"real SPIDER data not found at {path}")
+    return path
