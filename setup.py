@@ -25,13 +25,15 @@ INSTALL_REQUIRES = [
     "skops==0.16.0",
     "pydicom==3.0.2",
     "SimpleITK==2.5.7",
+    # tfds 4.9.10 needs it to locate builder code but declares it only for Python < 3.9.
+    "importlib_resources>=6",
 ]
 
 EXTRAS_REQUIRE = {
     # GPU: install this extra *instead of* the CPU wheel, i.e.
     #   pip install -e . && pip uninstall -y tensorflow-cpu && pip install -e .[gpu]
     "gpu": ["tensorflow[and-cuda]==2.21.0"],
-    "test": ["pytest>=8"],
+    "test": ["pytest>=8", "dill"],  # dill: tfds.testing,
 }
 
 setup(
