@@ -1,1 +1,4 @@
-"""spoils_tf.geometry."""
+"""spoils_tf.geometry: mask -> measurements (mm), disc crops and the feature table.
+
+numpy / OpenCV / scipy / pandas only (no TensorFlow). ``measure`` holds the definitions.
+"""

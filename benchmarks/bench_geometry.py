@@ -1,0 +1,138 @@
+"""Benchmark: milliseconds per slice for every measurement of ``spoils_tf.geometry.measure``.
+
+    python benchmarks/bench_geometry.py [--data DIR] [--slices 20] [--repeats 15]
+                                        [--out benchmarks/results/bench_geometry.json]
+
+Measures ``measure_slice(mask, spacing, image)`` (all discs, vertebrae, canal and signal
+intensity) on one core (BLAS/OpenMP/OpenCV threads set to 1): per slice the median over
+``--repeats`` runs (after one warm-up), then the median and 90th percentile across slices,
+both wall-clock and CPU time. Slices come from a dataset directory (``--data``, e.g. a
+converted SPIDER set) or, by default, from the synthetic cohort generated in memory. Prints a
+summary and writes JSON with the machine description. Target: <= 10 ms per slice.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from spoils_tf.geometry import features, measure  # noqa: E402
+
+TARGET_MS = 10.0
+
+
+def _machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "opencv": cv2.__version__, "load_average_1_5_15": load}
+
+
+def _slices_from_dir(data: pathlib.Path, n: int) -> list[tuple[np.ndarray, np.ndarray, tuple]]:
+    from spoils_tf.data import layout
+    from spoils_tf.data.labelme_io import read_labelme
+    patients = features.read_patient_table(data)
+    paths = layout.list_labelme_jsons(data)
+    step = max(1, len(paths) // n)
+    out = []
+    for p in paths[::step][:n]:
+        rec = read_labelme(p)
+        sp = features.spacing_for(rec, patients)
+        if sp is not None:
+            out.append((rec.mask, rec.image, sp))
+    return out
+
+
+def _synthetic_slices(n: int) -> list[tuple[np.ndarray, np.ndarray, tuple]]:
+    from spoils_tf.data import synthetic
+    out = []
+    sp = (synthetic.DEFAULT_FOV_MM / synthetic.DEFAULT_SIZE,) * 2
+    for i in range(n):
+        anat = synthetic.sample_patient(0, i // 3)
+        image, mask, _, _ = synthetic.generate_slice(anat, 0, i % 3, 3)
+        out.append((mask, image, sp))
+    return out
+
+
+def run(slices: list, repeats: int) -> dict:
+    wall, cpu, discs = [], [], []
+    for mask, image, sp in slices:
+        measure.measure_slice(mask, sp, image)  # warm-up
+        w, c = [], []
+        for _ in range(repeats):
+            t0, p0 = time.perf_counter(), time.process_time()
+            rows = measure.measure_slice(mask, sp, image)
+            w.append(time.perf_counter() - t0)
+            c.append(time.process_time() - p0)
+        wall.append(1000 * float(np.median(w)))
+        cpu.append(1000 * float(np.median(c)))
+        discs.append(len(rows))
+    return {"n_slices": len(slices), "repeats": repeats,
+            "discs_per_slice_mean": float(np.mean(discs)),
+            "wall_ms_per_slice_median": float(np.median(wall)),
+            "wall_ms_per_slice_p90": float(np.percentile(wall, 90)),
+            "cpu_ms_per_slice_median": float(np.median(cpu)),
+            "cpu_ms_per_slice_p90": float(np.percentile(cpu, 90)),
+            "target_ms": TARGET_MS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=None, help="dataset directory (default: synthetic)")
+    ap.add_argument("--slices", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--out", default="benchmarks/results/bench_geometry.json")
+    args = ap.parse_args(argv)
+    cv2.setNumThreads(1)
+    if args.data:
+        slices, source = _slices_from_dir(pathlib.Path(args.data), args.slices), str(args.data)
+    else:
+        slices, source = _synthetic_slices(args.slices), "synthetic (generated in memory)"
+    if not slices:
+        print(f"bench_geometry: no usable slices in {source}", file=sys.stderr)
+        return 2
+    result = run(slices, args.repeats)
+    result.update({"source": source, "machine": _machine(), "threads": 1,
+                   "date": datetime.datetime.now().isoformat(timespec="seconds")})
+    print(f"geometry: {result['wall_ms_per_slice_median']:.2f} ms/slice wall median "
+          f"(p90 {result['wall_ms_per_slice_p90']:.2f}), CPU {result['cpu_ms_per_slice_median']:.2f} ms, "
+          f"{result['discs_per_slice_mean']:.1f} discs/slice, {result['n_slices']} slices x "
+          f"{result['repeats']} repeats, {source}; target <= {TARGET_MS} ms; "
+          f"load {result['machine']['load_average_1_5_15']}")
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".json.tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,849 @@
+"""Mask -> per-disc measurements in millimetres, each in the disc's own frame (numpy + OpenCV).
+
+Coordinates: image rows are ``y`` (down = inferior), columns are ``x`` (left = anterior,
+right = posterior). Pixel ``(r, c)`` has its centre at ``(x, y) = (c * col_mm, r * row_mm)``:
+everything is converted to mm with the per-axis pixel spacing BEFORE any angle or PCA work,
+so anisotropic pixels are handled.
+
+Each disc has its own frame, found by PCA of its pixel centres (in mm): ``u`` = unit long
+(anteroposterior) axis pointing posterior, ``v`` = unit perpendicular pointing superior. A
+vertebral body is measured in the frame whose ``u`` is the mean of the ``u`` axes of the discs
+adjacent to it. Lengths are read from the mask resampled in that frame (bilinear, threshold
+0.5, step = a quarter of the smaller pixel spacing), which puts the boundary half-way between
+the last inside and the first outside pixel centre: an unbiased edge for masks rasterised by
+pixel centre, so measurements agree with analytic shapes within a pixel.
+
+Definitions (shared with ``spoils_tf.data.synthetic``; ``t`` in [0, 1] is the position along
+``u`` from the anterior (0) to the posterior (1) end, ``h(t)`` the extent along ``v`` at t):
+
+- ``disc_height_mm`` = mean h(t) over t in [0.1, 0.9]; ``disc_central_height_mm`` = h(0.5);
+  ``disc_anterior_height_mm`` = h(0.1); ``disc_posterior_height_mm`` = h(0.9).
+- ``disc_width_mm`` = mean chord along ``u`` over the central 80 % of the extent along ``v``;
+  ``disc_midpoint_width_mm`` = the chord along ``u`` through the disc centroid.
+- ``disc_area_mm2`` = pixel count x row spacing x col spacing (the disc volume across slices
+  is computed in ``spoils_tf.geometry.features``).
+- ``tilt_deg`` = angle from the image +x axis to ``u``, positive when the posterior end is
+  higher (measured with y pointing up).
+- ``vert_above_*`` / ``vert_below_*``: height = mean extent along ``v`` over t in [0.1, 0.9];
+  width = mean chord along ``u`` over the central 80 % of the extent along ``v``.
+- ``disc_height_index`` = disc_height_mm / mean(vert_above_height_mm, vert_below_height_mm)
+  (the mean of those present). This is the height-ratio form of the disc height index (disc
+  height normalised by the adjacent vertebral body heights, as used by Jarman et al., Eur
+  Spine J 2015;24(9):1944-50 and by Salamat et al., SpringerPlus 2016;5:829), not Farfan's
+  index (anterior + posterior disc height over disc depth; Farfan et al., J Bone Joint Surg
+  Am 1970;52(3):468-97). The exact averaging (h(t) over t in [0.1, 0.9], vertebral heights
+  likewise) is our own.
+- ``canal_ap_diameter_mm`` = length of the first run of spinal canal along the disc's mid-line
+  (the line through the disc centroid in direction ``u``) posterior to the centroid.
+- ``disc_bulge_mm`` = how far the disc's posterior end lies beyond the posterior margins of the
+  adjacent vertebral bodies, along ``u``: ``a_post(disc) - mean(a_post(vertebra))`` where a
+  vertebra's posterior margin is read in the disc frame within 5 mm (``BULGE_BAND_MM``) of the
+  disc's height band. Negative = the disc lies anterior to the vertebral margins.
+- Signal intensity (needs the image; grey values of the image as given): ``disc_si_mean`` = mean
+  grey value of the disc; ``csf_si_median`` = median grey value of the canal posterior to the
+  disc within its height band (cerebrospinal fluid at that level); ``vert_si_median`` = mean of
+  the medians of the adjacent vertebral bodies. ``disc_si_csf_ratio`` = disc_si_mean /
+  csf_si_median (as in Salamat et al. 2016, King et al., JOR Spine 2023;6:e1278);
+  ``disc_si_vert_ratio`` = disc_si_mean / vert_si_median.
+  Two signal-intensity differences, both divided by csf_si_median:
+  ``disc_si_inner_outer_diff`` = mean(nucleus region, t in [0.3, 0.7]) - mean(annulus regions,
+  t < 0.15 or t > 0.85); ``disc_si_gmm_gap`` = distance between the means of a two-component
+  Gaussian mixture fitted to the disc's grey-value histogram (the histogram peak separation of
+  Waldenberg et al., Eur Spine J 2018;27(5):1042-8).
+
+Robustness: a structure that is missing, too small, cut by the image border or split into
+several blobs yields NaN for the measurements that depend on it and a short code in the row's
+``reason`` (codes joined by ``;``); nothing raises except a missing pixel spacing or a
+malformed mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from spoils_tf import labels
+
+# === Constants ===
+# A component smaller than max(MIN_FRAGMENT_PIXELS, FRAGMENT_FRACTION * largest) next to the
+# largest one of its class is a speck: dropped (reason "<part>_specks_dropped"). A larger second
+# component makes the structure "fragmented" and its measurements NaN.
+MIN_FRAGMENT_PIXELS = 8
+FRAGMENT_FRACTION = 0.05
+# Fewer pixels than this: no frame can be fitted (reason "<part>_too_small").
+MIN_STRUCTURE_PIXELS = 12
+# Resampling step, as a fraction of the smaller pixel spacing (discs; vertebral bodies are
+# 3-4 times larger and use a coarser step).
+SAMPLE_STEP_FRACTION = 1.0 / 3.0
+VERTEBRA_STEP_FRACTION = 0.5
+BULGE_BAND_MM = 5.0
+# An edge fit is trusted only if its RMS residual is at most this many pixels.
+EDGE_FIT_MAX_RMS_PX = 0.75
+# Range of t over which the superior/inferior edges are fitted (the rest of the posterior end,
+# where a bulge changes the shape, is read from the resampled grid).
+EDGE_FIT_T = (0.02, 0.98)
+# Minimum number of pixels for an intensity reference or a mixture fit.
+MIN_SI_PIXELS = 5
+MIN_GMM_PIXELS = 20
+
+MEASUREMENT_COLUMNS: tuple[str, ...] = (
+    "level", "centroid_row", "centroid_col", "tilt_deg",
+    "disc_area_mm2", "disc_height_mm", "disc_central_height_mm", "disc_anterior_height_mm",
+    "disc_posterior_height_mm", "disc_width_mm", "disc_midpoint_width_mm",
+    "vert_above_height_mm", "vert_above_width_mm", "vert_below_height_mm", "vert_below_width_mm",
+    "disc_height_index", "canal_ap_diameter_mm", "disc_bulge_mm",
+    "disc_si_mean", "csf_si_median", "vert_si_median", "disc_si_csf_ratio", "disc_si_vert_ratio",
+    "disc_si_inner_outer_diff", "disc_si_gmm_gap", "reason",
+)
+
+
+# === Frames and sampling ===
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    """An orthonormal frame in image mm coordinates (x = col * col_mm, y = row * row_mm).
+
+    Attributes:
+        origin: float64 [2], (x, y) mm.
+        u: float64 [2], unit vector pointing posterior (x component > 0).
+        v: float64 [2], unit vector perpendicular to ``u`` pointing superior (y component < 0).
+    """
+
+    origin: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+
+    @staticmethod
+    def from_u(origin: np.ndarray, u: np.ndarray) -> "Frame":
+        u = np.asarray(u, np.float64)
+        u = u / np.linalg.norm(u)
+        if u[0] < 0 or (u[0] == 0 and u[1] > 0):
+            u = -u
+        return Frame(np.asarray(origin, np.float64), u, np.array([u[1], -u[0]]))
+
+    @property
+    def tilt_deg(self) -> float:
+        """Angle from +x to ``u`` with y pointing up (posterior end higher -> positive)."""
+        return math.degrees(math.atan2(-self.u[1], self.u[0]))
+
+    def project(self, xy_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Points ``float [N, 2]`` (x, y) mm -> (a along u, b along v), each float [N] mm."""
+        d = np.asarray(xy_mm, np.float64) - self.origin
+        return d @ self.u, d @ self.v
+
+    def to_pixel(self, a: float, b: float, spacing: tuple[float, float]) -> tuple[float, float]:
+        """Frame coordinates (mm) -> (row, col) in pixels."""
+        xy = self.origin + a * self.u + b * self.v
+        return float(xy[1] / spacing[0]), float(xy[0] / spacing[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """A mask resampled on a regular grid in a frame.
+
+    ``values[j, i]`` (float32, bilinear, in [0, 1]) is the mask at ``a = a0 + i * step``,
+    ``b = b1 - j * step`` (row 0 is the most superior); ``inside = values >= 0.5``. Lengths are
+    integrals of ``values`` along grid lines (sum x step), which for a mask rasterised by pixel
+    centre equals the number of pixels crossed x their size, without sampling quantisation.
+    """
+
+    values: np.ndarray
+    a0: float
+    b1: float
+    step: float
+
+    @property
+    def inside(self) -> np.ndarray:
+        return self.values >= 0.5
+
+
+def sample_in_frame(image: np.ndarray, frame: Frame, spacing: tuple[float, float],
+                    a_range: tuple[float, float], b_range: tuple[float, float], step: float,
+                    offset_rc: tuple[int, int] = (0, 0),
+                    interpolation: int = cv2.INTER_LINEAR) -> tuple[np.ndarray, float, float]:
+    """Resamples ``image`` on the grid a in a_range, b in b_range (mm) of ``frame``.
+
+    Args:
+        image: float32 [h, w] (a region of interest whose pixel (0, 0) is image pixel
+            ``offset_rc``), or uint8.
+        frame, spacing: the frame and the (row, col) pixel spacing in mm.
+        a_range, b_range: (min, max) mm along ``u`` and ``v``.
+        step: grid step in mm.
+
+    Returns:
+        (samples [nb, na] same dtype as ``image``, a0, b1): sample ``[j, i]`` is at
+        ``a = a0 + i * step``, ``b = b1 - j * step``; outside the image reads 0.
+    """
+    na = max(1, int(math.ceil((a_range[1] - a_range[0]) / step)) + 1)
+    nb = max(1, int(math.ceil((b_range[1] - b_range[0]) / step)) + 1)
+    a0, b1 = float(a_range[0]), float(b_range[1])
+    sr, sc = spacing
+    u, v, o = frame.u, frame.v, frame.origin
+    p0 = o + a0 * u + b1 * v
+    m = np.array([
+        [step * u[0] / sc, -step * v[0] / sc, p0[0] / sc - offset_rc[1]],
+        [step * u[1] / sr, -step * v[1] / sr, p0[1] / sr - offset_rc[0]],
+    ], np.float64)
+    out = cv2.warpAffine(image, m, (na, nb), flags=interpolation | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out, a0, b1
+
+
+# === Structures ===
+@dataclasses.dataclass
+class Structure:
+    """One class's main connected component.
+
+    Attributes:
+        name: class name from ``labels``.
+        n_pixels: pixel count of the kept component.
+        rows, cols: int [N] pixel indices of the kept component.
+        roi: float32 [h, w] 0/1 image of the kept component; ``offset`` its (row, col) origin.
+        problem: "" if usable, else a reason code ("missing", "too_small", "fragmented",
+            "touches_border").
+        specks: number of dropped speck components.
+    """
+
+    name: str
+    n_pixels: int
+    rows: np.ndarray
+    cols: np.ndarray
+    roi: Optional[np.ndarray]
+    offset: tuple[int, int]
+    problem: str
+    specks: int = 0
+
+    def median_of(self, img: np.ndarray) -> float:
+        """Median of ``img`` over the component's pixels (cached: one image per slice)."""
+        cached = getattr(self, "_median", None)
+        if cached is None or cached[0] is not img:
+            cached = (img, float(np.median(img[self.rows, self.cols])))
+            self._median = cached
+        return cached[1]
+
+    def xy_mm(self, spacing: tuple[float, float]) -> np.ndarray:
+        """float64 [N, 2] pixel centres (x, y) in mm (cached per spacing)."""
+        cached = getattr(self, "_xy", None)
+        if cached is None or cached[0] != spacing:
+            xy = np.empty((self.rows.size, 2), np.float64)
+            xy[:, 0] = self.cols * spacing[1]
+            xy[:, 1] = self.rows * spacing[0]
+            cached = (spacing, xy)
+            self._xy = cached
+        return cached[1]
+
+
+def _extract(class_mask: np.ndarray, name: str, keep_largest_only: bool) -> Structure:
+    """Main component of a boolean [H, W] class mask, with fragment/border checks.
+
+    ``keep_largest_only``: for vertebrae, whose class may also hold the posterior elements
+    (separate blobs in SPIDER masks), every component but the largest is ignored without
+    making the structure fragmented.
+    """
+    empty = Structure(name, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), None, (0, 0), "missing")
+    x, y, w, h = cv2.boundingRect(class_mask.view(np.uint8))
+    if w == 0 or h == 0:
+        return empty
+    H, W = class_mask.shape
+    r0, c0 = max(0, y - 1), max(0, x - 1)
+    r1, c1 = min(H, y + h + 1), min(W, x + w + 1)
+    roi = class_mask[r0:r1, c0:c1].view(np.uint8)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(roi, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    k = int(np.argmax(areas)) + 1
+    largest = int(areas[k - 1])
+    others = np.delete(areas, k - 1)
+    speck_limit = max(MIN_FRAGMENT_PIXELS, FRAGMENT_FRACTION * largest)
+    problem = ""
+    specks = int(np.sum(others < speck_limit))
+    if not keep_largest_only and np.any(others >= speck_limit):
+        problem = "fragmented"
+    comp = lab == k
+    rr, cc = np.nonzero(comp)
+    rr = rr + r0
+    cc = cc + c0
+    if not problem and largest < MIN_STRUCTURE_PIXELS:
+        problem = "too_small"
+    if not problem and (rr.min() == 0 or cc.min() == 0 or rr.max() == H - 1 or cc.max() == W - 1):
+        problem = "touches_border"
+    return Structure(name, largest, rr, cc, comp.astype(np.float32), (r0, c0), problem, specks)
+
+
+def _pca_frame(s: Structure, spacing: tuple[float, float]) -> Frame:
+    xy = s.xy_mm(spacing)
+    c = xy.mean(axis=0)
+    cov = np.cov((xy - c).T)
+    w, vecs = np.linalg.eigh(cov)
+    return Frame.from_u(c, vecs[:, int(np.argmax(w))])
+
+
+@dataclasses.dataclass(frozen=True)
+class Extent:
+    """Lengths of one structure read in a frame (all mm).
+
+    Attributes:
+        grid: the resampled structure.
+        a_ant, a_post: anterior / posterior end along ``u``.
+        b_inf, b_sup: inferior / superior end along ``v``.
+        edge_fit: quadratic fits of the superior and inferior edges (see ``_fit_v_edges``),
+            or None when they do not describe the shape.
+    """
+
+    grid: Grid
+    a_ant: float
+    a_post: float
+    b_inf: float
+    b_sup: float
+    edge_fit: Optional[tuple[np.ndarray, np.ndarray]] = None
+
+    def h_at(self, t: float) -> float:
+        """Extent along v at normalised position t (0 = anterior end, 1 = posterior end)."""
+        g = self.grid
+        a = self.a_ant + t * (self.a_post - self.a_ant)
+        i = int(round((a - g.a0) / g.step))
+        i = min(max(i, 0), g.values.shape[1] - 1)
+        return float(g.values[:, i].sum() * g.step)
+
+    def mean_h(self, t0: float = 0.1, t1: float = 0.9) -> float:
+        g = self.grid
+        a_lo = self.a_ant + t0 * (self.a_post - self.a_ant)
+        a_hi = self.a_ant + t1 * (self.a_post - self.a_ant)
+        i0 = int(math.ceil((a_lo - g.a0) / g.step))
+        i1 = int(math.floor((a_hi - g.a0) / g.step))
+        if i1 < i0:
+            return self.h_at(0.5 * (t0 + t1))
+        return float(g.values[:, i0:i1 + 1].sum(axis=0).mean() * g.step)
+
+    def chord_at_b(self, b: float) -> float:
+        """Chord along u at height b (mm in the frame)."""
+        g = self.grid
+        j = int(round((g.b1 - b) / g.step))
+        j = min(max(j, 0), g.values.shape[0] - 1)
+        return float(g.values[j].sum() * g.step)
+
+    def mean_width(self, central: float = 0.8) -> float:
+        """Mean chord along u over the central fraction of the extent along v.
+
+        With an edge fit, chords are read from the fitted edges between the anterior and
+        posterior ends (a wedge's sloping edge then does not add staircase noise); otherwise
+        from the resampled grid.
+        """
+        g = self.grid
+        margin = 0.5 * (1.0 - central) * (self.b_sup - self.b_inf)
+        b_lo, b_hi = self.b_inf + margin, self.b_sup - margin
+        if self.edge_fit is not None:
+            # Fitted edges for t <= EDGE_FIT_T[1], the resampled grid beyond (posterior end,
+            # where a bulge may change the shape).
+            a_split = self.a_ant + EDGE_FIT_T[1] * (self.a_post - self.a_ant)
+            n_a = max(16, int(math.ceil((a_split - self.a_ant) / g.step)))
+            da = (a_split - self.a_ant) / n_a
+            aa = self.a_ant + (np.arange(n_a) + 0.5) * da
+            top = np.polyval(self.edge_fit[0], aa)
+            bot = np.polyval(self.edge_fit[1], aa)
+            bb = np.linspace(b_lo, b_hi, max(16, int(math.ceil((b_hi - b_lo) / g.step))))
+            inside = (bot[None, :] <= bb[:, None]) & (bb[:, None] <= top[None, :])
+            front = inside.sum(axis=1) * da
+            i_split = (a_split - g.a0) / g.step
+            i0 = int(math.floor(i_split))
+            frac = 1.0 - (i_split - i0)  # the part of column i0's cell beyond a_split
+            j = np.clip(np.round((g.b1 - bb) / g.step).astype(int), 0, g.values.shape[0] - 1)
+            back = (g.values[j, i0 + 1:].sum(axis=1) + frac * g.values[j, i0]) * g.step
+            return float(np.mean(front + back))
+        j0 = int(math.ceil((g.b1 - b_hi) / g.step))
+        j1 = int(math.floor((g.b1 - b_lo) / g.step))
+        if j1 < j0:
+            return self.chord_at_b(0.5 * (b_lo + b_hi))
+        return float(g.values[j0:j1 + 1].sum(axis=1).mean() * g.step)
+
+
+def _extent(s: Structure, frame: Frame, spacing: tuple[float, float], step: float,
+            fit_edges: bool = True) -> Extent:
+    """The structure resampled in ``frame`` and its ends (mm); ``fit_edges``: also fit the
+    superior/inferior edges (discs; vertebral bodies are large enough without)."""
+    a, b = frame.project(s.xy_mm(spacing))
+    pad = 1.5 * max(spacing)
+    vals, a0, b1 = sample_in_frame(s.roi, frame, spacing, (a.min() - pad, a.max() + pad),
+                                   (b.min() - pad, b.max() + pad), step, s.offset)
+    if not (vals >= 0.5).any():  # cannot happen for >= MIN_STRUCTURE_PIXELS; kept as a guard
+        raise RuntimeError(f"{s.name}: resampled structure is empty")
+    g = Grid(vals, a0, b1, step)
+    win = max(1, int(round(max(spacing) / step)))
+    first_col, last_col = _robust_ends(vals, win)
+    a_ant, a_post = a0 + first_col * step, a0 + last_col * step
+    fit = _fit_v_edges(vals, a0, b1, step, a_ant, a_post, max(spacing)) if fit_edges else None
+    if fit is None:
+        first_row, last_row = _robust_ends(vals.T, win)
+        return Extent(g, a_ant, a_post, b1 - last_row * step, b1 - first_row * step)
+    a_split = a_ant + EDGE_FIT_T[1] * (a_post - a_ant)
+    aa = np.linspace(a_ant, a_split, 64)
+    b_sup = float(np.polyval(fit[0], aa).max())
+    b_inf = float(np.polyval(fit[1], aa).min())
+    # Posterior part: the raw (median-filtered) edge profiles.
+    i_split = int(math.ceil((a_split - a0) / step))
+    back = vals[:, i_split:]
+    if (back >= 0.5).any():
+        top_row, bottom_row = _robust_ends(back.T, win)
+        b_sup = max(b_sup, b1 - top_row * step)
+        b_inf = min(b_inf, b1 - bottom_row * step)
+    return Extent(g, a_ant, a_post, b_inf, b_sup, fit)
+
+
+def _fit_v_edges(vals: np.ndarray, a0: float, b1: float, step: float, a_ant: float,
+                 a_post: float, pixel_mm: float) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """Quadratic fits b = p(a) of the superior and inferior edges, or None.
+
+    The edge of a rasterised, nearly horizontal boundary is a staircase, so its single highest
+    point is off by up to half a pixel and chords near a sloping edge jump by many pixels. A
+    quadratic fitted to each edge over t in ``EDGE_FIT_T`` = [0.02, 0.98] (exact for straight
+    wedge edges, close for the curved endplates of real discs) averages the staircase out;
+    the last 2 %, where a bulge changes the shape, is read from the grid. It is used only
+    when it describes the edge: None if fewer than 8 columns or if either fit's RMS residual
+    exceeds ``EDGE_FIT_MAX_RMS_PX`` pixels (irregular shapes then use the raw grid).
+
+    Returns:
+        (superior coefficients, inferior coefficients) for ``np.polyval`` (a in mm -> b in mm).
+    """
+    cols = np.flatnonzero((vals >= 0.5).any(axis=0))
+    a = a0 + cols * step
+    keep = ((a >= a_ant + EDGE_FIT_T[0] * (a_post - a_ant))
+            & (a <= a_ant + EDGE_FIT_T[1] * (a_post - a_ant)))
+    cols, a = cols[keep], a[keep]
+    if cols.size < 8:
+        return None
+    top, bottom = _crossings(vals[:, cols].T)
+    # Least squares for both edges at once: A [n, 3] (a^2, a, 1), centred for conditioning.
+    ac = a - a.mean()
+    design = np.stack([ac * ac, ac, np.ones_like(ac)], axis=1)
+    edges = np.stack([b1 - top * step, b1 - bottom * step], axis=1)
+    coef_c, *_ = np.linalg.lstsq(design, edges, rcond=None)
+    rms = np.sqrt(np.mean((design @ coef_c - edges) ** 2, axis=0))
+    if np.any(rms > EDGE_FIT_MAX_RMS_PX * pixel_mm):
+        return None
+    # Back to polynomials in a: p(a) = c2 (a - m)^2 + c1 (a - m) + c0.
+    m = a.mean()
+    fits = [np.array([c2, c1 - 2 * c2 * m, c2 * m * m - c1 * m + c0]) for c2, c1, c0 in coef_c.T]
+    return fits[0], fits[1]
+
+
+def _crossings(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-sample positions where each row of ``f`` (float [rows, n], rows with an inside
+    sample only) first rises to and last falls from 0.5, by linear interpolation."""
+    inside = f >= 0.5
+    n = f.shape[1]
+    rr = np.arange(f.shape[0])
+    i = np.argmax(inside, axis=1)
+    k = n - 1 - np.argmax(inside[:, ::-1], axis=1)
+    prev = np.where(i > 0, f[rr, np.maximum(i - 1, 0)], 0.0)
+    cur = f[rr, i]
+    first = i - 1 + (0.5 - prev) / np.maximum(cur - prev, 1e-6)
+    nxt = np.where(k < n - 1, f[rr, np.minimum(k + 1, n - 1)], 0.0)
+    cur = f[rr, k]
+    last = k + (cur - 0.5) / np.maximum(cur - nxt, 1e-6)
+    return first.astype(np.float64), last.astype(np.float64)
+
+
+def _robust_ends(f: np.ndarray, win: int) -> tuple[float, float]:
+    """(first, last) sub-sample column position of the region ``f >= 0.5`` (f float [rows, cols]),
+    robust to staircase corners.
+
+    For every row the first and last crossing of 0.5 form an edge profile; each profile is
+    median-filtered over ``win`` rows (about one pixel) before taking its extreme, so a single
+    corner pixel protruding from a rasterised edge does not set the extent.
+    """
+    rows = np.flatnonzero((f >= 0.5).any(axis=1))
+    first, last = _crossings(f[rows])
+    if win > 1 and len(rows) > win:
+        pad = win // 2
+        both = np.pad(np.stack([first, last]), ((0, 0), (pad, pad)), mode="edge")
+        windows = np.lib.stride_tricks.sliding_window_view(both, 2 * pad + 1, axis=1)
+        med = np.partition(windows, pad, axis=2)[:, :, pad]
+        first, last = med[0], med[1]
+    return float(first.min()), float(last.max())
+
+
+# === Signal intensity ===
+def gmm_peak_gap(values: np.ndarray, n_bins: int = 32, n_iter: int = 6) -> float:
+    """Distance between the two means of a 2-component 1-D Gaussian mixture (EM on a histogram).
+
+    EM runs on a ``n_bins`` histogram, initialised from the Otsu split, until the means move
+    by less than 1e-3 of the value range or ``n_iter`` iterations.
+
+    Args:
+        values: float [N] grey values.
+
+    Returns:
+        |mu_2 - mu_1| in the units of ``values``; 0.0 for constant values, NaN for N < 2.
+    """
+    x = np.asarray(values, np.float64).ravel()
+    if x.size < 2:
+        return float("nan")
+    lo, hi = float(x.min()), float(x.max())
+    if hi - lo < 1e-9:
+        return 0.0
+    counts, edges = np.histogram(x, bins=n_bins, range=(lo, hi))
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    w = counts.astype(np.float64)
+    # Initialise from the Otsu split of the histogram (the two classes' means and variances).
+    c0 = np.cumsum(w)
+    m0 = np.cumsum(w * centres)
+    total, mtot = c0[-1], m0[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mtot * c0 / total - m0) ** 2 / (c0 * (total - c0))
+    k = int(np.nanargmax(between[:-1])) if np.isfinite(between[:-1]).any() else n_bins // 2
+    lo_w, hi_w = w[:k + 1], w[k + 1:]
+    floor = (edges[1] - edges[0]) ** 2 / 12.0
+    mu = np.array([np.average(centres[:k + 1], weights=lo_w + 1e-12),
+                   np.average(centres[k + 1:], weights=hi_w + 1e-12)])
+    var = np.array([max(np.average((centres[:k + 1] - mu[0]) ** 2, weights=lo_w + 1e-12), floor),
+                    max(np.average((centres[k + 1:] - mu[1]) ** 2, weights=hi_w + 1e-12), floor)])
+    pi = np.array([lo_w.sum(), hi_w.sum()]) / total
+    pi = np.clip(pi, 1e-3, 1.0)
+    tol = 1e-3 * (hi - lo)
+    for _ in range(n_iter):
+        d = centres[:, None] - mu[None, :]
+        logp = -0.5 * d * d / var - 0.5 * np.log(var) + np.log(pi)
+        logp -= logp.max(axis=1, keepdims=True)
+        r = np.exp(logp)
+        r /= r.sum(axis=1, keepdims=True)
+        rw = r * w[:, None]
+        nk = rw.sum(axis=0) + 1e-12
+        pi = nk / nk.sum()
+        new_mu = (rw * centres[:, None]).sum(axis=0) / nk
+        d = centres[:, None] - new_mu[None, :]
+        var = np.maximum((rw * d * d).sum(axis=0) / nk, floor)
+        done = float(np.abs(new_mu - mu).max()) < tol
+        mu = new_mu
+        if done:
+            break
+    return float(abs(mu[1] - mu[0]))
+
+
+# === Results ===
+@dataclasses.dataclass
+class DiscGeometry:
+    """Where a disc and its neighbours were measured (for drawing and crops).
+
+    Attributes:
+        frame: the disc frame; ``extent`` the disc's extent in it (mm).
+        vert_frames / vert_extents: per side ("above", "below"), the vertebral body frame and
+            extent, where measured.
+        canal_run: (a_start, a_end) mm along the disc mid-line, or None.
+        spacing: (row, col) mm.
+    """
+
+    frame: Frame
+    extent: Extent
+    vert_frames: dict[str, Frame]
+    vert_extents: dict[str, Extent]
+    canal_run: Optional[tuple[float, float]]
+    spacing: tuple[float, float]
+
+
+@dataclasses.dataclass
+class DiscResult:
+    """``values``: one row with keys ``MEASUREMENT_COLUMNS``; ``geometry``: None if no frame."""
+
+    values: dict[str, Any]
+    geometry: Optional[DiscGeometry]
+
+
+def _check_spacing(pixel_spacing_mm: Any) -> tuple[float, float]:
+    if pixel_spacing_mm is None:
+        raise ValueError("pixel_spacing_mm is required to measure in mm, got None; pass "
+                         "(row_mm, col_mm), e.g. from patients.csv pixel_spacing_row_mm/col_mm")
+    try:
+        sr, sc = (float(x) for x in pixel_spacing_mm)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"pixel_spacing_mm must be two numbers (row_mm, col_mm), "
+                         f"got {pixel_spacing_mm!r}") from e
+    if not (math.isfinite(sr) and math.isfinite(sc) and sr > 0 and sc > 0):
+        raise ValueError(f"pixel_spacing_mm must be two positive finite numbers (row_mm, col_mm), "
+                         f"got {pixel_spacing_mm!r}")
+    return sr, sc
+
+
+def _vertebra_discs() -> dict[str, list[str]]:
+    """Vertebra name -> names of the discs adjacent to it (from labels.disc_neighbours)."""
+    out: dict[str, list[str]] = {v: [] for v in labels.VERTEBRA_NAMES}
+    for d in labels.DISC_NAMES:
+        above, below = labels.disc_neighbours(d)
+        for v in (above, below):
+            if v is not None:
+                out[v].append(d)
+    return out
+
+
+_VERTEBRA_DISCS = _vertebra_discs()
+
+
+def _empty_row(level: str) -> dict[str, Any]:
+    row: dict[str, Any] = {k: float("nan") for k in MEASUREMENT_COLUMNS}
+    row["level"] = level
+    row["reason"] = ""
+    return row
+
+
+def measure_slice_detailed(mask: np.ndarray, pixel_spacing_mm: Sequence[float],
+                           image: Optional[np.ndarray] = None) -> list[DiscResult]:
+    """Measures every disc level present in one mask (see the module docstring).
+
+    Args:
+        mask: int [H, W] class ids from ``labels`` (ground truth or predicted). Ids outside
+            ``0..NUM_SEG_CLASSES-1`` are ignored and reported in ``reason``.
+        pixel_spacing_mm: (row_mm, col_mm), required.
+        image: optional uint8/float [H, W] (or [H, W, C], first channel used) greyscale image
+            for the signal-intensity measurements; without it those are NaN ("no_image").
+
+    Returns:
+        One ``DiscResult`` per disc class present in the mask, top to bottom. An empty mask
+        gives an empty list.
+
+    Raises:
+        ValueError: if ``pixel_spacing_mm`` is missing or not two positive numbers, or the
+            mask is not 2-D, or the image shape differs from the mask's.
+    """
+    spacing = _check_spacing(pixel_spacing_mm)
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D [H, W] class ids, got shape {mask.shape}")
+    if not np.issubdtype(mask.dtype, np.integer):
+        raise ValueError(f"mask must hold integer class ids, got dtype {mask.dtype}")
+    img: Optional[np.ndarray] = None
+    if image is not None:
+        img = np.asarray(image)
+        if img.ndim == 3:
+            img = img[..., 0]
+        if img.shape != mask.shape:
+            raise ValueError(f"image shape {img.shape} != mask shape {mask.shape}")
+        img = img.astype(np.float32)
+    step = SAMPLE_STEP_FRACTION * min(spacing)
+    vert_step = VERTEBRA_STEP_FRACTION * min(spacing)
+
+    global_reasons: list[str] = []
+    m32 = mask.astype(np.int32, copy=False)
+    # uint8 copy with unknown ids mapped to NUM_SEG_CLASSES (never a class), for fast compares.
+    m8 = np.clip(m32, 0, labels.NUM_SEG_CLASSES).astype(np.uint8)
+    m8[m32 < 0] = labels.NUM_SEG_CLASSES
+    present_counts = np.bincount(m8.ravel(), minlength=labels.NUM_SEG_CLASSES + 1)
+    if mask.size and (m32.min() < 0 or m32.max() >= labels.NUM_SEG_CLASSES):
+        bad = np.unique(m32[(m32 < 0) | (m32 >= labels.NUM_SEG_CLASSES)])
+        global_reasons.append("unknown_class_ids:" + "/".join(str(int(b)) for b in bad[:5]))
+
+    def present(name: str) -> bool:
+        i = labels.SEG_ID[name]
+        return bool(present_counts[i]) if i < labels.NUM_SEG_CLASSES else False
+
+    cache: dict[str, Structure] = {}
+
+    def structure(name: str) -> Structure:
+        if name not in cache:
+            keep_largest = name in labels.VERTEBRA_NAMES
+            cache[name] = _extract(m8 == labels.SEG_ID[name], name, keep_largest)
+        return cache[name]
+
+    disc_frames: dict[str, Frame] = {}
+    discs = [d for d in labels.DISC_NAMES if present(d)]
+    for d in discs:
+        s = structure(d)
+        if not s.problem:
+            disc_frames[d] = _pca_frame(s, spacing)
+
+    canal = structure(labels.SEG_NAMES[labels.CANAL_ID]) if present(
+        labels.SEG_NAMES[labels.CANAL_ID]) else None
+    vert_cache: dict[str, tuple[Optional[Frame], Optional[Extent], str]] = {}
+
+    def vertebra(name: str) -> tuple[Optional[Frame], Optional[Extent], str]:
+        """(frame, extent, problem) of a vertebral body."""
+        if name in vert_cache:
+            return vert_cache[name]
+        if not present(name):
+            res: tuple[Optional[Frame], Optional[Extent], str] = (None, None, "missing")
+        else:
+            s = structure(name)
+            us = [disc_frames[d].u for d in _VERTEBRA_DISCS[name] if d in disc_frames]
+            if s.problem:
+                res = (None, None, s.problem)
+            elif not us:
+                res = (None, None, "no_adjacent_disc_frame")
+            else:
+                xy = s.xy_mm(spacing)
+                fr = Frame.from_u(xy.mean(axis=0), np.mean(us, axis=0))
+                res = (fr, _extent(s, fr, spacing, vert_step, fit_edges=False), "")
+        vert_cache[name] = res
+        return res
+
+    results: list[DiscResult] = []
+    for d in discs:
+        row = _empty_row(d)
+        reasons = list(global_reasons)
+        s = structure(d)
+        if s.specks:
+            reasons.append("disc_specks_dropped")
+        row["centroid_row"] = float(s.rows.mean())
+        row["centroid_col"] = float(s.cols.mean())
+        if s.problem:
+            reasons.append(f"disc_{s.problem}")
+            row["reason"] = ";".join(reasons)
+            results.append(DiscResult(row, None))
+            continue
+        fr = disc_frames[d]
+        ext = _extent(s, fr, spacing, step)
+        row["tilt_deg"] = fr.tilt_deg
+        row["disc_area_mm2"] = s.n_pixels * spacing[0] * spacing[1]
+        row["disc_height_mm"] = ext.mean_h()
+        row["disc_central_height_mm"] = ext.h_at(0.5)
+        row["disc_anterior_height_mm"] = ext.h_at(0.1)
+        row["disc_posterior_height_mm"] = ext.h_at(0.9)
+        row["disc_width_mm"] = ext.mean_width()
+        row["disc_midpoint_width_mm"] = ext.chord_at_b(0.0)
+
+        # --- vertebral bodies ---
+        above, below = labels.disc_neighbours(d)
+        vfr: dict[str, Frame] = {}
+        vext: dict[str, Extent] = {}
+        vheights = []
+        for side, vname in (("above", above), ("below", below)):
+            if vname is None:
+                reasons.append(f"vert_{side}_not_in_scheme")
+                continue
+            vf, ve, problem = vertebra(vname)
+            if problem:
+                reasons.append(f"vert_{side}_{problem}")
+                continue
+            if structure(vname).specks:
+                reasons.append(f"vert_{side}_extra_blobs_ignored")
+            vfr[side], vext[side] = vf, ve
+            row[f"vert_{side}_height_mm"] = ve.mean_h()
+            row[f"vert_{side}_width_mm"] = ve.mean_width()
+            vheights.append(row[f"vert_{side}_height_mm"])
+        if vheights:
+            row["disc_height_index"] = row["disc_height_mm"] / float(np.mean(vheights))
+        else:
+            reasons.append("dhi_no_vertebra")
+
+        # --- bulge: posterior disc end beyond the vertebral posterior margins ---
+        margins = []
+        half = 0.5 * (ext.b_sup - ext.b_inf) + BULGE_BAND_MM
+        # Half a pixel along u: pixel centres lie on average half a pixel inside the edge.
+        half_px_u = 0.5 * (abs(fr.u[0]) * spacing[1] + abs(fr.u[1]) * spacing[0])
+        for side, vname in (("above", above), ("below", below)):
+            if side not in vfr:
+                continue
+            va, vb = fr.project(structure(vname).xy_mm(spacing))
+            band = (vb >= 0.0) & (vb <= half) if side == "above" else (vb <= 0.0) & (vb >= -half)
+            if band.any():
+                margins.append(float(va[band].max()) + half_px_u)
+        if margins:
+            row["disc_bulge_mm"] = ext.a_post - float(np.mean(margins))
+        else:
+            reasons.append("bulge_no_vertebra")
+
+        # --- canal chord along the disc mid-line ---
+        canal_run = None
+        if canal is None or canal.n_pixels == 0:
+            reasons.append("canal_missing")
+        else:
+            canal_run, why = _canal_run(canal, fr, spacing, step, mask.shape)
+            if canal_run is None:
+                reasons.append(why)
+            else:
+                row["canal_ap_diameter_mm"] = canal_run[1] - canal_run[0]
+
+        # --- signal intensity ---
+        if img is None:
+            reasons.append("no_image")
+        else:
+            _signal(row, reasons, img, s, fr, ext, canal, [structure(vfr_name) for side, vfr_name
+                                                          in (("above", above), ("below", below))
+                                                          if side in vfr], spacing)
+        row["reason"] = ";".join(reasons)
+        results.append(DiscResult(row, DiscGeometry(fr, ext, vfr, vext, canal_run, spacing)))
+    return results
+
+
+def _canal_run(canal: Structure, fr: Frame, spacing: tuple[float, float], step: float,
+               shape: tuple[int, int]) -> tuple[Optional[tuple[float, float]], str]:
+    """First canal run (a_start, a_end) mm along the disc mid-line posterior to the centroid."""
+    H, W = shape
+    # Longest a for which the mid-line stays inside the image (pixel-centre box).
+    limits = []
+    for k, (lo, hi) in ((0, (0.0, (W - 1) * spacing[1])), (1, (0.0, (H - 1) * spacing[0]))):
+        if abs(fr.u[k]) > 1e-12:
+            for bound in (lo, hi):
+                t = (bound - fr.origin[k]) / fr.u[k]
+                if t > 0:
+                    limits.append(t)
+    a_max = min(limits) if limits else 0.0
+    if a_max <= step:
+        return None, "canal_not_on_disc_midline"
+    vals, a0, _ = sample_in_frame(canal.roi, fr, spacing, (0.0, a_max), (0.0, 0.0), step,
+                                  canal.offset)
+    f = vals[0]
+    inside = f >= 0.5
+    idx = np.flatnonzero(inside)
+    if idx.size == 0:
+        return None, "canal_not_on_disc_midline"
+    start = int(idx[0])
+    after = np.flatnonzero(~inside[start:])
+    if after.size == 0:
+        return None, "canal_cut_by_border"
+    end = start + int(after[0])  # first outside sample after the run
+    run = f[max(start - 1, 0):end + 1][None, :]
+    first, last = _crossings(run)
+    off = max(start - 1, 0)
+    a_end = a0 + (off + last[0]) * step
+    # The canal ROI reads 0 outside the image: a run ending at the image border is cut there.
+    r_end, c_end = fr.to_pixel(a_end, 0.0, spacing)
+    if r_end <= 0.5 or c_end <= 0.5 or r_end >= H - 1.5 or c_end >= W - 1.5:
+        return None, "canal_cut_by_border"
+    return (a0 + (off + first[0]) * step, a_end), ""
+
+
+def _signal(row: dict[str, Any], reasons: list[str], img: np.ndarray, s: Structure, fr: Frame,
+            ext: Extent, canal: Optional[Structure], verts: list[Structure],
+            spacing: tuple[float, float]) -> None:
+    """Fills the disc_si_* / csf / vert signal columns of ``row`` in place."""
+    disc_vals = img[s.rows, s.cols]
+    row["disc_si_mean"] = float(disc_vals.mean())
+    csf = float("nan")
+    if canal is not None and canal.n_pixels:
+        a, b = fr.project(canal.xy_mm(spacing))
+        half = 0.5 * (ext.b_sup - ext.b_inf)
+        sel = (a > 0) & (np.abs(b) <= half)
+        if sel.sum() >= MIN_SI_PIXELS:
+            csf = float(np.median(img[canal.rows[sel], canal.cols[sel]]))
+    if not (csf > 0):
+        reasons.append("csf_reference_missing")
+        csf = float("nan")
+    row["csf_si_median"] = csf
+    vmeds = [v.median_of(img) for v in verts if v.n_pixels >= MIN_SI_PIXELS]
+    vref = float(np.mean(vmeds)) if vmeds else float("nan")
+    if not (vref > 0):
+        reasons.append("vertebra_reference_missing")
+        vref = float("nan")
+    row["vert_si_median"] = vref
+    row["disc_si_csf_ratio"] = row["disc_si_mean"] / csf
+    row["disc_si_vert_ratio"] = row["disc_si_mean"] / vref
+    a, _ = fr.project(s.xy_mm(spacing))
+    t = (a - ext.a_ant) / (ext.a_post - ext.a_ant)
+    inner = (t >= 0.3) & (t <= 0.7)
+    outer = (t < 0.15) | (t > 0.85)
+    if inner.sum() >= MIN_SI_PIXELS and outer.sum() >= MIN_SI_PIXELS:
+        row["disc_si_inner_outer_diff"] = float(disc_vals[inner].mean() - disc_vals[outer].mean()) / csf
+    else:
+        reasons.append("si_regions_too_small")
+    if disc_vals.size >= MIN_GMM_PIXELS:
+        row["disc_si_gmm_gap"] = gmm_peak_gap(disc_vals) / csf
+    else:
+        reasons.append("si_gmm_too_few_pixels")
+
+
+def measure_slice(mask: np.ndarray, pixel_spacing_mm: Sequence[float],
+                  image: Optional[np.ndarray] = None) -> list[dict[str, Any]]:
+    """Like ``measure_slice_detailed`` but returns only the rows (dicts keyed by
+    ``MEASUREMENT_COLUMNS``): NaN where a measurement could not be made, with the codes in
+    ``reason``."""
+    return [r.values for r in measure_slice_detailed(mask, pixel_spacing_mm, image)]
