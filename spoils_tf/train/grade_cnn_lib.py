@@ -1,0 +1,720 @@
+"""Disc grading from crops with a CNN, cross-validated by patient: ``run(config, workdir)``.
+
+Reads the crops written by ``spoils crops`` (``spoils_tf.geometry.crops``:
+``<crops_dir>/index.csv`` with columns ``patient, slice, level, pfirrmann, severity,
+grade_class, file_npy, file_png, ...``; file paths relative to ``crops_dir`` or absolute; the
+NPY is used when present, else the PNG, else a plain ``file`` column), trains one
+``DiscClassifier`` per fold on the training patients only, predicts the held-out patients
+and writes::
+
+    workdir/
+      config.json                   the resolved config
+      folds_used.json               the fold of every patient (or slice, in split=slice mode)
+      skipped.csv                   index rows not used, with the reason (never silently dropped)
+      folds/fold_<k>/model.keras    the trained model of fold k
+      folds/fold_<k>/predictions.csv  held-out rows: patient, slice, level, fold, target,
+                                    y_true, y_pred, prob/<class> (class names from labels.py)
+      folds/fold_<k>/history.csv    loss/accuracy per epoch
+      folds/fold_<k>/metrics.json   metrics of the fold + train/test patients + class weights
+      oof_predictions.csv/.parquet  all held-out predictions of the folds run so far
+      fold_metrics.csv              one row per fold
+      summary.json, summary.md      mean +- SD over folds, pooled out-of-fold metrics with a
+                                    patient-level bootstrap 95 % CI, the paper's numbers beside
+      confusion.png                 pooled out-of-fold confusion matrix
+
+Splits (``config.split``):
+
+* ``"patient"`` (default): folds from ``folds.json`` (``spoils folds``), so every slice and
+  disc of a patient is on one side. A patient found in both train and test raises.
+* ``"slice"``: LEAKAGE MODE, for comparison only. Each (patient, slice) is put in a random
+  fold ignoring the patient, so other slices of a test patient are in training. It shows how
+  much a slice-level cross-validation inflates the numbers; every output says so.
+
+Folds may run in separate processes (``config.fold = "3"``); each run re-aggregates every
+finished fold found in ``workdir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import tempfile
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from spoils_tf import labels
+from spoils_tf.models import classifiers
+
+INDEX_CSV = "index.csv"
+INDEX_COLUMNS = ("patient", "slice", "level")
+# Crop file columns in order of preference (the float32 NPY is exact; the PNG is 8-bit).
+FILE_COLUMNS = ("file_npy", "file_png", "file")
+KEY_COLUMNS = ("patient", "slice", "level")
+SPLITS = ("patient", "slice")
+LEAKY_BANNER = ("LEAKY SPLIT (split=slice): folds were drawn per slice ignoring patients, so "
+                "other slices of every test patient were in training. These numbers are NOT "
+                "an estimate of performance on new patients.")
+# Numbers reported by the paper for the CNN with MobileNetV2 on the 11-class target (%):
+# "initial" = single train/test split, "after_cv" = after 8-fold cross-validation.
+PAPER_NUMBERS: dict[str, dict[str, float]] = {
+        "accuracy": {"initial": 86.40, "after_cv": 97.84},
+        "iou_macro": {"initial": 74.27, "after_cv": 96.76},
+}
+SUMMARY_METRICS: tuple[str, ...] = ("accuracy", "iou_macro", "f1_macro", "balanced_accuracy",
+                                    "kappa_quadratic", "auroc_macro", "brier", "log_loss")
+# Metrics in [0, 1] that are shown as % in the table.
+_PERCENT_METRICS = ("accuracy", "iou_macro", "f1_macro", "balanced_accuracy", "auroc_macro")
+
+log = logging.getLogger(__name__)
+
+
+# === Small file helpers (atomic: temporary file in the same folder + os.replace) ===
+def _atomic_write_text(path: pathlib.Path, text: str) -> pathlib.Path:
+    from spoils_tf.train import common
+    common.atomic_write_text(path, text)
+    return pathlib.Path(path)
+
+
+def _atomic_write_csv(df: pd.DataFrame, path: pathlib.Path) -> pathlib.Path:
+    return _atomic_write_text(path, df.to_csv(index=False))
+
+
+def _atomic_write_parquet(df: pd.DataFrame, path: pathlib.Path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _json_default(o: Any):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def _write_json(obj: Any, path: pathlib.Path) -> pathlib.Path:
+    return _atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default,
+                                               allow_nan=True) + "\n")
+
+
+# === Crops ===
+def read_crops_index(crops_dir: str | os.PathLike) -> pd.DataFrame:
+    """Reads ``<crops_dir>/index.csv`` (patient and level as str, slice as int).
+
+    Raises:
+        FileNotFoundError: no index.csv in ``crops_dir``.
+        ValueError: a required column (``INDEX_COLUMNS`` and one of ``FILE_COLUMNS``) is
+            missing or the index is empty.
+    """
+    path = pathlib.Path(crops_dir) / INDEX_CSV
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no crops index (write one with `spoils crops "
+                                f"--data DIR --out {crops_dir}`)")
+    df = pd.read_csv(path, dtype={"patient": str, "level": str, "grade_class": str,
+                                  "severity": str, **{c: str for c in FILE_COLUMNS}})
+    missing = [c for c in INDEX_COLUMNS if c not in df.columns]
+    if not any(c in df.columns for c in FILE_COLUMNS):
+        missing.append(" | ".join(FILE_COLUMNS))
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected {INDEX_COLUMNS} and "
+                         f"one of {FILE_COLUMNS}")
+    if df.empty:
+        raise ValueError(f"{path}: no rows")
+    df["slice"] = df["slice"].astype(int)
+    return df.reset_index(drop=True)
+
+
+def load_crop(path: str | os.PathLike) -> np.ndarray:
+    """One crop as ``float32 [H, W, C]`` in ``[0, 1]`` (``C`` = 1 or 3).
+
+    PNG: greyscale (C = 1) or RGB (C = 3: neighbouring slices k-1, k, k+1 as written by
+    ``spoils crops --context-slices 1``); an alpha channel is dropped.
+    NPY: ``[H, W]`` or ``[H, W, C]`` with C in {1, 3}.
+    Intensity: ``uint8`` / 255; floats already in ``[0, 1]`` are kept; anything else is
+    min-max rescaled over the whole crop (the project rule of ``spoils_tf.data.images``;
+    a constant crop becomes zeros).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: unknown suffix, wrong shape, or non-finite values (naming the file).
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: crop file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        import PIL.Image
+        with PIL.Image.open(path) as img:
+            arr = np.asarray(img)
+        if arr.ndim == 3 and arr.shape[-1] in (2, 4):  # LA / RGBA: drop alpha
+            arr = arr[..., :-1]
+    elif suffix == ".npy":
+        arr = np.load(path, allow_pickle=False)
+    else:
+        raise ValueError(f"{path}: crop must be .png or .npy, got {suffix!r}")
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
+        raise ValueError(f"{path}: crop shape {arr.shape}; expected [H, W], [H, W, 1] or [H, W, 3]")
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    x = arr.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{path}: crop has non-finite values")
+    if np.issubdtype(arr.dtype, np.floating) and x.min() >= 0.0 and x.max() <= 1.0:
+        return x.astype(np.float32)
+    lo, hi = x.min(), x.max()
+    x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    return x.astype(np.float32)
+
+
+def crop_file(row: dict) -> str:
+    """The crop file of one index row: the first non-empty of ``FILE_COLUMNS``.
+
+    Raises:
+        ValueError: if all are empty.
+    """
+    for col in FILE_COLUMNS:
+        v = row.get(col)
+        if v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v).strip():
+            return str(v).strip()
+    raise ValueError(f"no crop file in columns {FILE_COLUMNS}")
+
+
+def _resize(crop: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``float32 [h, w, C] -> [height, width, C]`` (area when shrinking, linear otherwise)."""
+    if crop.shape[:2] == (height, width):
+        return crop
+    import cv2
+    shrink = height < crop.shape[0] or width < crop.shape[1]
+    out = cv2.resize(crop, (width, height),
+                     interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out.reshape(height, width, crop.shape[-1]).astype(np.float32)
+
+
+def load_crops(crops_dir: str | os.PathLike, index: pd.DataFrame, target: str,
+               height: int = 0, width: int = 0
+               ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """Loads every usable crop of ``index`` and its label for ``target``.
+
+    A row is skipped (and reported) when its label for the target is missing/invalid, its
+    file cannot be read, or its channel count differs from the first readable crop; the
+    batch continues. Crops of a different size are resized to ``(height, width)`` (which
+    distorts the aspect ratio when it differs: prefer ``0``); ``0`` means the size of the
+    first readable crop.
+
+    Returns:
+        ``(x float32 [N, height, width, C], y int64 [N], rows, skipped)`` where ``rows`` is
+        the index restricted to the N used rows (same order as x) and ``skipped`` has the
+        columns patient, slice, level, file, reason.
+
+    Raises:
+        ValueError: if no row is usable.
+    """
+    crops_dir = pathlib.Path(crops_dir)
+    xs, ys, keep, skipped = [], [], [], []
+    channels = None
+    for i, row in enumerate(index.itertuples(index=False)):
+        rec = row._asdict()
+        file = ""
+        try:
+            file = crop_file(rec)
+            y = classifiers.target_label(target, rec.get("pfirrmann"), rec.get("grade_class"))
+            path = pathlib.Path(file)
+            crop = load_crop(path if path.is_absolute() else crops_dir / path)
+            if channels is None:
+                channels = crop.shape[-1]
+                height = height or crop.shape[0]
+                width = width or crop.shape[1]
+            elif crop.shape[-1] != channels:
+                raise ValueError(f"{file}: {crop.shape[-1]} channels, earlier crops have "
+                                 f"{channels}")
+            xs.append(_resize(crop, height, width))
+            ys.append(y)
+            keep.append(i)
+        except (ValueError, FileNotFoundError, OSError) as e:
+            skipped.append({"patient": rec["patient"], "slice": rec["slice"],
+                            "level": rec["level"], "file": file, "reason": str(e)})
+    skipped_df = pd.DataFrame(skipped, columns=["patient", "slice", "level", "file", "reason"])
+    if not xs:
+        reasons = skipped_df["reason"].head(3).tolist()
+        raise ValueError(f"{crops_dir / INDEX_CSV}: no usable crop for target {target!r} "
+                         f"({len(skipped_df)} skipped; first reasons: {reasons})")
+    return (np.stack(xs).astype(np.float32), np.asarray(ys, np.int64),
+            index.iloc[keep].reset_index(drop=True), skipped_df)
+
+
+# === Folds ===
+def slice_level_folds(rows: pd.DataFrame, k: int, seed: int) -> np.ndarray:
+    """LEAKY folds: each (patient, slice) gets a random fold in ``0..k-1``, patients ignored.
+
+    Fold sizes (in slices) differ by at most one. Returns ``int64 [len(rows)]``.
+
+    Raises:
+        ValueError: if there are fewer distinct slices than ``k``.
+    """
+    keys = list(zip(rows["patient"].astype(str), rows["slice"].astype(int)))
+    uniq = sorted(set(keys))
+    if len(uniq) < k:
+        raise ValueError(f"split=slice: {len(uniq)} distinct slices, fewer than k={k} folds")
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    fold_of = {uniq[j]: int(r % k) for r, j in enumerate(order)}
+    return np.asarray([fold_of[key] for key in keys], np.int64)
+
+
+def patient_folds(rows: pd.DataFrame, config,
+                  workdir: pathlib.Path) -> tuple[np.ndarray, int, str]:
+    """Patient-level fold of every row, from folds.json.
+
+    The folds file is ``config.data.folds_path`` if set, else ``<crops_dir>/folds.json``;
+    if neither exists, folds are made once with ``spoils_tf.data.folds.make_folds``
+    (stratified by each patient's worst Pfirrmann grade, ``config.data.k``, ``config.seed``)
+    and written to ``workdir/folds.json`` so that later runs reuse them.
+
+    Returns:
+        ``(fold int64 [len(rows)], k, source)`` where source is the folds file used.
+
+    Raises:
+        ValueError: the folds file does not cover every patient of the crops.
+    """
+    from spoils_tf.data import folds as folds_lib
+
+    candidates = [pathlib.Path(p) for p in (config.data.folds_path,) if p]
+    candidates.append(pathlib.Path(config.data.crops_dir) / "folds.json")
+    candidates.append(workdir / "folds.json")
+    path = next((p for p in candidates if p.is_file()), None)
+    patients = sorted(rows["patient"].astype(str).unique())
+    if path is None:
+        worst = None
+        if "pfirrmann" in rows.columns:
+            g = pd.to_numeric(rows["pfirrmann"], errors="coerce")
+            worst_s = g.groupby(rows["patient"].astype(str)).max().dropna()
+            worst = {p: int(v) for p, v in worst_s.items()}
+        assignment = folds_lib.make_folds(patients, worst, k=int(config.data.k),
+                                          seed=int(config.seed))
+        path = workdir / "folds.json"
+        folds_lib.write_folds(path, assignment, k=int(config.data.k), seed=int(config.seed),
+                              stratified_by="worst_pfirrmann" if worst else "none",
+                              source=str(pathlib.Path(config.data.crops_dir) / INDEX_CSV))
+        log.info("no folds file found; wrote %s", path)
+    folds = folds_lib.load_folds(path)
+    known = set(str(p) for p in folds.patients)
+    missing = [p for p in patients if p not in known]
+    if missing:
+        raise ValueError(f"{path}: folds do not cover {len(missing)} patient(s) of the crops "
+                         f"(first: {missing[:5]}); remake folds for this dataset")
+    fold = np.asarray([folds.fold_of(str(p)) for p in rows["patient"]], np.int64)
+    return fold, int(folds.k), str(path)
+
+
+def folds_to_run(spec: str, k: int) -> list[int]:
+    """``"all"`` -> ``[0..k-1]``; ``"3"`` -> ``[3]``; ``"0,2"`` -> ``[0, 2]``.
+
+    Raises:
+        ValueError: a fold outside ``0..k-1`` or an unparsable spec (naming config.fold).
+    """
+    spec = str(spec).strip().lower()
+    if spec in ("all", ""):
+        return list(range(k))
+    try:
+        out = [int(s) for s in spec.split(",")]
+    except ValueError:
+        raise ValueError(f"config.fold: expected 'all' or fold numbers like '3' or '0,2', "
+                         f"got {spec!r}") from None
+    bad = [f for f in out if not 0 <= f < k]
+    if bad:
+        raise ValueError(f"config.fold: fold(s) {bad} outside 0..{k - 1}")
+    return out
+
+
+# === Training ===
+def _augmenter(config):
+    """Training-only augmentation (small shifts/zoom, brightness/contrast); None if off.
+
+    No flips: a horizontal flip swaps anterior and posterior, a vertical one the upper and
+    lower end plates, and both sides carry grading information (e.g. posterior bulging).
+    """
+    import keras
+    aug = config.train.augment
+    if not aug.enabled:
+        return None
+    return keras.Sequential([
+            keras.layers.RandomTranslation(aug.shift_fraction, aug.shift_fraction,
+                                           fill_mode="constant", fill_value=0.0),
+            keras.layers.RandomZoom(aug.zoom_fraction, fill_mode="constant", fill_value=0.0),
+            keras.layers.RandomBrightness(aug.brightness, value_range=(0.0, 1.0)),
+            keras.layers.RandomContrast(aug.contrast, value_range=(0.0, 1.0)),
+    ], name="augment")
+
+
+def build_model(config, input_shape: tuple[int, int, int]):
+    """The ``DiscClassifier`` described by ``config.model`` for ``input_shape (H, W, C)``."""
+    m = config.model
+    return classifiers.DiscClassifier(
+            backbone=m.backbone, target=m.target, input_height=int(input_shape[0]),
+            input_width=int(input_shape[1]), input_channels=int(input_shape[2]),
+            dropout=float(m.dropout), backbone_weights=m.backbone_weights or None,
+            cnn_filters=tuple(m.cnn_filters), mobilenet_alpha=float(m.mobilenet_alpha))
+
+
+def train_fold(config, x_train: np.ndarray, y_train: np.ndarray, seed: int):
+    """Trains one model on a fold's training rows.
+
+    Args:
+        x_train: ``float32 [N, H, W, C]`` in [0, 1]; y_train: ``int64 [N]`` class ids.
+        seed: seeds Python, numpy and TensorFlow for this fold.
+
+    Returns:
+        ``(model, history dict of per-epoch lists, class_weight dict or None)``.
+    """
+    import keras
+    import tensorflow as tf
+
+    from spoils_tf.train import common
+
+    common.set_seed(seed)
+    num_classes = len(classifiers.target_classes(config.model.target))
+    model = build_model(config, x_train.shape[1:])
+    model.compile(optimizer=keras.optimizers.Adam(float(config.train.learning_rate)),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  jit_compile=False)
+    class_weight = (classifiers.balanced_class_weights(y_train, num_classes)
+                    if config.train.class_weighting else None)
+    ds = tf.data.Dataset.from_tensor_slices((x_train, y_train.astype(np.int32)))
+    ds = ds.shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(int(config.train.batch_size))
+    augment = _augmenter(config)
+    if augment is not None:
+        ds = ds.map(lambda x, y: (augment(x, training=True), y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    history = model.fit(ds, epochs=int(config.train.epochs), class_weight=class_weight,
+                        shuffle=False,  # the dataset shuffles itself
+                        verbose=int(config.train.verbose))
+    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}, class_weight
+
+
+def _save_model(model, path: pathlib.Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def predictions_table(rows: pd.DataFrame, probs: np.ndarray, y_true: np.ndarray, fold: int,
+                      target: str) -> pd.DataFrame:
+    """One row per held-out crop: keys, fold, target, y_true, y_pred, ``prob/<class>``."""
+    from spoils_tf.metrics import classification as cm
+
+    classes = classifiers.target_classes(target)
+    out = pd.DataFrame({
+            "patient": rows["patient"].astype(str).to_numpy(),
+            "slice": rows["slice"].astype(int).to_numpy(),
+            "level": rows["level"].astype(str).to_numpy(),
+            "fold": int(fold),
+            "target": target,
+            "y_true": [classes[i] for i in y_true],
+            "y_pred": [classes[i] for i in probs.argmax(axis=1)],
+    })
+    for j, col in enumerate(cm.prob_columns(classes)):
+        out[col] = probs[:, j].astype(np.float64)
+    return out
+
+
+# === Aggregation ===
+def _fmt(metric: str, value: float) -> str:
+    if not np.isfinite(value):
+        return "n/a"
+    return f"{100 * value:.2f}" if metric in _PERCENT_METRICS else f"{value:.3f}"
+
+
+def aggregate(workdir: str | os.PathLike, config) -> dict:
+    """Combines every finished fold in ``workdir/folds`` into the OOF table and summary.
+
+    Returns:
+        the summary dict also written to ``summary.json`` (``folds``, ``per_fold``,
+        ``mean``/``sd`` over folds (SD with ddof=1; NaN for one fold), ``pooled`` out-of-fold
+        metrics with 95 % patient-bootstrap CIs, ``paper``, ``split``, ``leaky``).
+
+    Raises:
+        FileNotFoundError: no finished fold in ``workdir``.
+        ValueError: a fold in ``workdir`` was run with another split, target or backbone.
+    """
+    from spoils_tf.metrics import classification as cm
+
+    workdir = pathlib.Path(workdir)
+    target = config.model.target
+    classes = classifiers.target_classes(target)
+    fold_dirs = sorted((d for d in (workdir / "folds").glob("fold_*")
+                        if (d / "metrics.json").is_file() and (d / "predictions.csv").is_file()),
+                       key=lambda d: int(d.name.split("_")[1]))
+    if not fold_dirs:
+        raise FileNotFoundError(f"{workdir / 'folds'}: no finished fold (metrics.json + "
+                                "predictions.csv)")
+    per_fold = [json.loads((d / "metrics.json").read_text()) for d in fold_dirs]
+    for d, m in zip(fold_dirs, per_fold):
+        got = (m.get("split"), m.get("target"), m.get("backbone"))
+        want = (config.split, target, config.model.backbone)
+        if got != want:
+            raise ValueError(f"{d / 'metrics.json'}: fields (split, target, backbone) = {got}, "
+                             f"but this run has {want}; use a fresh workdir per experiment")
+    oof = pd.concat([pd.read_csv(d / "predictions.csv", dtype={"patient": str, "level": str})
+                     for d in fold_dirs], ignore_index=True)
+    _atomic_write_csv(oof, workdir / "oof_predictions.csv")
+    _atomic_write_parquet(oof, workdir / "oof_predictions.parquet")
+
+    fold_rows = []
+    for m in per_fold:
+        row = {"fold": m["fold"], "split": m["split"], "n_train": m["n_train"],
+               "n_test": m["n_test"], "n_train_patients": len(m["train_patients"]),
+               "n_test_patients": len(m["test_patients"]),
+               "patients_in_train_and_test": m["patients_in_train_and_test"],
+               "loss_first_epoch": m["loss_first_epoch"], "loss_last_epoch": m["loss_last_epoch"],
+               "train_seconds": m["train_seconds"]}
+        row.update({k: m["metrics"][k] for k in SUMMARY_METRICS})
+        fold_rows.append(row)
+    fold_df = pd.DataFrame(fold_rows)
+    _atomic_write_csv(fold_df, workdir / "fold_metrics.csv")
+
+    y_true = cm.encode(oof["y_true"], classes, field="y_true")
+    probs = oof[cm.prob_columns(classes)].to_numpy(np.float64)
+    pooled_report = cm.classification_report(y_true, probs, classes)
+    pooled = {}
+    for name in SUMMARY_METRICS:
+        ci = cm.bootstrap_ci(cm.metric_by_name(name, len(classes)), oof["patient"].to_numpy(),
+                             y_true, probs, n_boot=int(config.eval.n_boot), seed=int(config.seed))
+        pooled[name] = {"estimate": ci.estimate, "ci_low": ci.low, "ci_high": ci.high,
+                        "n_boot": ci.n_boot, "n_valid": ci.n_valid}
+    cm.plot_confusion_matrix(cm.confusion_matrix(y_true, probs.argmax(axis=1), len(classes)),
+                             classes, workdir / "confusion.png",
+                             title=f"{config.model.backbone} {target} out-of-fold")
+    mean = {k: float(np.nanmean(fold_df[k])) if fold_df[k].notna().any() else float("nan")
+            for k in SUMMARY_METRICS}
+    sd = {k: float(fold_df[k].std(ddof=1)) if fold_df[k].notna().sum() > 1 else float("nan")
+          for k in SUMMARY_METRICS}
+    leaky = config.split == "slice"
+    summary = {
+            "split": config.split, "leaky": leaky, "banner": LEAKY_BANNER if leaky else "",
+            "backbone": config.model.backbone, "target": target, "classes": list(classes),
+            "folds": [m["fold"] for m in per_fold], "k": per_fold[0]["k"],
+            "n_oof": int(len(oof)), "n_patients": int(oof["patient"].nunique()),
+            "mean": mean, "sd": sd, "pooled": pooled, "pooled_report": pooled_report,
+            "per_fold": fold_rows, "paper": PAPER_NUMBERS,
+            "paper_comparable": config.model.backbone == "mobilenetv2" and target == "grade11",
+    }
+    _write_json(summary, workdir / "summary.json")
+    _atomic_write_text(workdir / "summary.md", summary_markdown(summary))
+    return summary
+
+
+def _paper(numbers: dict, key: str) -> str:
+    return f"{numbers[key]:.2f}" if key in numbers else ""
+
+
+def summary_markdown(summary: dict) -> str:
+    """The results table: mean +- SD over folds, pooled OOF [95 % CI], the paper beside."""
+    lines = []
+    if summary["leaky"]:
+        lines += [f"**{summary['banner']}**", ""]
+    lines += [f"Disc grading, {summary['backbone']}, target {summary['target']} "
+              f"({len(summary['classes'])} classes), split={summary['split']}, folds "
+              f"{summary['folds']} of k={summary['k']}, {summary['n_oof']} held-out crops from "
+              f"{summary['n_patients']} patients.", "",
+              "| metric | mean ± SD over folds | pooled out-of-fold [95 % CI, patient bootstrap] "
+              "| paper initial | paper after 8-fold CV |",
+              "| --- | --- | --- | --- | --- |"]
+    for k in SUMMARY_METRICS:
+        p = summary["pooled"][k]
+        paper = summary["paper"].get(k, {})
+        lines.append(f"| {k} | {_fmt(k, summary['mean'][k])} ± {_fmt(k, summary['sd'][k])} | "
+                     f"{_fmt(k, p['estimate'])} "
+                     f"[{_fmt(k, p['ci_low'])}, {_fmt(k, p['ci_high'])}] | "
+                     f"{_paper(paper, 'initial')} | {_paper(paper, 'after_cv')} |")
+    lines += ["", "Percent for accuracy, IoU (macro Jaccard), F1, balanced accuracy and AUROC; "
+              "kappa, Brier and log-loss as they are. SD over folds uses ddof=1.",
+              "Paper: CNN with MobileNetV2 on the 11-class target, private data (4260 disc "
+              "slices, 402 patients); their CV protocol (patient or slice level) is not stated."]
+    if not summary["paper_comparable"]:
+        lines.append("This run is not MobileNetV2 on grade11, so the paper's numbers are for "
+                     "orientation only.")
+    return "\n".join(lines) + "\n"
+
+
+# === Entry ===
+def _resolve_crops_dir(config, workdir: pathlib.Path) -> pathlib.Path:
+    if config.data.crops_dir:
+        return pathlib.Path(config.data.crops_dir)
+    if config.data.toy.enabled:
+        toy = config.data.toy
+        out = workdir / "toy_crops"
+        if not (out / INDEX_CSV).is_file():
+            write_toy_crops(out, n_patients=int(toy.patients), crops_per_patient=int(toy.crops),
+                            height=int(toy.height), width=int(toy.width), seed=int(config.seed))
+        return out
+    raise ValueError("config.data.crops_dir is empty and config.data.toy.enabled is False: "
+                     "give --config.data.crops_dir=DIR (written by `spoils crops`)")
+
+
+def run(config, workdir: str | os.PathLike) -> dict:
+    """Cross-validated training and evaluation of one disc-crop classifier.
+
+    Args:
+        config: an ``ml_collections.ConfigDict`` from ``configs/grade_cnn.py``.
+        workdir: output directory (created); see the module docstring for its contents.
+
+    Returns:
+        the summary dict of ``aggregate`` (also ``summary.json``).
+
+    Raises:
+        ValueError: bad config field (split, fold, target, backbone), no usable crop, folds
+            not covering the patients, or a patient in both train and test (split=patient).
+        FileNotFoundError: no crops index.
+    """
+    import keras
+
+    from spoils_tf.train import common
+
+    if config.split not in SPLITS:
+        raise ValueError(f"config.split must be one of {SPLITS}, got {config.split!r}")
+    classes = classifiers.target_classes(config.model.target)
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    crops_dir = _resolve_crops_dir(config, workdir)
+    common.save_config(config, workdir)
+    previous_policy = keras.mixed_precision.global_policy()
+    precision = common.configure_precision(config.train.precision)
+    log.info("precision policy: %s", precision)
+    try:
+        _run_folds(config, workdir, crops_dir, classes)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    return aggregate(workdir, config)
+
+
+def _run_folds(config, workdir: pathlib.Path, crops_dir: pathlib.Path,
+               classes: Sequence[str]) -> None:
+    import keras
+
+    from spoils_tf.metrics import classification as cm
+
+    index = read_crops_index(crops_dir)
+    x, y, rows, skipped = load_crops(crops_dir, index, config.model.target,
+                                     int(config.model.input_height),
+                                     int(config.model.input_width))
+    _atomic_write_csv(skipped, workdir / "skipped.csv")
+    if len(skipped):
+        log.warning("%d of %d crops skipped (see %s)", len(skipped), len(index),
+                    workdir / "skipped.csv")
+    if config.split == "patient":
+        fold, k, source = patient_folds(rows, config, workdir)
+    else:
+        k = int(config.data.k)
+        fold, source = slice_level_folds(rows, k, int(config.seed)), "random slice-level folds"
+        log.warning(LEAKY_BANNER)
+    _write_json({"split": config.split, "k": k, "source": source,
+                 "rows": [{"patient": p, "slice": int(s), "level": lv, "fold": int(f)}
+                          for p, s, lv, f in zip(rows["patient"], rows["slice"], rows["level"],
+                                                 fold)]},
+                workdir / "folds_used.json")
+
+    patients = rows["patient"].astype(str).to_numpy()
+    for f in folds_to_run(config.fold, k):
+        test = fold == f
+        train = ~test
+        train_p, test_p = set(patients[train]), set(patients[test])
+        both = sorted(train_p & test_p)
+        if config.split == "patient" and both:
+            raise ValueError(f"fold {f}: patient(s) {both[:5]} in both train and test")
+        if not test.any() or not train.any():
+            raise ValueError(f"fold {f}: {int(train.sum())} training and {int(test.sum())} "
+                             "test crops; every fold needs both")
+        start = time.time()
+        model, history, class_weight = train_fold(config, x[train], y[train],
+                                                  seed=int(config.seed) + f)
+        seconds = time.time() - start
+        probs = model.predict(x[test], batch_size=int(config.train.batch_size), verbose=0)
+        probs = np.asarray(probs, np.float64)
+        fold_dir = workdir / "folds" / f"fold_{f}"
+        _save_model(model, fold_dir / "model.keras")
+        table = predictions_table(rows[test], probs, y[test], f, config.model.target)
+        _atomic_write_csv(pd.DataFrame(history).rename_axis("epoch").reset_index(),
+                          fold_dir / "history.csv")
+        _atomic_write_csv(table, fold_dir / "predictions.csv")
+        report = cm.classification_report(y[test], probs, classes)
+        _write_json({"fold": f, "k": k, "split": config.split, "target": config.model.target,
+                     "backbone": config.model.backbone, "input_shape": list(x.shape[1:]),
+                     "n_train": int(train.sum()),
+                     "n_test": int(test.sum()), "train_patients": sorted(train_p),
+                     "test_patients": sorted(test_p), "patients_in_train_and_test": len(both),
+                     "class_weight": ({classes[c]: w for c, w in class_weight.items()}
+                                      if class_weight else None),
+                     "loss_first_epoch": history["loss"][0],
+                     "loss_last_epoch": history["loss"][-1],
+                     "train_seconds": seconds, "metrics": report},
+                    fold_dir / "metrics.json")
+        log.info("fold %d: acc %.4f iou %.4f (%d test crops, %.0f s)", f, report["accuracy"],
+                 report["iou_macro"], int(test.sum()), seconds)
+        keras.backend.clear_session()
+
+
+# === Toy data ===
+def write_toy_crops(out_dir: str | os.PathLike, n_patients: int = 3, crops_per_patient: int = 10,
+                    height: int = 32, width: int = 64, seed: int = 0) -> pathlib.Path:
+    """Writes a tiny fake crops dir (PNG + index.csv) for smoke runs and tests.
+
+    Each crop is a dark image with a horizontal bright band (the "disc"): its brightness
+    falls and its thickness shrinks with the Pfirrmann grade, as T2 signal and disc height do
+    with degeneration, and a small bright bump on the posterior (right) edge grows with the
+    severity; plus Gaussian noise. Classes cycle through ``labels.GRADE_CLASSES`` starting at
+    a patient-dependent offset, so every patient has several classes. Patients are
+    ``toy000, toy001, ...``; levels cycle through ``labels.DISC_NAMES``.
+
+    Returns:
+        ``out_dir`` (with ``index.csv``).
+    """
+    import PIL.Image
+
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        patient = f"toy{p:03d}"
+        for j in range(crops_per_patient):
+            cls = labels.GRADE_CLASSES[(p * 3 + j) % labels.NUM_GRADE_CLASSES]
+            grade, sev = labels.pfirrmann_of(cls), labels.severity_of(cls)
+            level = labels.DISC_NAMES[j % len(labels.DISC_NAMES)]
+            img = np.full((height, width), 0.15)
+            half = max(1, round(height * (0.35 - 0.05 * (grade - 1)) / 2))
+            c = height // 2
+            img[c - half:c + half, width // 8: width - width // 8] = 1.0 - 0.15 * (grade - 1)
+            bump = max(1, width // 24) * (1 + labels.SEVERITIES.index(sev))
+            img[c - 2:c + 2, width - width // 8: width - width // 8 + bump] = 0.9
+            img = np.clip(img + rng.normal(0, 0.05, img.shape), 0, 1)
+            file = f"{patient}/{patient}_slice{j}_{level}.png"  # as `spoils crops` names it
+            (out / patient).mkdir(exist_ok=True)
+            PIL.Image.fromarray((img * 255).round().astype(np.uint8)).save(out / file)
+            rows.append({"patient": patient, "slice": j, "level": level, "pfirrmann": grade,
+                         "severity": sev, "grade_class": cls, "file_npy": "",
+                         "file_png": file})
+    _atomic_write_csv(pd.DataFrame(rows), out / INDEX_CSV)
+    return out
