@@ -27,6 +27,7 @@ INSTALL_REQUIRES = [
     "SimpleITK==2.5.7",
     # tfds 4.9.10 needs it to locate builder code but declares it only for Python < 3.9.
     "importlib_resources>=6",
+    "tensorboard==2.21.0",  # tensorflow-cpu does not pull it; Keras TensorBoard callback logs
 ]
 
 EXTRAS_REQUIRE = {

@@ -1,1 +1,63 @@
-"""spoils_tf.models."""
+"""Keras model builders: segmentation (DeepLabV3+, U-Net) and, later, disc classifiers.
+
+Every model here is a Keras-3 functional model written as a class in the keras-hub style:
+``__init__`` builds the graph and stores every argument, ``get_config()`` returns them, so a
+``.keras`` file reloads with ``keras.saving.load_model`` (the classes are registered under the
+``spoils_tf`` package). Sizes (input size, filters, rates, encoder width) come from configs
+(``configs/seg_*.py``), never from code.
+
+Submodules are imported lazily by :func:`build_segmentation_model` so that
+``import spoils_tf.models`` stays cheap and the submodules can import :class:`SegmentationModel`
+from here without an import cycle.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import keras
+
+SEGMENTATION_MODELS: tuple[str, ...] = ("deeplabv3plus", "unet")
+
+
+@keras.saving.register_keras_serializable(package="spoils_tf")
+class SegmentationModel(keras.Model):
+    """Base of the segmentation models: a functional model whose config is its init args.
+
+    Subclasses build ``inputs -> softmax probabilities float32 [B, H, W, num_classes]``
+    in ``__init__``, call ``super().__init__(inputs=..., outputs=..., **kwargs)`` and extend
+    :meth:`get_config` with their own arguments (keras-hub ``Backbone`` pattern).
+    """
+
+    def get_config(self) -> dict[str, Any]:
+        # Not the functional config of keras.Model: only what __init__ needs to rebuild.
+        return {"name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "SegmentationModel":
+        return cls(**config)
+
+
+def build_segmentation_model(model_config: Mapping[str, Any]) -> SegmentationModel:
+    """Builds the segmentation model described by a ``config.model`` section.
+
+    Args:
+      model_config: mapping (``ml_collections.ConfigDict`` or dict) with ``name`` in
+        ``SEGMENTATION_MODELS`` and ``kwargs``: the constructor arguments of that class.
+
+    Raises:
+      ValueError: if ``model_config["name"]`` is not one of ``SEGMENTATION_MODELS``.
+    """
+    name = model_config["name"]
+    kwargs = dict(model_config.get("kwargs", {}))
+    for key, value in list(kwargs.items()):  # ConfigDict/lists -> tuples for the config
+        if isinstance(value, list):
+            kwargs[key] = tuple(value)
+    if name == "deeplabv3plus":
+        from spoils_tf.models.deeplabv3plus import DeepLabV3Plus
+        return DeepLabV3Plus(**kwargs)
+    if name == "unet":
+        from spoils_tf.models.unet import UNet
+        return UNet(**kwargs)
+    raise ValueError(f"config.model.name: unknown segmentation model {name!r}; "
+                     f"expected one of {SEGMENTATION_MODELS}")

@@ -1,0 +1,62 @@
+"""Shared pieces of the experiment configs (``ml_collections``), one function per section.
+
+A named experiment (``configs/<kind>.py:get_config(arg)``) starts from these sections and
+changes only what differs, so every config is complete and is saved resolved next to its
+results (``workdir/config.json``). Fields that mean "not set" use ``""`` or ``0`` rather than
+None, so that ``--config.x=y`` overrides keep their type.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+# Where `spoils convert-spider --out` writes the SPIDER dataset by default (a spoils dataset
+# dir, spoils_tf/data/layout.py); relative paths are relative to the working directory.
+DEFAULT_SPIDER_DATASET_DIR = "runs/data/spider"
+
+
+def base_config(experiment: str) -> ml_collections.ConfigDict:
+    """Top level: experiment name, seed, which folds to run."""
+    c = ml_collections.ConfigDict()
+    c.experiment = experiment
+    c.seed = 0
+    c.fold = "all"    # "all", "3" or "0,2" (the --fold flag sets this)
+    return c
+
+
+def seg_data_config() -> ml_collections.ConfigDict:
+    """Data section of a segmentation experiment."""
+    d = ml_collections.ConfigDict()
+    # A spoils dataset dir (labelme/ + patients.csv + ...). Used when it exists; otherwise a
+    # synthetic cohort (d.synthetic) is generated into <workdir>/synthetic and used instead.
+    d.labelme_dir = DEFAULT_SPIDER_DATASET_DIR
+    d.tfds_data_dir = ""          # "" -> <workdir>/tfds
+    d.folds_path = ""             # "" -> <dataset dir>/folds.json (made with `spoils folds` if missing)
+    d.k = 8                       # folds, when folds.json has to be made
+    d.image_size = (512, 512)     # model input (H, W)
+    d.resize_mode = "letterbox"   # letterbox (keep aspect, pad) | resize (stretch)
+    d.max_slices_per_patient = 0  # 0 = every slice; n = the n slices nearest the patient's middle
+    d.cache = ""                  # "" = in memory; a path prefix = on disk
+    d.shuffle_buffer = 1024
+    from spoils_tf.data import seg_pipeline  # imports TensorFlow: only segmentation configs pay
+    d.augment = ml_collections.ConfigDict(dict(seg_pipeline.DEFAULT_AUGMENT))
+    d.synthetic = ml_collections.ConfigDict(
+            {"patients": 16, "slices_per_patient": 3, "seed": 0})
+    return d
+
+
+def train_config() -> ml_collections.ConfigDict:
+    """Training section (optimizer, schedule, precision, logging)."""
+    t = ml_collections.ConfigDict()
+    t.batch_size = 8
+    t.epochs = 50
+    t.optimizer = "adam"
+    t.learning_rate = 1e-4
+    t.weight_decay = 0.0
+    t.precision = "auto"         # auto (mixed_float16 on GPU) | float32 | mixed_float16 | mixed_bfloat16
+    t.jit_compile = False        # XLA stays off on CPU
+    t.monitor_test_fold = False  # also evaluate the test fold each epoch (monitoring only)
+    t.verbose = 1                # Keras progress bars
+    t.eval_batch_size = 1
+    return t

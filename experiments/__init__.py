@@ -1,0 +1,1 @@
+"""Thin absl entry points: parse flags, call ``spoils_tf.train.*_lib.run``."""
