@@ -1,0 +1,633 @@
+"""Sagittal MRI input for inference: a DICOM file, a DICOM series folder or an MHA/NIfTI volume.
+
+``load_series(path)`` returns a :class:`SagittalSeries`: the mid-sagittal slice(s) as
+``uint8 [S, H, W]`` in the project's display orientation, their pixel spacing and slice
+geometry, and only technical header fields. It never holds a pydicom dataset, the input
+path, or any patient field (name, ID, birth date, ...): nothing read here can leak PHI into a
+report or a log. ``SagittalSeries.deidentified_summary()`` is the dict meant for reports.
+
+Geometry (DICOM PS3.3 C.7.6.2, patient coordinates LPS: +x left, +y posterior, +z head):
+
+* ``ImageOrientationPatient`` holds two direction cosines: the *row direction* (the direction
+  of increasing column index, i.e. along a row) and the *column direction* (increasing row
+  index). The slice normal is their cross product.
+* **Sagittal check**: the slice normal must lie within ``SAGITTAL_TOLERANCE_DEG`` (30 degrees)
+  of the patient's left-right (x) axis. Otherwise ``ValueError`` names the plane that was
+  found (the patient axis the normal is closest to: x sagittal, y coronal, z axial; "oblique"
+  when that axis is more than 30 degrees away too). 30 degrees admits the usual oblique
+  sagittal planning (a few to ~20 degrees) and rejects every axial/coronal acquisition.
+* **Series order**: files are sorted by ``ImagePositionPatient`` projected on the slice
+  normal (``InstanceNumber`` when a file lacks the position; noted).
+* **Volumes** (``.mha``, ``.mhd``, ``.nii``, ``.nii.gz``, ``.nrrd``; SimpleITK, LPS): the slice
+  axis is the index axis with the largest spacing (the through-plane axis of a multi-slice
+  acquisition) when it exceeds the others by more than 10 %; for a near-isotropic volume it is
+  the index axis closest to left-right. The same 30-degree check applies to that axis.
+* **Display orientation** (that of SPIDER and the training data): rows run superior ->
+  inferior and columns anterior -> posterior. In-plane axes are transposed / flipped to get
+  there (recorded in ``reorientation``); ``pixel_spacing_mm`` follows the transpose.
+* **Mid-sagittal slice(s)**: the middle index ``(N - 1) // 2`` of the sorted stack, plus
+  ``neighbours`` slices on each side (clipped to the stack). The middle of the stack is the
+  mid-sagittal plane when the acquisition is centred on the spine, as sagittal lumbar
+  protocols are; ``slice_indices`` says which slices were taken.
+* ``pixel_spacing_mm = (row_mm, col_mm)`` from ``PixelSpacing`` (DICOM order: the distance
+  between rows first). ``slice_spacing_mm`` is the median distance between neighbouring
+  slice positions along the normal (else ``SpacingBetweenSlices``, else ``SliceThickness``,
+  else NaN); ``slice_thickness_mm`` is ``SliceThickness`` (NaN for volume formats, which do
+  not store it).
+
+Grey levels: stored values -> ``x * RescaleSlope + RescaleIntercept`` (modality LUT; 1 and 0
+when absent) -> a window to ``uint8`` -> ``MONOCHROME1`` inverted (255 - y):
+
+* ``"percentile"`` (default): linear from the 0.5th to the 99.5th percentile of the selected
+  slices together (clipped). Robust to a few hot voxels and independent of header quirks, so a
+  DICOM series and the same data as MHA give the same grey levels; close to the per-image
+  min-max rescaling of the training PNGs (``spoils_tf.data.images``).
+* ``"header"``: the first ``WindowCenter``/``WindowWidth`` pair with the DICOM linear VOI
+  function (PS3.3 C.11.2.1.2.1); ``ValueError`` when the header has none.
+* ``"minmax"``: linear from the minimum to the maximum.
+
+Mixed folders: when a folder holds several series (``SeriesInstanceUID``), the sagittal series
+with the most files is used and the others are listed in ``notes`` by number, size and plane
+(never by UID). A folder with no sagittal series raises ``ValueError`` listing what it holds.
+Files that are not DICOM are skipped and counted in ``notes``. Multi-frame (enhanced) DICOM
+is not supported (``ValueError``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+SAGITTAL_TOLERANCE_DEG: float = 30.0
+WINDOW_METHODS: tuple[str, ...] = ("percentile", "header", "minmax")
+PERCENTILE_WINDOW: tuple[float, float] = (0.5, 99.5)
+VOLUME_SUFFIXES: tuple[str, ...] = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd")
+# Largest / next-largest spacing ratio above which the coarse axis is the slice axis.
+ANISOTROPY_RATIO: float = 1.1
+
+# LPS patient axes: index -> (letter of +direction, letter of -direction).
+_AXIS_LETTERS: tuple[tuple[str, str], ...] = (("L", "R"), ("P", "A"), ("H", "F"))
+_PLANE_OF_AXIS: tuple[str, ...] = ("sagittal", "coronal", "axial")
+# Technical header fields copied into SagittalSeries.technical (keyword -> output key).
+_TECHNICAL_FIELDS: dict[str, str] = {
+        "Modality": "modality",
+        "Manufacturer": "manufacturer",
+        "ManufacturerModelName": "manufacturer_model",
+        "MagneticFieldStrength": "field_strength_T",
+        "EchoTime": "echo_time_ms",
+        "RepetitionTime": "repetition_time_ms",
+        "SeriesNumber": "series_number",
+}
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class SagittalSeries:
+    """Mid-sagittal slice(s) of one series, with geometry and no patient information.
+
+    Attributes:
+        images: uint8 [S, H, W] in display orientation (rows superior -> inferior, columns
+            anterior -> posterior).
+        slice_indices: index of each image in the series sorted along the slice normal.
+        n_slices_total: number of slices in the series.
+        pixel_spacing_mm: (row_mm, col_mm) of ``images``.
+        slice_thickness_mm: nominal slice thickness in mm (NaN when unknown).
+        slice_spacing_mm: centre-to-centre slice distance in mm (NaN when unknown).
+        orientation: ``"sagittal"`` (the only plane accepted).
+        normal_angle_deg: angle between the slice normal and the left-right axis, degrees.
+        input_axes: patient directions of the input's (column index, row index, slice normal)
+            axes in DICOM letters L/R, A/P, H/F, e.g. ``"PFL"`` (before reorientation).
+        reorientation: operations applied to reach display orientation, in order
+            (``"transpose"``, ``"flip_rows"``, ``"flip_cols"``).
+        window: how grey levels were mapped: ``{"method", "low", "high"}`` in rescaled units.
+        source_kind: ``"dicom_file" | "dicom_series" | "volume"``.
+        technical: technical header fields only (modality, manufacturer, field strength, ...).
+        notes: what was decided on the way (ignored series, skipped files, fallbacks).
+    """
+
+    images: np.ndarray
+    slice_indices: tuple[int, ...]
+    n_slices_total: int
+    pixel_spacing_mm: tuple[float, float]
+    slice_thickness_mm: float
+    slice_spacing_mm: float
+    orientation: str
+    normal_angle_deg: float
+    input_axes: str
+    reorientation: tuple[str, ...]
+    window: dict[str, Any]
+    source_kind: str
+    technical: dict[str, Any]
+    notes: tuple[str, ...] = ()
+
+    def deidentified_summary(self) -> dict[str, Any]:
+        """Technical fields only, JSON-serialisable, for reports and logs."""
+        return {
+                "source_kind": self.source_kind,
+                "orientation": self.orientation,
+                "normal_angle_deg": round(float(self.normal_angle_deg), 3),
+                "input_axes": self.input_axes,
+                "reorientation": list(self.reorientation),
+                "image_shape": list(self.images.shape),
+                "n_slices_total": int(self.n_slices_total),
+                "slice_indices": [int(i) for i in self.slice_indices],
+                "pixel_spacing_mm": [float(v) for v in self.pixel_spacing_mm],
+                "slice_thickness_mm": _json_float(self.slice_thickness_mm),
+                "slice_spacing_mm": _json_float(self.slice_spacing_mm),
+                "window": dict(self.window),
+                "technical": dict(self.technical),
+                "notes": list(self.notes),
+        }
+
+    def __repr__(self) -> str:
+        s = self.deidentified_summary()
+        return (f"SagittalSeries(images=uint8{tuple(self.images.shape)}, "
+                f"slice_indices={s['slice_indices']}, n_slices_total={self.n_slices_total}, "
+                f"pixel_spacing_mm={s['pixel_spacing_mm']}, slice_thickness_mm="
+                f"{s['slice_thickness_mm']}, slice_spacing_mm={s['slice_spacing_mm']}, "
+                f"orientation={self.orientation!r}, normal_angle_deg={s['normal_angle_deg']}, "
+                f"input_axes={self.input_axes!r}, source_kind={self.source_kind!r})")
+
+
+def _json_float(v: float) -> Optional[float]:
+    return None if v is None or not math.isfinite(float(v)) else float(v)
+
+
+# === Geometry ===
+def axis_letter(direction: Sequence[float]) -> str:
+    """DICOM letter (L/R, A/P, H/F) of the patient axis closest to an LPS ``direction``."""
+    d = np.asarray(direction, np.float64)
+    i = int(np.argmax(np.abs(d)))
+    return _AXIS_LETTERS[i][0 if d[i] >= 0 else 1]
+
+
+def classify_plane(normal: Sequence[float]) -> tuple[str, float]:
+    """``(plane, angle to left-right in degrees)`` of a slice normal (LPS, any length).
+
+    ``plane`` is ``"sagittal" | "coronal" | "axial"`` by the patient axis closest to the
+    normal, prefixed ``"oblique "`` when that axis is more than ``SAGITTAL_TOLERANCE_DEG`` away.
+
+    Raises:
+        ValueError: a zero normal (parallel or zero direction cosines).
+    """
+    n = np.asarray(normal, np.float64)
+    norm = float(np.linalg.norm(n))
+    if not norm > 1e-6:
+        raise ValueError(f"slice normal {n.tolist()} has zero length; expected two independent "
+                         "direction cosines")
+    n = n / norm
+    angles = np.degrees(np.arccos(np.clip(np.abs(n), 0.0, 1.0)))
+    i = int(np.argmin(angles))
+    plane = _PLANE_OF_AXIS[i]
+    if angles[i] > SAGITTAL_TOLERANCE_DEG:
+        plane = f"oblique {plane}"
+    return plane, float(angles[0])
+
+
+def check_sagittal(normal: Sequence[float], source: str, field: str) -> float:
+    """Angle (degrees) of ``normal`` to the left-right axis.
+
+    Raises:
+        ValueError: the angle exceeds ``SAGITTAL_TOLERANCE_DEG``; the message names the
+            plane found, ``source`` and ``field``.
+    """
+    plane, angle = classify_plane(normal)
+    if angle > SAGITTAL_TOLERANCE_DEG:
+        raise ValueError(
+                f"{source}: not a sagittal series: {field} gives a slice normal "
+                f"{np.round(np.asarray(normal, float), 3).tolist()} {angle:.1f} degrees from the "
+                f"patient's left-right axis, i.e. a {plane} acquisition; expected sagittal "
+                f"(normal within {SAGITTAL_TOLERANCE_DEG:g} degrees of left-right)")
+    return angle
+
+
+def to_display_orientation(volume: np.ndarray, row_dir: Sequence[float], col_dir: Sequence[float],
+                           spacing_mm: tuple[float, float]
+                           ) -> tuple[np.ndarray, tuple[float, float], tuple[str, ...]]:
+    """Transposes / flips ``[S, H, W]`` slices so rows run superior -> inferior and columns
+    anterior -> posterior.
+
+    Args:
+        volume: [S, H, W] any dtype.
+        row_dir: LPS direction of increasing row index (DICOM "column direction cosine").
+        col_dir: LPS direction of increasing column index (DICOM "row direction cosine").
+        spacing_mm: (row_mm, col_mm).
+
+    Returns:
+        (volume [S, H', W'], (row_mm, col_mm) after the transpose, operations applied).
+    """
+    r, c = np.asarray(row_dir, np.float64), np.asarray(col_dir, np.float64)
+    ops: list[str] = []
+    if abs(c[2]) > abs(r[2]):     # the head-foot axis runs along the columns: swap
+        volume = np.swapaxes(volume, 1, 2)
+        r, c = c, r
+        spacing_mm = (spacing_mm[1], spacing_mm[0])
+        ops.append("transpose")
+    if r[2] > 0:                  # rows run towards the head (+z): flip to head at the top
+        volume = volume[:, ::-1, :]
+        ops.append("flip_rows")
+    if c[1] < 0:                  # columns run anterior (-y): flip to anterior on the left
+        volume = volume[:, :, ::-1]
+        ops.append("flip_cols")
+    return np.ascontiguousarray(volume), spacing_mm, tuple(ops)
+
+
+def middle_indices(n_slices: int, neighbours: int = 0) -> list[int]:
+    """``(n - 1) // 2`` and up to ``neighbours`` indices either side, clipped to 0..n-1.
+
+    Raises:
+        ValueError: ``n_slices < 1`` or ``neighbours < 0``.
+    """
+    if n_slices < 1:
+        raise ValueError(f"a series needs at least one slice, got {n_slices}")
+    if neighbours < 0:
+        raise ValueError(f"neighbours must be >= 0, got {neighbours}")
+    mid = (n_slices - 1) // 2
+    return list(range(max(0, mid - neighbours), min(n_slices, mid + neighbours + 1)))
+
+
+# === Grey levels ===
+def dicom_linear_window(x: np.ndarray, center: float, width: float) -> np.ndarray:
+    """DICOM linear VOI LUT (PS3.3 C.11.2.1.2.1) to uint8 0..255.
+
+    Raises:
+        ValueError: ``width < 1``.
+    """
+    if width < 1:
+        raise ValueError(f"WindowWidth (0028,1051) {width}; expected >= 1")
+    x = np.asarray(x, np.float64)
+    y = ((x - (center - 0.5)) / (width - 1.0) + 0.5) * 255.0 if width > 1 else \
+        np.where(x > center - 0.5, 255.0, 0.0)
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+
+
+def window_to_uint8(values: np.ndarray, method: str = "percentile",
+                    header_window: Optional[tuple[float, float]] = None,
+                    source: str = "image") -> tuple[np.ndarray, dict[str, Any]]:
+    """Maps rescaled values ``float [S, H, W]`` to ``uint8`` (methods in the module docstring).
+
+    Returns:
+        (uint8 [S, H, W], ``{"method", "low", "high"}``; for ``"header"`` also
+        ``"center"``, ``"width"``).
+
+    Raises:
+        ValueError: unknown method; ``"header"`` without a header window; non-finite values.
+    """
+    x = np.asarray(values, np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{source}: pixel values contain NaN or infinity; expected finite numbers")
+    if method == "header":
+        if header_window is None:
+            raise ValueError(f"{source}: window 'header' requested but WindowCenter (0028,1050) / "
+                             "WindowWidth (0028,1051) are missing; use 'percentile' or 'minmax'")
+        center, width = header_window
+        return dicom_linear_window(x, center, width), {
+                "method": "header", "center": float(center), "width": float(width),
+                "low": float(center - 0.5 - (width - 1) / 2), "high": float(center - 0.5 + (width - 1) / 2)}
+    if method == "percentile":
+        lo, hi = (float(v) for v in np.percentile(x, PERCENTILE_WINDOW))
+    elif method == "minmax":
+        lo, hi = float(x.min()), float(x.max())
+    else:
+        raise ValueError(f"window method {method!r}; expected one of {WINDOW_METHODS}")
+    if hi <= lo:
+        out = np.zeros(x.shape, np.uint8)
+    else:
+        out = np.clip(np.rint((x - lo) * 255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+    return out, {"method": method, "low": lo, "high": hi}
+
+
+# === DICOM ===
+def _read_header(path: pathlib.Path):
+    """pydicom header without pixels, or None when the file is not DICOM."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=True)
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _floats(ds, keyword: str, n: int, path: pathlib.Path, tag: str) -> Optional[np.ndarray]:
+    """``n`` floats of a multi-valued field, None when absent.
+
+    Raises:
+        ValueError: present but not ``n`` finite numbers.
+    """
+    from pydicom.multival import MultiValue
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+    try:
+        arr = np.asarray([float(v) for v in values], np.float64)
+    except (TypeError, ValueError):
+        arr = np.asarray([])
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{path}: field {keyword} {tag}: {value!r}; expected {n} numbers")
+    return arr
+
+
+def _float_or_nan(ds, keyword: str) -> float:
+    """The (first) value of a numeric field, NaN when absent or not a number."""
+    from pydicom.multival import MultiValue
+    value = ds.get(keyword)
+    try:
+        v = float(value[0] if isinstance(value, (list, tuple, MultiValue)) else value)
+    except (TypeError, ValueError, IndexError):
+        return float("nan")
+    return v if math.isfinite(v) else float("nan")
+
+
+def _technical(ds) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for keyword, key in _TECHNICAL_FIELDS.items():
+        value = ds.get(keyword)
+        if value is None or value == "":
+            continue
+        if isinstance(value, (int, float)):    # pydicom IS / DSfloat subclass these
+            out[key] = int(value) if key == "series_number" else float(value)
+        else:
+            out[key] = str(value)
+    return out
+
+
+@dataclasses.dataclass
+class _Slice:
+    path: pathlib.Path
+    ds: Any
+    iop: np.ndarray
+    normal: np.ndarray
+    position: Optional[float]
+    instance: Optional[int]
+
+
+def _slice_of(path: pathlib.Path, ds) -> _Slice:
+    """Orientation of one DICOM header.
+
+    Raises:
+        ValueError: multi-frame, no/invalid ImageOrientationPatient.
+    """
+    frames = ds.get("NumberOfFrames")
+    if frames is not None and int(frames) > 1:
+        raise ValueError(f"{path}: multi-frame (enhanced) DICOM with NumberOfFrames={int(frames)} "
+                         "is not supported; expected one slice per file (classic DICOM)")
+    iop = _floats(ds, "ImageOrientationPatient", 6, path, "(0020,0037)")
+    if iop is None:
+        raise ValueError(f"{path}: field ImageOrientationPatient (0020,0037) is missing; it is "
+                         "needed to check that the series is sagittal")
+    normal = np.cross(iop[:3], iop[3:])
+    ipp = _floats(ds, "ImagePositionPatient", 3, path, "(0020,0032)")
+    position = float(np.dot(ipp, normal)) if ipp is not None else None
+    instance = ds.get("InstanceNumber")
+    return _Slice(path, ds, iop, normal, position,
+                  int(instance) if instance not in (None, "") else None)
+
+
+def _series_plane(slices: Sequence[_Slice]) -> tuple[str, float]:
+    try:
+        return classify_plane(slices[0].normal)
+    except ValueError:
+        return "unknown", float("nan")
+
+
+def _group_series(folder: pathlib.Path) -> tuple[list[_Slice], list[str]]:
+    """The slices of the series to use from a folder, and notes.
+
+    Raises:
+        ValueError: no DICOM file; no sagittal series (the message lists the planes found).
+    """
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    headers, skipped = [], 0
+    for p in files:
+        ds = _read_header(p)
+        if ds is None or ds.get("Rows") is None:    # not DICOM, or no image (DICOMDIR, SR)
+            skipped += 1
+            continue
+        headers.append((p, ds))
+    if not headers:
+        raise ValueError(f"{folder}: no DICOM files found ({len(files)} files checked); expected "
+                         "a folder holding one sagittal DICOM series")
+    notes: list[str] = []
+    if skipped:
+        notes.append(f"{skipped} non-DICOM or non-image file(s) in the folder were skipped")
+    groups: dict[str, list[_Slice]] = {}
+    bad: list[str] = []
+    for p, ds in headers:
+        try:
+            groups.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(_slice_of(p, ds))
+        except ValueError as e:
+            bad.append(str(e))
+    if not groups:
+        raise ValueError(f"{folder}: no usable DICOM slice: " + "; ".join(bad[:3]))
+    if bad:
+        notes.append(f"{len(bad)} DICOM file(s) without usable orientation were skipped "
+                     f"(first: {bad[0]})")
+    described = []
+    for uid, slices in groups.items():
+        plane, angle = _series_plane(slices)
+        number = slices[0].ds.get("SeriesNumber")
+        described.append((uid, plane, angle, len(slices),
+                          int(number) if number not in (None, "") else None))
+    sagittal = [d for d in described if d[1] == "sagittal"]
+    summary = ", ".join(f"series #{d[4] if d[4] is not None else '?'} ({d[3]} files, {d[1]})"
+                        for d in described)
+    if not sagittal:
+        raise ValueError(f"{folder}: not a sagittal series: the folder holds {summary}; expected "
+                         f"a sagittal series (slice normal within {SAGITTAL_TOLERANCE_DEG:g} "
+                         "degrees of left-right)")
+    sagittal.sort(key=lambda d: (-d[3], d[4] if d[4] is not None else 1 << 30))
+    chosen = sagittal[0]
+    if len(described) > 1:
+        notes.append(f"the folder holds {len(described)} series: {summary}; used the largest "
+                     f"sagittal one, series #{chosen[4] if chosen[4] is not None else '?'} "
+                     f"({chosen[3]} files)")
+    return groups[chosen[0]], notes
+
+
+def _sort_slices(slices: list[_Slice], source: str) -> tuple[list[_Slice], float, list[str]]:
+    """Sorted along the normal; (slices, median spacing mm or NaN, notes).
+
+    Raises:
+        ValueError: differing orientations, duplicate positions or no order key.
+    """
+    notes: list[str] = []
+    iop0 = slices[0].iop
+    for s in slices[1:]:
+        if np.max(np.abs(s.iop - iop0)) > 1e-3:
+            raise ValueError(f"{source}: files of one series have different ImageOrientationPatient "
+                             f"(0020,0037) ({s.path.name}); expected one orientation per series")
+    if len(slices) == 1:
+        return slices, float("nan"), notes
+    if all(s.position is not None for s in slices):
+        slices = sorted(slices, key=lambda s: s.position)
+        positions = np.asarray([s.position for s in slices])
+        gaps = np.diff(positions) / np.linalg.norm(slices[0].normal)
+        if np.any(gaps < 1e-3):
+            raise ValueError(f"{source}: {int(np.sum(gaps < 1e-3))} pair(s) of files share one "
+                             "ImagePositionPatient (0020,0032) (several echoes or repeats?); "
+                             "expected one slice per position")
+        return slices, float(np.median(gaps)), notes
+    if all(s.instance is not None for s in slices):
+        notes.append("ImagePositionPatient missing: slices ordered by InstanceNumber")
+        return sorted(slices, key=lambda s: s.instance), float("nan"), notes
+    raise ValueError(f"{source}: cannot order the slices: ImagePositionPatient (0020,0032) and "
+                     "InstanceNumber (0020,0013) are missing")
+
+
+def _pixels(s: _Slice) -> tuple[np.ndarray, Optional[tuple[float, float]]]:
+    """Rescaled float64 [H, W] of one slice and its header window (center, width) or None."""
+    import pydicom
+    ds = pydicom.dcmread(str(s.path))
+    arr = np.asarray(ds.pixel_array)
+    if arr.ndim != 2:
+        raise ValueError(f"{s.path}: pixel data of shape {arr.shape}; expected one greyscale "
+                         "slice [Rows, Columns]")
+    slope = _float_or_nan(ds, "RescaleSlope")
+    intercept = _float_or_nan(ds, "RescaleIntercept")
+    x = arr.astype(np.float64) * (slope if math.isfinite(slope) else 1.0) + \
+        (intercept if math.isfinite(intercept) else 0.0)
+    center, width = _float_or_nan(ds, "WindowCenter"), _float_or_nan(ds, "WindowWidth")
+    window = (center, width) if math.isfinite(center) and math.isfinite(width) else None
+    return x, window
+
+
+def _load_dicom(path: pathlib.Path, neighbours: int, window: str) -> SagittalSeries:
+    if path.is_dir():
+        slices, notes = _group_series(path)
+        kind = "dicom_series"
+    else:
+        ds = _read_header(path)
+        if ds is None:
+            raise ValueError(f"{path}: not a DICOM file (no DICM preamble) and not a volume "
+                             f"({', '.join(VOLUME_SUFFIXES)})")
+        slices, notes, kind = [_slice_of(path, ds)], [], "dicom_file"
+    source = str(path)
+    angle = check_sagittal(slices[0].normal, source, "ImageOrientationPatient (0020,0037)")
+    slices, measured_gap, sort_notes = _sort_slices(slices, source)
+    notes += sort_notes
+    first = slices[0].ds
+    spacing = _floats(first, "PixelSpacing", 2, slices[0].path, "(0028,0030)")
+    if spacing is None or not np.all(spacing > 0):
+        raise ValueError(f"{slices[0].path}: field PixelSpacing (0028,0030) is "
+                         f"{'missing' if spacing is None else spacing.tolist()}; expected two "
+                         "positive numbers (row, column spacing in mm): measurements in mm "
+                         "need it")
+    shapes = {(int(s.ds.get("Rows", 0)), int(s.ds.get("Columns", 0))) for s in slices}
+    if len(shapes) > 1:
+        raise ValueError(f"{source}: slices of one series have different sizes {sorted(shapes)} "
+                         "(Rows, Columns); expected one size")
+    thickness = _float_or_nan(first, "SliceThickness")
+    slice_spacing = measured_gap
+    if not math.isfinite(slice_spacing):
+        slice_spacing = _float_or_nan(first, "SpacingBetweenSlices")
+        if not math.isfinite(slice_spacing):
+            slice_spacing = thickness
+    chosen = middle_indices(len(slices), neighbours)
+    pixels, windows = zip(*(_pixels(slices[i]) for i in chosen))
+    if len({p.shape for p in pixels}) > 1:
+        raise ValueError(f"{source}: selected slices differ in size; expected one size")
+    values = np.stack(pixels)
+    images, window_info = window_to_uint8(values, window, windows[0], source)
+    if str(first.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        images = 255 - images    # MONOCHROME1: low values are displayed white
+        notes.append("MONOCHROME1: grey levels inverted after windowing")
+    iop = slices[0].iop
+    images, spacing_mm, ops = to_display_orientation(
+            images, row_dir=iop[3:], col_dir=iop[:3], spacing_mm=(float(spacing[0]), float(spacing[1])))
+    return SagittalSeries(
+            images=images, slice_indices=tuple(chosen), n_slices_total=len(slices),
+            pixel_spacing_mm=spacing_mm, slice_thickness_mm=thickness,
+            slice_spacing_mm=slice_spacing, orientation="sagittal", normal_angle_deg=angle,
+            input_axes=axis_letter(iop[:3]) + axis_letter(iop[3:]) + axis_letter(slices[0].normal),
+            reorientation=ops, window=window_info, source_kind=kind, technical=_technical(first),
+            notes=tuple(notes))
+
+
+# === Volumes (SimpleITK) ===
+def is_volume_file(path: str | pathlib.Path) -> bool:
+    """True for a path ending in one of ``VOLUME_SUFFIXES`` (case-insensitive)."""
+    name = pathlib.Path(path).name.lower()
+    return any(name.endswith(s) for s in VOLUME_SUFFIXES)
+
+
+def slice_axis_of(spacing: Sequence[float], direction: np.ndarray) -> int:
+    """Index axis (0 = x, 1 = y, 2 = z, SimpleITK order) that volumes are sliced along.
+
+    The axis with the largest spacing when it exceeds every other by ``ANISOTROPY_RATIO``,
+    else the axis whose direction (a column of the 3x3 ``direction``) is closest to left-right.
+    """
+    sp = np.asarray(spacing, np.float64)
+    order = np.argsort(-sp)
+    if sp[order[0]] > ANISOTROPY_RATIO * sp[order[1]]:
+        return int(order[0])
+    return int(np.argmax(np.abs(np.asarray(direction)[0, :])))
+
+
+def _load_volume(path: pathlib.Path, neighbours: int, window: str) -> SagittalSeries:
+    import SimpleITK as sitk
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise ValueError(f"{path}: SimpleITK cannot read this volume ({str(e).strip()[:200]})") from e
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"{path}: {img.GetDimension()}-D image with "
+                         f"{img.GetNumberOfComponentsPerPixel()} component(s); expected a 3-D "
+                         "greyscale volume")
+    arr = sitk.GetArrayFromImage(img)                    # [z, y, x]
+    direction = np.asarray(img.GetDirection(), np.float64).reshape(3, 3)  # column j = axis j
+    spacing = np.asarray(img.GetSpacing(), np.float64)
+    if not np.all(spacing > 0):
+        raise ValueError(f"{path}: field spacing {spacing.tolist()}; expected positive mm values")
+    a = slice_axis_of(spacing, direction)
+    angle = check_sagittal(direction[:, a], str(path), f"the direction of image axis {'xyz'[a]}")
+    rows_ax, cols_ax = max(set(range(3)) - {a}), min(set(range(3)) - {a})
+    volume = np.moveaxis(arr, 2 - a, 0)                  # [S, rows (axis rows_ax), cols]
+    notes = ["volume formats store no slice thickness: slice_thickness_mm is NaN"]
+    chosen = middle_indices(volume.shape[0], neighbours)
+    images, window_info = window_to_uint8(volume[chosen].astype(np.float64), window, None, str(path))
+    images, spacing_mm, ops = to_display_orientation(
+            images, row_dir=direction[:, rows_ax], col_dir=direction[:, cols_ax],
+            spacing_mm=(float(spacing[rows_ax]), float(spacing[cols_ax])))
+    return SagittalSeries(
+            images=images, slice_indices=tuple(chosen), n_slices_total=int(volume.shape[0]),
+            pixel_spacing_mm=spacing_mm, slice_thickness_mm=float("nan"),
+            slice_spacing_mm=float(spacing[a]), orientation="sagittal", normal_angle_deg=angle,
+            input_axes=axis_letter(direction[:, cols_ax]) + axis_letter(direction[:, rows_ax]) +
+            axis_letter(direction[:, a]),
+            reorientation=ops, window=window_info, source_kind="volume", technical={},
+            notes=tuple(notes))
+
+
+# === Entry ===
+def load_series(path: str | pathlib.Path, *, neighbours: int = 0,
+                window: str = "percentile") -> SagittalSeries:
+    """Loads the mid-sagittal slice(s) of a DICOM file, DICOM folder or MHA/NIfTI volume.
+
+    Args:
+        path: a DICOM file, a folder of DICOM files (searched recursively), or a volume
+            ending in one of ``VOLUME_SUFFIXES``.
+        neighbours: slices taken on each side of the middle one (0 = the middle slice only).
+        window: ``"percentile" | "header" | "minmax"`` (module docstring).
+
+    Returns:
+        a :class:`SagittalSeries` (images uint8 [S, H, W], S = 1 + 2 * neighbours at most).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not sagittal (the message names the plane found), PixelSpacing or
+            ImageOrientationPatient missing (named), an empty folder or one without DICOM
+            files, mixed orientations or duplicate positions within a series, multi-frame
+            DICOM, an unreadable volume, an unknown ``window``.
+    """
+    path = pathlib.Path(path)
+    if window not in WINDOW_METHODS:
+        raise ValueError(f"window {window!r}; expected one of {WINDOW_METHODS}")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.is_file() and is_volume_file(path):
+        return _load_volume(path, neighbours, window)
+    return _load_dicom(path, neighbours, window)

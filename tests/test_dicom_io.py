@@ -1,0 +1,290 @@
+"""DICOM / volume input: synthetic series written with pydicom and SimpleITK into tmp dirs.
+
+Each slice k of a series has a bright 2x2 marker at column 2 + 3k of row 4 (stored values
+1000 on a background of 100 + row index), so the test can tell which slice was picked and
+how it was flipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from spoils_tf.data import dicom_io
+
+SAGITTAL = [0, 1, 0, 0, 0, -1]    # columns -> posterior, rows -> feet: display orientation
+AXIAL = [1, 0, 0, 0, 1, 0]
+CORONAL = [1, 0, 0, 0, 0, -1]
+ROWS, COLS = 24, 20
+PHI = {"PatientName": "DOE^JANE", "PatientID": "PID-777123", "PatientBirthDate": "19610203"}
+
+
+def slice_pixels(k: int) -> np.ndarray:
+    """uint16 [ROWS, COLS]: background 100 + row, marker 1000 at rows 4-5, cols 2+3k..3+3k."""
+    arr = (100 + np.arange(ROWS)[:, None] + np.zeros((1, COLS))).astype(np.uint16)
+    arr[4:6, 2 + 3 * k:4 + 3 * k] = 1000
+    return arr
+
+
+def write_slice(path: pathlib.Path, k: int, *, iop=SAGITTAL, spacing_between=3.0, series_uid=None,
+                series_number=2, pixel_spacing=(0.5, 0.7), position=True, extra=None) -> pathlib.Path:
+    """One classic MR slice, explicit VR little endian, at k * spacing_between along the normal."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = MRImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    for key, value in PHI.items():
+        setattr(ds, key, value)
+    ds.Modality = "MR"
+    ds.Manufacturer = "TestVendor"
+    ds.MagneticFieldStrength = 1.5
+    ds.SeriesInstanceUID = series_uid or "1.2.826.0.1.3680043.8.498.1"
+    ds.SeriesNumber = series_number
+    ds.InstanceNumber = k + 1
+    ds.ImageOrientationPatient = [float(v) for v in iop]
+    normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
+    if position:
+        ds.ImagePositionPatient = [float(v) for v in normal * k * spacing_between]
+    if pixel_spacing is not None:
+        ds.PixelSpacing = [float(v) for v in pixel_spacing]
+    ds.SliceThickness = 3.0
+    ds.Rows, ds.Columns = ROWS, COLS
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    for key, value in (extra or {}).items():
+        setattr(ds, key, value)
+    ds.PixelData = slice_pixels(k).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+def write_series(folder: pathlib.Path, n: int = 5, order=None, prefix="im", **kwargs) -> pathlib.Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, k in enumerate(order if order is not None else range(n)):
+        write_slice(folder / f"{prefix}{i:03d}.dcm", k, **kwargs)
+    return folder
+
+
+def marker_cols(image: np.ndarray, row: int) -> list[int]:
+    """Columns of the brightest pixels in ``row`` (the marker)."""
+    return np.flatnonzero(image[row] == image.max()).tolist()
+
+
+# === DICOM series ===
+def test_sagittal_series_picks_the_middle_slice_with_spacing(tmp_path):
+    # Files written out of order: slices are sorted by position along the normal.
+    folder = write_series(tmp_path / "sag", order=[3, 0, 4, 1, 2])
+    s = dicom_io.load_series(folder)
+    assert s.images.shape == (1, ROWS, COLS) and s.images.dtype == np.uint8
+    assert s.slice_indices == (2,) and s.n_slices_total == 5
+    assert marker_cols(s.images[0], 4) == [8, 9]      # slice 2: columns 2 + 3 * 2 .. + 1
+    assert s.pixel_spacing_mm == (0.5, 0.7)
+    assert s.slice_spacing_mm == pytest.approx(3.0)
+    assert s.slice_thickness_mm == 3.0
+    assert s.orientation == "sagittal" and s.normal_angle_deg == pytest.approx(0.0)
+    assert s.input_axes == "PFR" and s.reorientation == ()
+    assert s.source_kind == "dicom_series"
+    assert s.technical == {"modality": "MR", "manufacturer": "TestVendor", "field_strength_T": 1.5,
+                           "series_number": 2}
+
+
+def test_neighbours_take_slices_either_side(tmp_path):
+    s = dicom_io.load_series(write_series(tmp_path / "sag"), neighbours=1)
+    assert s.slice_indices == (1, 2, 3)
+    assert [marker_cols(im, 4)[0] for im in s.images] == [5, 8, 11]
+
+
+def test_middle_indices_clip_and_even_counts():
+    assert dicom_io.middle_indices(4) == [1]
+    assert dicom_io.middle_indices(3, 5) == [0, 1, 2]
+    with pytest.raises(ValueError):
+        dicom_io.middle_indices(0)
+
+
+def test_reversed_axes_are_flipped_to_display_orientation(tmp_path):
+    # columns -> anterior, rows -> head: both flipped; the marker (rows 4-5) moves to the
+    # bottom rows and mirrored columns.
+    s = dicom_io.load_series(write_series(tmp_path / "rev", iop=[0, -1, 0, 0, 0, 1]))
+    assert s.reorientation == ("flip_rows", "flip_cols")
+    assert s.input_axes == "AHR"
+    assert marker_cols(s.images[0], ROWS - 1 - 4) == [COLS - 1 - 9, COLS - 1 - 8]
+
+
+def test_swapped_axes_are_transposed_with_spacing(tmp_path):
+    # columns -> feet, rows -> posterior: transposed, spacing (row, col) swapped.
+    s = dicom_io.load_series(write_series(tmp_path / "tr", iop=[0, 0, -1, 0, 1, 0]))
+    assert s.reorientation == ("transpose",)
+    assert s.images.shape == (1, COLS, ROWS)
+    assert s.pixel_spacing_mm == (0.7, 0.5)
+
+
+@pytest.mark.parametrize("iop, plane", [(AXIAL, "axial"), (CORONAL, "coronal")])
+def test_axial_and_coronal_are_rejected_naming_the_plane(tmp_path, iop, plane):
+    folder = write_series(tmp_path / plane, n=3, iop=iop)
+    with pytest.raises(ValueError, match=f"not a sagittal series.*{plane}"):
+        dicom_io.load_series(folder)
+    with pytest.raises(ValueError, match=f"{plane} acquisition"):
+        dicom_io.load_series(folder / "im000.dcm")
+
+
+@pytest.mark.parametrize("theta, ok", [(20.0, True), (29.5, True), (30.5, False), (40.0, False)])
+def test_oblique_sagittal_tolerance_is_30_degrees(tmp_path, theta, ok):
+    t = math.radians(theta)   # plane rotated about the head-foot axis: normal theta from LR
+    path = write_slice(tmp_path / "x.dcm", 0, iop=[math.sin(t), math.cos(t), 0, 0, 0, -1])
+    if ok:
+        assert dicom_io.load_series(path).normal_angle_deg == pytest.approx(theta, abs=1e-6)
+    else:
+        with pytest.raises(ValueError, match=f"{theta:.1f} degrees"):
+            dicom_io.load_series(path)
+
+
+def test_missing_pixel_spacing_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"PixelSpacing \(0028,0030\) is missing"):
+        dicom_io.load_series(write_series(tmp_path / "nps", n=3, pixel_spacing=None))
+
+
+def test_missing_orientation_is_named(tmp_path):
+    path = write_slice(tmp_path / "a.dcm", 0)
+    ds = pydicom.dcmread(str(path))
+    del ds.ImageOrientationPatient
+    ds.save_as(str(path))
+    with pytest.raises(ValueError, match="ImageOrientationPatient"):
+        dicom_io.load_series(path)
+
+
+def test_empty_and_non_dicom_folders_are_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no DICOM files found"):
+        dicom_io.load_series(tmp_path / "empty")
+    (tmp_path / "txt").mkdir()
+    (tmp_path / "txt" / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"no DICOM files found \(1 files checked\)"):
+        dicom_io.load_series(tmp_path / "txt")
+    with pytest.raises(FileNotFoundError):
+        dicom_io.load_series(tmp_path / "missing")
+
+
+def test_mixed_folder_uses_the_largest_sagittal_series(tmp_path):
+    folder = tmp_path / "mixed"
+    write_series(folder, n=5, series_uid="1.2.3.1", series_number=2, prefix="a")
+    write_series(folder, n=7, iop=AXIAL, series_uid="1.2.3.2", series_number=3, prefix="b")
+    write_series(folder, n=3, series_uid="1.2.3.3", series_number=4, prefix="c")
+    (folder / "README.txt").write_text("not DICOM")
+    s = dicom_io.load_series(folder)
+    assert s.n_slices_total == 5 and s.technical["series_number"] == 2
+    notes = " ".join(s.notes)
+    assert "3 series" in notes and "series #3 (7 files, axial)" in notes
+    assert "1 non-DICOM" in notes
+    assert "1.2.3.1" not in notes          # series are named by number, never by UID
+
+
+def test_folder_with_only_axial_series_names_what_it_found(tmp_path):
+    folder = write_series(tmp_path / "ax", n=4, iop=AXIAL, series_number=9)
+    with pytest.raises(ValueError, match=r"series #9 \(4 files, axial\)"):
+        dicom_io.load_series(folder)
+
+
+def test_duplicate_positions_are_an_error(tmp_path):
+    folder = write_series(tmp_path / "dup", order=[0, 1, 1, 2])
+    with pytest.raises(ValueError, match="share one ImagePositionPatient"):
+        dicom_io.load_series(folder)
+
+
+def test_single_file_uses_header_slice_spacing(tmp_path):
+    path = write_slice(tmp_path / "one.dcm", 1, extra={"SpacingBetweenSlices": 3.3})
+    s = dicom_io.load_series(path)
+    assert s.source_kind == "dicom_file" and s.images.shape == (1, ROWS, COLS)
+    assert s.slice_spacing_mm == pytest.approx(3.3)
+    assert marker_cols(s.images[0], 4) == [5, 6]
+
+
+def test_rescale_and_header_window_follow_dicom_linear_voi(tmp_path):
+    # x = 2 * stored - 100; window center 100, width 101 -> y = ((x - 99.5) / 100 + 0.5) * 255.
+    path = write_slice(tmp_path / "w.dcm", 0, extra={"RescaleSlope": 2, "RescaleIntercept": -100,
+                                                     "WindowCenter": 100, "WindowWidth": 101})
+    s = dicom_io.load_series(path, window="header")
+    # Row r (background) stores 100 + r -> x = 100 + 2r: r = 0 gives ((0.5)/100 + 0.5) * 255
+    # = 128.775 -> 129; r = 10 gives x = 120 -> 179.775 -> 180; the marker (x = 1900) -> 255.
+    assert s.images[0, 0, 0] == 129
+    assert s.images[0, 10, 0] == 180
+    assert s.images[0, 4, 2] == 255
+    assert s.window["method"] == "header" and s.window["center"] == 100.0
+
+
+def test_header_window_requested_but_absent_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="WindowCenter"):
+        dicom_io.load_series(write_slice(tmp_path / "a.dcm", 0), window="header")
+
+
+def test_percentile_window_maps_to_full_range():
+    x = np.arange(1000, dtype=np.float64).reshape(1, 10, 100)
+    out, info = dicom_io.window_to_uint8(x, "percentile")
+    # 0.5th / 99.5th percentiles of 0..999 (linear interpolation): 4.995 and 994.005.
+    assert info["low"] == pytest.approx(4.995) and info["high"] == pytest.approx(994.005)
+    assert out.min() == 0 and out.max() == 255 and out[0, 5, 0] == 128   # 500 -> 127.5 -> 128
+
+
+def test_no_patient_information_in_the_returned_object(tmp_path):
+    folder = write_series(tmp_path / "phi", n=3)
+    s = dicom_io.load_series(folder, neighbours=1)
+    texts = [repr(s), str(s), json.dumps(s.deidentified_summary())]
+    texts += [repr(getattr(s, f)) for f in s.__dataclass_fields__ if f != "images"]
+    for text in texts:
+        for value in PHI.values():
+            assert value not in text
+        assert "DOE" not in text and "JANE" not in text
+    # ... while the files do carry the name (the test would be vacuous otherwise).
+    assert str(pydicom.dcmread(str(folder / "im000.dcm")).PatientName) == "DOE^JANE"
+
+
+# === Volumes ===
+def sagittal_volume(spacing=(3.0, 0.5, 0.6), n_x=5) -> sitk.Image:
+    """Index x = left-right (slices), y = posterior (columns), z = head (rows, needs a flip)."""
+    vol = np.zeros((ROWS, COLS, n_x), np.uint16)    # numpy [z, y, x]
+    for k in range(n_x):
+        vol[:, :, k] = slice_pixels(k)
+    img = sitk.GetImageFromArray(vol)           # numpy [z, y, x] -> sitk size (x, y, z)
+    img.SetSpacing(spacing)
+    img.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, 1))
+    return img
+
+
+@pytest.mark.parametrize("suffix", [".mha", ".nii.gz"])
+def test_volume_round_trip(tmp_path, suffix):
+    path = tmp_path / f"vol{suffix}"
+    sitk.WriteImage(sagittal_volume(), str(path))
+    s = dicom_io.load_series(path)
+    assert s.source_kind == "volume" and s.n_slices_total == 5 and s.slice_indices == (2,)
+    # rows were z (towards the head) -> flipped; marker row 4 -> ROWS - 1 - 4.
+    assert s.reorientation == ("flip_rows",)
+    assert s.images.shape == (1, ROWS, COLS)
+    assert marker_cols(s.images[0], ROWS - 1 - 4) == [8, 9]
+    assert s.pixel_spacing_mm == pytest.approx((0.6, 0.5))
+    assert s.slice_spacing_mm == pytest.approx(3.0)
+    assert math.isnan(s.slice_thickness_mm)
+
+
+def test_axial_volume_is_rejected(tmp_path):
+    path = tmp_path / "axial.mha"
+    sitk.WriteImage(sagittal_volume(spacing=(0.5, 0.5, 5.0)), str(path))  # thick along head-foot
+    with pytest.raises(ValueError, match="axial"):
+        dicom_io.load_series(path)
+
+
+def test_isotropic_volume_is_sliced_along_left_right(tmp_path):
+    path = tmp_path / "iso.mha"
+    sitk.WriteImage(sagittal_volume(spacing=(1.0, 1.0, 1.0)), str(path))
+    s = dicom_io.load_series(path)
+    assert s.n_slices_total == 5 and marker_cols(s.images[0], ROWS - 1 - 4) == [8, 9]
