@@ -224,6 +224,15 @@ class Structure:
             self._median = cached
         return cached[1]
 
+    def project(self, frame: "Frame",
+                spacing: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+        """``frame.project(self.xy_mm(spacing))``, cached for the last frame."""
+        cached = getattr(self, "_proj", None)
+        if cached is None or cached[0] is not frame or cached[1] != spacing:
+            cached = (frame, spacing, frame.project(self.xy_mm(spacing)))
+            self._proj = cached
+        return cached[2]
+
     def xy_mm(self, spacing: tuple[float, float]) -> np.ndarray:
         """float64 [N, 2] pixel centres (x, y) in mm (cached per spacing)."""
         cached = getattr(self, "_xy", None)
@@ -236,30 +245,39 @@ class Structure:
         return cached[1]
 
 
-def _extract(class_mask: np.ndarray, name: str, keep_largest_only: bool) -> Structure:
+def _extract(class_mask: np.ndarray, name: str, keep_largest_only: bool,
+             offset: tuple[int, int] = (0, 0),
+             full_shape: Optional[tuple[int, int]] = None) -> Structure:
     """Main component of a boolean [H, W] class mask, with fragment/border checks.
 
     ``keep_largest_only``: for vertebrae, whose class may also hold the posterior elements
     (separate blobs in SPIDER masks), every component but the largest is ignored without
     making the structure fragmented.
+
+    ``class_mask`` may be a crop of the image whose pixel (0, 0) is image pixel ``offset`` and
+    that holds every pixel of the class plus a 1-pixel margin (clipped at the image border);
+    ``full_shape`` is then the image's (H, W), for the border check.
     """
     empty = Structure(name, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), None, (0, 0), "missing")
     x, y, w, h = cv2.boundingRect(class_mask.view(np.uint8))
     if w == 0 or h == 0:
         return empty
-    H, W = class_mask.shape
+    Hc, Wc = class_mask.shape
+    H, W = class_mask.shape if full_shape is None else full_shape
     r0, c0 = max(0, y - 1), max(0, x - 1)
-    r1, c1 = min(H, y + h + 1), min(W, x + w + 1)
+    r1, c1 = min(Hc, y + h + 1), min(Wc, x + w + 1)
     roi = class_mask[r0:r1, c0:c1].view(np.uint8)
+    r0 += offset[0]
+    c0 += offset[1]
     n, lab, stats, _ = cv2.connectedComponentsWithStats(roi, connectivity=8)
-    areas = stats[1:, cv2.CC_STAT_AREA]
+    areas = stats[1:, cv2.CC_STAT_AREA].tolist()
     k = int(np.argmax(areas)) + 1
     largest = int(areas[k - 1])
-    others = np.delete(areas, k - 1)
+    others = areas[:k - 1] + areas[k:]
     speck_limit = max(MIN_FRAGMENT_PIXELS, FRAGMENT_FRACTION * largest)
     problem = ""
-    specks = int(np.sum(others < speck_limit))
-    if not keep_largest_only and np.any(others >= speck_limit):
+    specks = sum(1 for a in others if a < speck_limit)
+    if not keep_largest_only and any(a >= speck_limit for a in others):
         problem = "fragmented"
     comp = lab == k
     rr, cc = np.nonzero(comp)
@@ -267,7 +285,11 @@ def _extract(class_mask: np.ndarray, name: str, keep_largest_only: bool) -> Stru
     cc = cc + c0
     if not problem and largest < MIN_STRUCTURE_PIXELS:
         problem = "too_small"
-    if not problem and (rr.min() == 0 or cc.min() == 0 or rr.max() == H - 1 or cc.max() == W - 1):
+    # Bounding box of the kept component (from its stats) against the image border.
+    top, left = int(stats[k, cv2.CC_STAT_TOP]) + r0, int(stats[k, cv2.CC_STAT_LEFT]) + c0
+    bottom = top + int(stats[k, cv2.CC_STAT_HEIGHT]) - 1
+    right = left + int(stats[k, cv2.CC_STAT_WIDTH]) - 1
+    if not problem and (top == 0 or left == 0 or bottom == H - 1 or right == W - 1):
         problem = "touches_border"
     return Structure(name, largest, rr, cc, comp.astype(np.float32), (r0, c0), problem, specks)
 
@@ -275,7 +297,11 @@ def _extract(class_mask: np.ndarray, name: str, keep_largest_only: bool) -> Stru
 def _pca_frame(s: Structure, spacing: tuple[float, float]) -> Frame:
     xy = s.xy_mm(spacing)
     c = xy.mean(axis=0)
-    cov = np.cov((xy - c).T)
+    # np.cov((xy - c).T), the same operations without its argument handling.
+    x = np.array((xy - c).T, ndmin=2, dtype=np.float64)
+    x -= x.mean(axis=1)[:, None]
+    cov = np.dot(x, x.T.conj())
+    cov *= np.true_divide(1, x.shape[1] - 1)
     w, vecs = np.linalg.eigh(cov)
     return Frame.from_u(c, vecs[:, int(np.argmax(w))])
 
@@ -363,19 +389,35 @@ def _extent(s: Structure, frame: Frame, spacing: tuple[float, float], step: floa
             fit_edges: bool = True) -> Extent:
     """The structure resampled in ``frame`` and its ends (mm); ``fit_edges``: also fit the
     superior/inferior edges (discs; vertebral bodies are large enough without)."""
-    a, b = frame.project(s.xy_mm(spacing))
+    a, b = s.project(frame, spacing)
     pad = 1.5 * max(spacing)
     vals, a0, b1 = sample_in_frame(s.roi, frame, spacing, (a.min() - pad, a.max() + pad),
                                    (b.min() - pad, b.max() + pad), step, s.offset)
-    if not (vals >= 0.5).any():  # cannot happen for >= MIN_STRUCTURE_PIXELS; kept as a guard
+    inside = vals >= 0.5
+    col_any = inside.any(axis=0)
+    if not col_any.any():  # cannot happen for >= MIN_STRUCTURE_PIXELS; kept as a guard
         raise RuntimeError(f"{s.name}: resampled structure is empty")
     g = Grid(vals, a0, b1, step)
     win = max(1, int(round(max(spacing) / step)))
-    first_col, last_col = _robust_ends(vals, win)
+    # Edge crossings of every grid row (along u) and every grid column (along v) in one pass:
+    # both sets of profiles are stacked, zero-padded to a common length (the padding reads
+    # as outside, exactly like the end of a shorter profile).
+    row_any = inside.any(axis=1)
+    cols = np.flatnonzero(col_any)
+    nb, na = vals.shape
+    n_r = int(np.count_nonzero(row_any))
+    both = np.zeros((n_r + cols.size, max(na, nb)), vals.dtype)
+    both[:n_r, :na] = vals[row_any]
+    both[n_r:, :nb] = vals[:, cols].T
+    first, last = _crossings(both)
+    first_col, last_col = _median_ends(first[:n_r], last[:n_r], win)
+    top_all, bottom_all = first[n_r:], last[n_r:]  # per non-empty grid column, in grid rows
     a_ant, a_post = a0 + first_col * step, a0 + last_col * step
-    fit = _fit_v_edges(vals, a0, b1, step, a_ant, a_post, max(spacing)) if fit_edges else None
+    fit = (_fit_v_edges(vals, a0, b1, step, a_ant, a_post, max(spacing), inside, col_any,
+                        (cols, top_all, bottom_all))
+           if fit_edges else None)
     if fit is None:
-        first_row, last_row = _robust_ends(vals.T, win)
+        first_row, last_row = _median_ends(top_all, bottom_all, win)
         return Extent(g, a_ant, a_post, b1 - last_row * step, b1 - first_row * step)
     a_split = a_ant + EDGE_FIT_T[1] * (a_post - a_ant)
     aa = np.linspace(a_ant, a_split, 64)
@@ -383,16 +425,19 @@ def _extent(s: Structure, frame: Frame, spacing: tuple[float, float], step: floa
     b_inf = float(np.polyval(fit[1], aa).min())
     # Posterior part: the raw (median-filtered) edge profiles.
     i_split = int(math.ceil((a_split - a0) / step))
-    back = vals[:, i_split:]
-    if (back >= 0.5).any():
-        top_row, bottom_row = _robust_ends(back.T, win)
+    in_back = cols >= i_split
+    if in_back.any():
+        top_row, bottom_row = _median_ends(top_all[in_back], bottom_all[in_back], win)
         b_sup = max(b_sup, b1 - top_row * step)
         b_inf = min(b_inf, b1 - bottom_row * step)
     return Extent(g, a_ant, a_post, b_inf, b_sup, fit)
 
 
 def _fit_v_edges(vals: np.ndarray, a0: float, b1: float, step: float, a_ant: float,
-                 a_post: float, pixel_mm: float) -> Optional[tuple[np.ndarray, np.ndarray]]:
+                 a_post: float, pixel_mm: float, inside: Optional[np.ndarray] = None,
+                 col_any: Optional[np.ndarray] = None,
+                 col_crossings: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
+                 ) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """Quadratic fits b = p(a) of the superior and inferior edges, or None.
 
     The edge of a rasterised, nearly horizontal boundary is a staircase, so its single highest
@@ -406,14 +451,24 @@ def _fit_v_edges(vals: np.ndarray, a0: float, b1: float, step: float, a_ant: flo
     Returns:
         (superior coefficients, inferior coefficients) for ``np.polyval`` (a in mm -> b in mm).
     """
-    cols = np.flatnonzero((vals >= 0.5).any(axis=0))
+    if col_crossings is None:
+        if inside is None:
+            inside = vals >= 0.5
+        if col_any is None:
+            col_any = inside.any(axis=0)
+        cols = np.flatnonzero(col_any)
+    else:
+        cols = col_crossings[0]
     a = a0 + cols * step
     keep = ((a >= a_ant + EDGE_FIT_T[0] * (a_post - a_ant))
             & (a <= a_ant + EDGE_FIT_T[1] * (a_post - a_ant)))
     cols, a = cols[keep], a[keep]
     if cols.size < 8:
         return None
-    top, bottom = _crossings(vals[:, cols].T)
+    if col_crossings is None:
+        top, bottom = _crossings(vals[:, cols].T, inside[:, cols].T)
+    else:
+        top, bottom = col_crossings[1][keep], col_crossings[2][keep]
     # Least squares for both edges at once: A [n, 3] (a^2, a, 1), centred for conditioning.
     ac = a - a.mean()
     design = np.stack([ac * ac, ac, np.ones_like(ac)], axis=1)
@@ -428,35 +483,65 @@ def _fit_v_edges(vals: np.ndarray, a0: float, b1: float, step: float, a_ant: flo
     return fits[0], fits[1]
 
 
-def _crossings(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _crossings(f: np.ndarray, inside: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """Sub-sample positions where each row of ``f`` (float [rows, n], rows with an inside
-    sample only) first rises to and last falls from 0.5, by linear interpolation."""
-    inside = f >= 0.5
+    sample only) first rises to and last falls from 0.5, by linear interpolation.
+    ``inside``: optional precomputed ``f >= 0.5``."""
+    if inside is None:
+        inside = f >= 0.5
     n = f.shape[1]
     rr = np.arange(f.shape[0])
     i = np.argmax(inside, axis=1)
-    k = n - 1 - np.argmax(inside[:, ::-1], axis=1)
-    prev = np.where(i > 0, f[rr, np.maximum(i - 1, 0)], 0.0)
+    if inside.shape[0] and inside.dtype == np.bool_:
+        # Last inside sample per row: argmax of the row-reversed mask, reversed by cv2.flip
+        # (numpy's argmax on a negatively strided view is several times slower).
+        flipped = cv2.flip(np.ascontiguousarray(inside).view(np.uint8), 1).view(np.bool_)
+        k = n - 1 - np.argmax(flipped.reshape(inside.shape), axis=1)
+    else:
+        k = n - 1 - np.argmax(inside[:, ::-1], axis=1)
+    prev = f[rr, np.maximum(i - 1, 0)]
+    prev[i == 0] = 0.0
     cur = f[rr, i]
     first = i - 1 + (0.5 - prev) / np.maximum(cur - prev, 1e-6)
-    nxt = np.where(k < n - 1, f[rr, np.minimum(k + 1, n - 1)], 0.0)
+    nxt = f[rr, np.minimum(k + 1, n - 1)]
+    nxt[k == n - 1] = 0.0
     cur = f[rr, k]
     last = k + (cur - 0.5) / np.maximum(cur - nxt, 1e-6)
     return first.astype(np.float64), last.astype(np.float64)
 
 
-def _robust_ends(f: np.ndarray, win: int) -> tuple[float, float]:
+def _robust_ends(f: np.ndarray, win: int,
+                 inside: Optional[np.ndarray] = None) -> tuple[float, float]:
     """(first, last) sub-sample column position of the region ``f >= 0.5`` (f float [rows, cols]),
     robust to staircase corners.
 
     For every row the first and last crossing of 0.5 form an edge profile; each profile is
     median-filtered over ``win`` rows (about one pixel) before taking its extreme, so a single
     corner pixel protruding from a rasterised edge does not set the extent.
+
+    ``inside``: optional precomputed ``f >= 0.5`` (same shape), to avoid recomputing it.
     """
-    rows = np.flatnonzero((f >= 0.5).any(axis=1))
-    first, last = _crossings(f[rows])
-    if win > 1 and len(rows) > win:
+    if inside is None:
+        inside = f >= 0.5
+    rows = np.flatnonzero(inside.any(axis=1))
+    first, last = _crossings(f[rows], inside[rows])
+    return _median_ends(first, last, win)
+
+
+def _median_ends(first: np.ndarray, last: np.ndarray, win: int) -> tuple[float, float]:
+    """min of ``first`` and max of ``last`` (edge profiles [n]) after a running median over
+    ``win`` entries (edge-padded); see ``_robust_ends``."""
+    if win > 1 and len(first) > win:
         pad = win // 2
+        if pad == 1:
+            # Median of 3 over each profile with edge padding: the end values stay as they are
+            # (median(x0, x0, x1) = x0) and interior ones are the median of their neighbours.
+            both = np.stack([first, last])
+            a, b, c = both[:, :-2], both[:, 1:-1], both[:, 2:]
+            med = np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+            lo = min(float(med[0].min()), float(first[0]), float(first[-1]))
+            hi = max(float(med[1].max()), float(last[0]), float(last[-1]))
+            return lo, hi
         both = np.pad(np.stack([first, last]), ((0, 0), (pad, pad)), mode="edge")
         windows = np.lib.stride_tricks.sliding_window_view(both, 2 * pad + 1, axis=1)
         med = np.partition(windows, pad, axis=2)[:, :, pad]
@@ -465,6 +550,18 @@ def _robust_ends(f: np.ndarray, win: int) -> tuple[float, float]:
 
 
 # === Signal intensity ===
+def _uniform_histogram(x: np.ndarray, lo: float, hi: float, n_bins: int,
+                       weights: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """``np.histogram(x, bins=n_bins, range=(lo, hi), weights=weights)`` for float64 ``x``
+    within [lo, hi] (lo < hi): numpy's own uniform-bin assignment, without its overhead."""
+    edges = np.linspace(lo, hi, n_bins + 1)
+    idx = ((x - lo) / (hi - lo) * n_bins).astype(np.intp)
+    idx[idx == n_bins] -= 1
+    idx[x < edges[idx]] -= 1
+    idx[(x >= edges[idx + 1]) & (idx != n_bins - 1)] += 1
+    return np.bincount(idx, weights=weights, minlength=n_bins), edges
+
+
 def gmm_peak_gap(values: np.ndarray, n_bins: int = 32, n_iter: int = 6) -> float:
     """Distance between the two means of a 2-component 1-D Gaussian mixture (EM on a histogram).
 
@@ -472,53 +569,126 @@ def gmm_peak_gap(values: np.ndarray, n_bins: int = 32, n_iter: int = 6) -> float
     by less than 1e-3 of the value range or ``n_iter`` iterations.
 
     Args:
-        values: float [N] grey values.
+        values: float [N] grey values (integer arrays, e.g. uint8 grey values, are binned
+            through a per-value count first, which gives the same histogram faster).
 
     Returns:
         |mu_2 - mu_1| in the units of ``values``; 0.0 for constant values, NaN for N < 2.
     """
-    x = np.asarray(values, np.float64).ravel()
-    if x.size < 2:
-        return float("nan")
-    lo, hi = float(x.min()), float(x.max())
-    if hi - lo < 1e-9:
-        return 0.0
-    counts, edges = np.histogram(x, bins=n_bins, range=(lo, hi))
-    centres = 0.5 * (edges[:-1] + edges[1:])
-    w = counts.astype(np.float64)
-    # Initialise from the Otsu split of the histogram (the two classes' means and variances).
-    c0 = np.cumsum(w)
-    m0 = np.cumsum(w * centres)
-    total, mtot = c0[-1], m0[-1]
+    return gmm_peak_gaps([values], n_bins, n_iter)[0]
+
+
+def _value_histogram(values: np.ndarray,
+                     n_bins: int) -> Optional[tuple[np.ndarray, np.ndarray, float]]:
+    """(counts float64 [n_bins], edges [n_bins + 1], value range) of ``values`` over their own
+    range, or None when fewer than 2 values or constant (range < 1e-9)."""
+    arr = np.asarray(values)
+    if arr.size < 2:
+        return None
+    if np.issubdtype(arr.dtype, np.integer) and arr.dtype.itemsize <= 2:
+        # Same bin for equal values: histogram the distinct values weighted by their counts.
+        xi = arr.ravel()
+        imin, imax = int(xi.min()), int(xi.max())
+        lo, hi = float(imin), float(imax)
+        if hi - lo < 1e-9:
+            return None
+        per_value = np.bincount(xi.astype(np.int64) - imin)
+        nz = np.flatnonzero(per_value)
+        counts, edges = _uniform_histogram((nz + imin).astype(np.float64), lo, hi, n_bins,
+                                           per_value[nz].astype(np.float64))
+    else:
+        x = arr.astype(np.float64, copy=False).ravel()
+        lo, hi = float(x.min()), float(x.max())
+        if hi - lo < 1e-9:
+            return None
+        counts, edges = _uniform_histogram(x, lo, hi, n_bins)
+    return counts.astype(np.float64), edges, hi - lo
+
+
+def gmm_peak_gaps(values_list: Sequence[np.ndarray], n_bins: int = 32,
+                  n_iter: int = 6) -> list[float]:
+    """``gmm_peak_gap`` of each array in ``values_list``, with the EM run for all at once."""
+    arrays = [np.asarray(v) for v in values_list]
+    out: list[float] = [float("nan") if a.size < 2 else 0.0 for a in arrays]
+    if all(a.dtype == np.uint8 for a in arrays):
+        # uint8 grey values (the usual case): all histograms from one table of per-value counts.
+        ok = [i for i, a in enumerate(arrays) if a.size >= 2 and a.min() != a.max()]
+        if not ok:
+            return out
+        table = np.stack([np.bincount(arrays[i].ravel(), minlength=256) for i in ok])  # [B, 256]
+        nzb, nzv = np.nonzero(table)
+        lo_v = np.array([int(arrays[i].min()) for i in ok], np.float64)
+        hi_v = np.array([int(arrays[i].max()) for i in ok], np.float64)
+        edges = np.linspace(lo_v, hi_v, n_bins + 1, axis=1)  # [B, n_bins + 1]
+        x = nzv.astype(np.float64)
+        lo, hi = lo_v[nzb], hi_v[nzb]
+        # numpy's uniform-bin assignment (as in _uniform_histogram), row by row.
+        idx = ((x - lo) / (hi - lo) * n_bins).astype(np.intp)
+        idx[idx == n_bins] -= 1
+        idx[x < edges[nzb, idx]] -= 1
+        idx[(x >= edges[nzb, idx + 1]) & (idx != n_bins - 1)] += 1
+        w = np.bincount(nzb * n_bins + idx, weights=table[nzb, nzv].astype(np.float64),
+                        minlength=len(ok) * n_bins).reshape(len(ok), n_bins)
+        tol = 1e-3 * (hi_v - lo_v)
+        hists = [(i, None) for i in ok]
+    else:
+        hists = []
+        for i, a in enumerate(arrays):
+            h = _value_histogram(a, n_bins)
+            if h is not None:
+                hists.append((i, h))
+        if not hists:
+            return out
+        w = np.stack([h[0] for _, h in hists])            # [B, n_bins]
+        edges = np.stack([h[1] for _, h in hists])        # [B, n_bins + 1]
+        tol = 1e-3 * np.array([h[2] for _, h in hists])   # [B]
+    centres = 0.5 * (edges[:, :-1] + edges[:, 1:])
+    # Initialise from the Otsu split of each histogram (the two classes' means and variances).
+    c0 = np.cumsum(w, axis=1)
+    m0 = np.cumsum(w * centres, axis=1)
+    total, mtot = c0[:, -1:], m0[:, -1:]
     with np.errstate(divide="ignore", invalid="ignore"):
         between = (mtot * c0 / total - m0) ** 2 / (c0 * (total - c0))
-    k = int(np.nanargmax(between[:-1])) if np.isfinite(between[:-1]).any() else n_bins // 2
-    lo_w, hi_w = w[:k + 1], w[k + 1:]
-    floor = (edges[1] - edges[0]) ** 2 / 12.0
-    mu = np.array([np.average(centres[:k + 1], weights=lo_w + 1e-12),
-                   np.average(centres[k + 1:], weights=hi_w + 1e-12)])
-    var = np.array([max(np.average((centres[:k + 1] - mu[0]) ** 2, weights=lo_w + 1e-12), floor),
-                    max(np.average((centres[k + 1:] - mu[1]) ** 2, weights=hi_w + 1e-12), floor)])
-    pi = np.array([lo_w.sum(), hi_w.sum()]) / total
-    pi = np.clip(pi, 1e-3, 1.0)
-    tol = 1e-3 * (hi - lo)
+    b = between[:, :-1]
+    # np.nanargmax per row (NaN -> -inf), n_bins // 2 where no finite value.
+    k = np.argmax(np.where(np.isnan(b), -np.inf, b), axis=1)
+    k[~np.isfinite(b).any(axis=1)] = n_bins // 2
+    low = np.arange(n_bins)[None, :] <= k[:, None]    # [B, n_bins] lower class
+    wl = np.where(low, w + 1e-12, 0.0)
+    wh = np.where(low, 0.0, w + 1e-12)
+    s_lo, s_hi = wl.sum(axis=1), wh.sum(axis=1)
+    mu = np.stack([(centres * wl).sum(axis=1) / s_lo, (centres * wh).sum(axis=1) / s_hi], axis=1)
+    floor = ((edges[:, 1] - edges[:, 0]) ** 2 / 12.0)[:, None]
+    var = np.stack([((centres - mu[:, :1]) ** 2 * wl).sum(axis=1) / s_lo,
+                    ((centres - mu[:, 1:]) ** 2 * wh).sum(axis=1) / s_hi], axis=1)
+    var = np.maximum(var, floor)
+    pi = np.stack([np.where(low, w, 0.0).sum(axis=1), np.where(low, 0.0, w).sum(axis=1)], axis=1)
+    pi = np.clip(pi / total, 1e-3, 1.0)
+    cc = centres[:, :, None]                          # [B, n_bins, 1]
+    active = np.ones(len(hists), bool)
     for _ in range(n_iter):
-        d = centres[:, None] - mu[None, :]
-        logp = -0.5 * d * d / var - 0.5 * np.log(var) + np.log(pi)
-        logp -= logp.max(axis=1, keepdims=True)
+        d = cc - mu[:, None, :]
+        logp = (-0.5 / var)[:, None, :] * (d * d) + (np.log(pi) - 0.5 * np.log(var))[:, None, :]
+        logp -= logp.max(axis=2, keepdims=True)
         r = np.exp(logp)
-        r /= r.sum(axis=1, keepdims=True)
-        rw = r * w[:, None]
-        nk = rw.sum(axis=0) + 1e-12
-        pi = nk / nk.sum()
-        new_mu = (rw * centres[:, None]).sum(axis=0) / nk
-        d = centres[:, None] - new_mu[None, :]
-        var = np.maximum((rw * d * d).sum(axis=0) / nk, floor)
-        done = float(np.abs(new_mu - mu).max()) < tol
-        mu = new_mu
-        if done:
+        r *= (w / r.sum(axis=2))[:, :, None]          # responsibilities x bin counts
+        nk = r.sum(axis=1) + 1e-12                    # [B, 2]
+        new_pi = nk / nk.sum(axis=1, keepdims=True)
+        new_mu = (r * cc).sum(axis=1) / nk
+        d = cc - new_mu[:, None, :]
+        new_var = np.maximum((r * d * d).sum(axis=1) / nk, floor)
+        done = (np.abs(new_mu - mu) < tol[:, None]).all(axis=1)
+        upd = active[:, None]
+        mu = np.where(upd, new_mu, mu)
+        var = np.where(upd, new_var, var)
+        pi = np.where(upd, new_pi, pi)
+        active &= ~done
+        if not active.any():
             break
-    return float(abs(mu[1] - mu[0]))
+    gaps = np.abs(mu[:, 1] - mu[:, 0])
+    for (i, _), g in zip(hists, gaps.tolist()):
+        out[i] = g
+    return out
 
 
 # === Results ===
@@ -579,6 +749,15 @@ def _vertebra_discs() -> dict[str, list[str]]:
 _VERTEBRA_DISCS = _vertebra_discs()
 
 
+def _mean_of(xs: Sequence[float]) -> float:
+    """``float(np.mean(xs))`` for a short list of floats (same arithmetic for 1 or 2 values)."""
+    if len(xs) == 1:
+        return float(xs[0]) / 1.0
+    if len(xs) == 2:
+        return (float(xs[0]) + float(xs[1])) / 2.0
+    return float(np.mean(xs))
+
+
 def _empty_row(level: str) -> dict[str, Any]:
     row: dict[str, Any] = {k: float("nan") for k in MEASUREMENT_COLUMNS}
     row["level"] = level
@@ -612,12 +791,15 @@ def measure_slice_detailed(mask: np.ndarray, pixel_spacing_mm: Sequence[float],
     if not np.issubdtype(mask.dtype, np.integer):
         raise ValueError(f"mask must hold integer class ids, got dtype {mask.dtype}")
     img: Optional[np.ndarray] = None
+    img_int: Optional[np.ndarray] = None  # the image as given when it holds small integers
     if image is not None:
         img = np.asarray(image)
         if img.ndim == 3:
             img = img[..., 0]
         if img.shape != mask.shape:
             raise ValueError(f"image shape {img.shape} != mask shape {mask.shape}")
+        if np.issubdtype(img.dtype, np.integer) and img.dtype.itemsize <= 2:
+            img_int = img
         img = img.astype(np.float32)
     step = SAMPLE_STEP_FRACTION * min(spacing)
     vert_step = VERTEBRA_STEP_FRACTION * min(spacing)
@@ -625,12 +807,29 @@ def measure_slice_detailed(mask: np.ndarray, pixel_spacing_mm: Sequence[float],
     global_reasons: list[str] = []
     m32 = mask.astype(np.int32, copy=False)
     # uint8 copy with unknown ids mapped to NUM_SEG_CLASSES (never a class), for fast compares.
-    m8 = np.clip(m32, 0, labels.NUM_SEG_CLASSES).astype(np.uint8)
-    m8[m32 < 0] = labels.NUM_SEG_CLASSES
-    present_counts = np.bincount(m8.ravel(), minlength=labels.NUM_SEG_CLASSES + 1)
-    if mask.size and (m32.min() < 0 or m32.max() >= labels.NUM_SEG_CLASSES):
-        bad = np.unique(m32[(m32 < 0) | (m32 >= labels.NUM_SEG_CLASSES)])
-        global_reasons.append("unknown_class_ids:" + "/".join(str(int(b)) for b in bad[:5]))
+    if mask.size and 0 <= int(m32.min()) and int(m32.max()) < labels.NUM_SEG_CLASSES:
+        m8 = m32.astype(np.uint8)
+    else:
+        m8 = np.clip(m32, 0, labels.NUM_SEG_CLASSES).astype(np.uint8)
+        m8[m32 < 0] = labels.NUM_SEG_CLASSES
+        if mask.size:
+            bad = np.unique(m32[(m32 < 0) | (m32 >= labels.NUM_SEG_CLASSES)])
+            global_reasons.append("unknown_class_ids:" + "/".join(str(int(b)) for b in bad[:5]))
+    # Per-structure work runs on the crop of the labelled pixels (plus a 1-pixel margin).
+    crop_off = (0, 0)
+    if m8.size:
+        fx, fy, fw, fh = cv2.boundingRect(m8)
+        H0, W0 = m8.shape
+        cr0, cc0 = max(0, fy - 1), max(0, fx - 1)
+        cr1, cc1 = min(H0, fy + fh + 1), min(W0, fx + fw + 1)
+        if fw == 0 or fh == 0:
+            cr0 = cc0 = cr1 = cc1 = 0
+        m8c = np.ascontiguousarray(m8[cr0:cr1, cc0:cc1])
+        crop_off = (cr0, cc0)
+    else:
+        m8c = m8
+    present_counts = np.bincount(m8c.ravel(), minlength=labels.NUM_SEG_CLASSES + 1)
+    present_counts[0] += m8.size - m8c.size
 
     def present(name: str) -> bool:
         i = labels.SEG_ID[name]
@@ -641,7 +840,8 @@ def measure_slice_detailed(mask: np.ndarray, pixel_spacing_mm: Sequence[float],
     def structure(name: str) -> Structure:
         if name not in cache:
             keep_largest = name in labels.VERTEBRA_NAMES
-            cache[name] = _extract(m8 == labels.SEG_ID[name], name, keep_largest)
+            cache[name] = _extract(m8c == labels.SEG_ID[name], name, keep_largest,
+                                   crop_off, m8.shape)
         return cache[name]
 
     disc_frames: dict[str, Frame] = {}
@@ -676,6 +876,9 @@ def measure_slice_detailed(mask: np.ndarray, pixel_spacing_mm: Sequence[float],
         return res
 
     results: list[DiscResult] = []
+    vert_lengths: dict[str, tuple[float, float]] = {}  # vertebra -> (mean_h, mean_width)
+    # (row, grey values, csf) for the mixture fits, run for all discs at once after the loop.
+    gmm_pending: list[tuple[dict[str, Any], np.ndarray, float]] = []
     for d in discs:
         row = _empty_row(d)
         reasons = list(global_reasons)
@@ -716,11 +919,12 @@ def measure_slice_detailed(mask: np.ndarray, pixel_spacing_mm: Sequence[float],
             if structure(vname).specks:
                 reasons.append(f"vert_{side}_extra_blobs_ignored")
             vfr[side], vext[side] = vf, ve
-            row[f"vert_{side}_height_mm"] = ve.mean_h()
-            row[f"vert_{side}_width_mm"] = ve.mean_width()
+            if vname not in vert_lengths:
+                vert_lengths[vname] = (ve.mean_h(), ve.mean_width())
+            row[f"vert_{side}_height_mm"], row[f"vert_{side}_width_mm"] = vert_lengths[vname]
             vheights.append(row[f"vert_{side}_height_mm"])
         if vheights:
-            row["disc_height_index"] = row["disc_height_mm"] / float(np.mean(vheights))
+            row["disc_height_index"] = row["disc_height_mm"] / _mean_of(vheights)
         else:
             reasons.append("dhi_no_vertebra")
 
@@ -737,7 +941,7 @@ def measure_slice_detailed(mask: np.ndarray, pixel_spacing_mm: Sequence[float],
             if band.any():
                 margins.append(float(va[band].max()) + half_px_u)
         if margins:
-            row["disc_bulge_mm"] = ext.a_post - float(np.mean(margins))
+            row["disc_bulge_mm"] = ext.a_post - _mean_of(margins)
         else:
             reasons.append("bulge_no_vertebra")
 
@@ -756,11 +960,15 @@ def measure_slice_detailed(mask: np.ndarray, pixel_spacing_mm: Sequence[float],
         if img is None:
             reasons.append("no_image")
         else:
-            _signal(row, reasons, img, s, fr, ext, canal, [structure(vfr_name) for side, vfr_name
-                                                          in (("above", above), ("below", below))
-                                                          if side in vfr], spacing)
+            _signal(row, reasons, img, img_int, gmm_pending, s, fr, ext, canal,
+                    [structure(vfr_name) for side, vfr_name
+                     in (("above", above), ("below", below)) if side in vfr], spacing)
         row["reason"] = ";".join(reasons)
         results.append(DiscResult(row, DiscGeometry(fr, ext, vfr, vext, canal_run, spacing)))
+    if gmm_pending:
+        gaps = gmm_peak_gaps([vals for _, vals, _ in gmm_pending])
+        for (row, _, csf), gap in zip(gmm_pending, gaps):
+            row["disc_si_gmm_gap"] = gap / csf
     return results
 
 
@@ -802,10 +1010,14 @@ def _canal_run(canal: Structure, fr: Frame, spacing: tuple[float, float], step: 
     return (a0 + (off + first[0]) * step, a_end), ""
 
 
-def _signal(row: dict[str, Any], reasons: list[str], img: np.ndarray, s: Structure, fr: Frame,
+def _signal(row: dict[str, Any], reasons: list[str], img: np.ndarray,
+            img_int: Optional[np.ndarray],
+            gmm_pending: list[tuple[dict[str, Any], np.ndarray, float]], s: Structure, fr: Frame,
             ext: Extent, canal: Optional[Structure], verts: list[Structure],
             spacing: tuple[float, float]) -> None:
-    """Fills the disc_si_* / csf / vert signal columns of ``row`` in place."""
+    """Fills the disc_si_* / csf / vert signal columns of ``row`` in place (``img_int``: the
+    same image as integers when given so, for a faster but identical histogram). The mixture
+    fit is queued on ``gmm_pending`` (row, values, csf) for the caller to run for all discs."""
     disc_vals = img[s.rows, s.cols]
     row["disc_si_mean"] = float(disc_vals.mean())
     csf = float("nan")
@@ -820,14 +1032,14 @@ def _signal(row: dict[str, Any], reasons: list[str], img: np.ndarray, s: Structu
         csf = float("nan")
     row["csf_si_median"] = csf
     vmeds = [v.median_of(img) for v in verts if v.n_pixels >= MIN_SI_PIXELS]
-    vref = float(np.mean(vmeds)) if vmeds else float("nan")
+    vref = _mean_of(vmeds) if vmeds else float("nan")
     if not (vref > 0):
         reasons.append("vertebra_reference_missing")
         vref = float("nan")
     row["vert_si_median"] = vref
     row["disc_si_csf_ratio"] = row["disc_si_mean"] / csf
     row["disc_si_vert_ratio"] = row["disc_si_mean"] / vref
-    a, _ = fr.project(s.xy_mm(spacing))
+    a, _ = s.project(fr, spacing)
     t = (a - ext.a_ant) / (ext.a_post - ext.a_ant)
     inner = (t >= 0.3) & (t <= 0.7)
     outer = (t < 0.15) | (t > 0.85)
@@ -836,7 +1048,8 @@ def _signal(row: dict[str, Any], reasons: list[str], img: np.ndarray, s: Structu
     else:
         reasons.append("si_regions_too_small")
     if disc_vals.size >= MIN_GMM_PIXELS:
-        row["disc_si_gmm_gap"] = gmm_peak_gap(disc_vals) / csf
+        gmm_vals = disc_vals if img_int is None else img_int[s.rows, s.cols]
+        gmm_pending.append((row, gmm_vals, csf))
     else:
         reasons.append("si_gmm_too_few_pixels")
 
