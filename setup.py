@@ -31,8 +31,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    # GPU: install this extra *instead of* the CPU wheel, i.e.
-    #   pip install -e . && pip uninstall -y tensorflow-cpu && pip install -e .[gpu]
+    # GPU TensorFlow. Both wheels provide the `tensorflow` module, so on a CUDA machine:
+    #   pip uninstall -y tensorflow-cpu && pip install 'tensorflow[and-cuda]==2.21.0'
+    # (README, "On a GPU"); this extra records the requirement.
     "gpu": ["tensorflow[and-cuda]==2.21.0"],
     "test": ["pytest>=8", "dill"],  # dill: tfds.testing,
 }
