@@ -35,7 +35,7 @@ EXTRAS_REQUIRE = {
     #   pip uninstall -y tensorflow-cpu && pip install 'tensorflow[and-cuda]==2.21.0'
     # (README, "On a GPU"); this extra records the requirement.
     "gpu": ["tensorflow[and-cuda]==2.21.0"],
-    "test": ["pytest>=8", "dill"],  # dill: tfds.testing,
+    "test": ["pytest>=8", "dill"],  # dill: needed by tfds.testing
 }
 
 setup(
