@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import sys
-import tempfile
 from typing import Any, Callable, Optional
 
 import numpy as np
 
+from spoils_tf import fileio
 from spoils_tf import labels
 
 MIN_IMAGE_SIDE = 64   # px; smaller inputs are refused (not an MRI slice)
@@ -161,16 +160,6 @@ def class_areas(mask: np.ndarray, spacing_mm: Optional[tuple[float, float]]) -> 
             for i, name in enumerate(labels.SEG_NAMES)}
 
 
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _png_bytes(arr: np.ndarray) -> bytes:
@@ -207,10 +196,10 @@ def segment_file(image_path: str | pathlib.Path, model_path: str | pathlib.Path,
             "classes": class_areas(mask, spacing),
             "files": {k: f"{stem}_{k}.png" for k in ("mask", "overlay", "input")},
     }
-    _atomic_write(out_dir / f"{stem}_input.png", _png_bytes(grey))
-    _atomic_write(out_dir / f"{stem}_mask.png", _png_bytes(mask))
-    _atomic_write(out_dir / f"{stem}_overlay.png", _png_bytes(viz.overlay(grey, mask)))
-    _atomic_write(out_dir / f"{stem}_areas.json",
+    fileio.atomic_write_bytes(out_dir / f"{stem}_input.png", _png_bytes(grey))
+    fileio.atomic_write_bytes(out_dir / f"{stem}_mask.png", _png_bytes(mask))
+    fileio.atomic_write_bytes(out_dir / f"{stem}_overlay.png", _png_bytes(viz.overlay(grey, mask)))
+    fileio.atomic_write_bytes(out_dir / f"{stem}_areas.json",
                   (json.dumps(result, indent=2) + "\n").encode("utf-8"))
     return result
 

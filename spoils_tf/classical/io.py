@@ -20,9 +20,9 @@ import hashlib
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
+from spoils_tf import fileio
 import numpy as np
 
 SIDECAR_SUFFIX = ".json"
@@ -62,16 +62,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _model_features(model: Any) -> Optional[list[str]]:
@@ -120,8 +110,8 @@ def save_classifier(model: Any, path: Union[str, os.PathLike], *,
         "extra": dict(extra or {}),
     }
     path = pathlib.Path(path)
-    _atomic_write(path, data)
-    _atomic_write(sidecar_path(path), json.dumps(meta, indent=2).encode("utf-8"))
+    fileio.atomic_write_bytes(path, data)
+    fileio.atomic_write_bytes(sidecar_path(path), json.dumps(meta, indent=2).encode("utf-8"))
     return path
 
 

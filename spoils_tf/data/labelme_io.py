@@ -44,9 +44,7 @@ import dataclasses
 import io
 import json
 import math
-import os
 import pathlib
-import tempfile
 from typing import Any, Mapping, Optional, Sequence
 
 import cv2
@@ -54,6 +52,7 @@ import numpy as np
 import PIL.Image
 from labelme.utils import shape_to_mask as _labelme_shape_to_mask
 
+from spoils_tf import fileio
 from spoils_tf import labels
 from spoils_tf.data import images, layout
 
@@ -284,18 +283,6 @@ def mask_to_shapes(mask: np.ndarray) -> list[dict]:
 
 
 # === Files ===
-def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` via a temporary sibling file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _spoils_meta(raw: Mapping, source: pathlib.Path
@@ -472,6 +459,6 @@ def write_labelme(json_path: str | pathlib.Path, image: np.ndarray, mask: np.nda
                      "pixel_spacing_mm": spacing},
     }
     if not embed_image:
-        _atomic_write_bytes(json_path.parent / image_name, png)
-    _atomic_write_bytes(json_path, (json.dumps(payload, indent=1) + "\n").encode("utf-8"))
+        fileio.atomic_write_bytes(json_path.parent / image_name, png)
+    fileio.atomic_write_bytes(json_path, (json.dumps(payload, indent=1) + "\n").encode("utf-8"))
     return json_path

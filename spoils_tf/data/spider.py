@@ -69,17 +69,16 @@ import dataclasses
 import io
 import json
 import math
-import os
 import pathlib
 import re
 import sys
-import tempfile
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
 import PIL.Image
 
+from spoils_tf import fileio
 from spoils_tf import labels
 from spoils_tf.data import images, layout
 
@@ -719,17 +718,6 @@ def list_spider_slices(src: str | pathlib.Path) -> dict[str, dict[int, pathlib.P
 
 
 # === Writing ===
-def _atomic_write_text(path: pathlib.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
@@ -903,10 +891,10 @@ def convert_spider(src: str | pathlib.Path, out: str | pathlib.Path,
 
     out.mkdir(parents=True, exist_ok=True)
     issue_cols = layout.ISSUE_COLUMNS + ISSUE_EXTRA_COLUMNS
-    _atomic_write_text(out / layout.ISSUES_CSV, _csv_text(issue_cols, issues))
-    _atomic_write_text(out / layout.DISCS_CSV,
+    fileio.atomic_write_text(out / layout.ISSUES_CSV, _csv_text(issue_cols, issues))
+    fileio.atomic_write_text(out / layout.DISCS_CSV,
                        _csv_text(layout.DISC_COLUMNS + DISC_EXTRA_COLUMNS, disc_rows))
-    _atomic_write_text(out / layout.PATIENTS_CSV,
+    fileio.atomic_write_text(out / layout.PATIENTS_CSV,
                        _csv_text(layout.PATIENT_COLUMNS + PATIENT_EXTRA_COLUMNS, patient_rows))
     relevant = {key: g for key, g in gradings.items() if patients is None or key[0] in slices}
     unmatched = [{"patient": p, "ivd_label": lbl, "reason": _unmatched_reason(lbl, p, slices)}
@@ -918,7 +906,7 @@ def convert_spider(src: str | pathlib.Path, out: str | pathlib.Path,
         class_pixels={name: int(class_pixels[i]) for i, name in enumerate(labels.SEG_NAMES)},
         n_gradings=len(relevant), n_gradings_matched=len(relevant) - len(unmatched),
         unmatched_gradings=unmatched, skipped=skipped)
-    _atomic_write_text(out / SUMMARY_JSON, json.dumps(summary.to_json(), indent=1) + "\n")
+    fileio.atomic_write_text(out / SUMMARY_JSON, json.dumps(summary.to_json(), indent=1) + "\n")
     return summary
 
 

@@ -65,15 +65,14 @@ import functools
 import io
 import json
 import math
-import os
 import pathlib
 import sys
-import tempfile
 from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
+from spoils_tf import fileio
 from spoils_tf import labels
 from spoils_tf.data import layout
 
@@ -1060,20 +1059,9 @@ def _write_csv_atomic(path: pathlib.Path, columns: Sequence[str], rows: Sequence
     w.writerow(columns)
     for row in rows:
         w.writerow([_fmt(row.get(c)) for c in columns])
-    _write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
+    fileio.atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
 
 
-def _write_bytes_atomic(path: pathlib.Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclasses.dataclass
@@ -1193,7 +1181,7 @@ def generate_cohort(out_dir: str | pathlib.Path, n_patients: int, n_slices: int,
     config = {"generator": "spoils_tf.data.synthetic", "patients": n_patients,
               "slices_per_patient": n_slices, "seed": seed, "size": size,
               "pixel_spacing_mm": list(spacing_mm), "slice_spacing_mm": slice_spacing_mm}
-    _write_bytes_atomic(out / SYNTH_CONFIG_JSON, (json.dumps(config, indent=1) + "\n").encode("utf-8"))
+    fileio.atomic_write_bytes(out / SYNTH_CONFIG_JSON, (json.dumps(config, indent=1) + "\n").encode("utf-8"))
     return CohortSummary(out_dir=out, n_patients=len(patients), n_slices=n_slices,
                          grade_histogram=hist, issues=issues)
 

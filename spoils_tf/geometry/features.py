@@ -27,15 +27,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import pathlib
 import sys
-import tempfile
 from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import pandas as pd
 
+from spoils_tf import fileio
 from spoils_tf.data import layout
 from spoils_tf.geometry import measure
 
@@ -98,28 +97,16 @@ def progress_iter(items: list, enabled: bool, desc: str) -> Iterable:
 
 
 # === Atomic writers ===
-def _atomic(path: pathlib.Path, write: Callable[[str], None]) -> None:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_csv_atomic(df: pd.DataFrame, path: str | pathlib.Path) -> None:
     """Writes ``df`` as CSV (no index) via a temporary file + ``os.replace``."""
-    _atomic(pathlib.Path(path), lambda tmp: df.to_csv(tmp, index=False))
+    fileio.atomic_write(pathlib.Path(path), lambda tmp: df.to_csv(tmp, index=False))
 
 
 def write_parquet_atomic(df: pd.DataFrame, path: str | pathlib.Path) -> None:
     """Writes ``df`` as Parquet (pyarrow, no index) via a temporary file + ``os.replace``."""
-    _atomic(pathlib.Path(path), lambda tmp: df.to_parquet(tmp, index=False))
+    fileio.atomic_write(pathlib.Path(path), lambda tmp: df.to_parquet(tmp, index=False))
 
 
 # === Volumes ===

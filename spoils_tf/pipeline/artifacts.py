@@ -31,9 +31,8 @@ import datetime
 import hashlib
 import json
 import math
-import os
 import pathlib
-import tempfile
+from spoils_tf import fileio
 from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 METADATA_FILE = "metadata.json"
@@ -42,20 +41,7 @@ _CHUNK = 1 << 20
 
 
 # === Files ===
-def atomic_write_text(path: str | pathlib.Path, text: str) -> pathlib.Path:
-    """Writes ``text`` via a temporary file in the same folder and ``os.replace``."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+atomic_write_text = fileio.atomic_write_text  # re-exported; one implementation
 
 
 def jsonable(obj: Any) -> Any:

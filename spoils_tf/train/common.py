@@ -16,10 +16,10 @@ import json
 import os
 import pathlib
 import platform
-import tempfile
 from typing import Any
 
 import keras
+from spoils_tf import fileio
 import tensorflow as tf
 
 STRATEGIES: tuple[str, ...] = ("default", "mirrored", "multi_worker", "tpu")
@@ -69,19 +69,7 @@ def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(int(seed))
 
 
-def atomic_write_text(path: str | pathlib.Path, text: str) -> None:
-    """Writes ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+atomic_write_text = fileio.atomic_write_text  # re-exported; one implementation
 
 
 def write_json(path: str | pathlib.Path, obj: Any) -> None:

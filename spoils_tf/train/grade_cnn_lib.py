@@ -47,6 +47,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from spoils_tf import fileio
 from spoils_tf import labels
 from spoils_tf.models import classifiers
 
@@ -74,14 +75,10 @@ log = logging.getLogger(__name__)
 
 
 # === Small file helpers (atomic: temporary file in the same folder + os.replace) ===
-def _atomic_write_text(path: pathlib.Path, text: str) -> pathlib.Path:
-    from spoils_tf.train import common
-    common.atomic_write_text(path, text)
-    return pathlib.Path(path)
 
 
 def _atomic_write_csv(df: pd.DataFrame, path: pathlib.Path) -> pathlib.Path:
-    return _atomic_write_text(path, df.to_csv(index=False))
+    return fileio.atomic_write_text(path, df.to_csv(index=False))
 
 
 def _atomic_write_parquet(df: pd.DataFrame, path: pathlib.Path) -> pathlib.Path:
@@ -108,7 +105,7 @@ def _json_default(o: Any):
 
 
 def _write_json(obj: Any, path: pathlib.Path) -> pathlib.Path:
-    return _atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default,
+    return fileio.atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default,
                                                allow_nan=True) + "\n")
 
 
@@ -522,7 +519,7 @@ def aggregate(workdir: str | os.PathLike, config) -> dict:
             "paper_comparable": config.model.backbone == "mobilenetv2" and target == "grade11",
     }
     _write_json(summary, workdir / "summary.json")
-    _atomic_write_text(workdir / "summary.md", summary_markdown(summary))
+    fileio.atomic_write_text(workdir / "summary.md", summary_markdown(summary))
     return summary
 
 

@@ -69,6 +69,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from spoils_tf import fileio
 from spoils_tf import labels
 from spoils_tf.classical import models as cmodels
 from spoils_tf.metrics import classification as cm
@@ -119,23 +120,11 @@ log = logging.getLogger(__name__)
 
 
 # === Files (atomic: temporary file in the same folder + os.replace) ===
-def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> pathlib.Path:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
     """Writes ``text`` (UTF-8) to ``path`` atomically; parent folders are created."""
-    return _atomic_write_bytes(pathlib.Path(path), text.encode("utf-8"))
+    return fileio.atomic_write_bytes(pathlib.Path(path), text.encode("utf-8"))
 
 
 def _json_default(o: Any):
