@@ -31,15 +31,16 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import pathlib
 import sys
-import tempfile
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import numpy as np
 
-from spoils_tf import labels
+if TYPE_CHECKING:  # only for annotations; folds.py itself does not need pandas
+    import pandas as pd
+
+from spoils_tf import fileio, labels
 from spoils_tf.data import layout
 
 FOLDS_VERSION = 1
@@ -137,18 +138,7 @@ def write_folds(path: str | pathlib.Path, assignment: Mapping[str, int], *, k: i
             f"differ); folds are made once and reused: pass overwrite=True (--overwrite) to replace it")
     payload = {"version": FOLDS_VERSION, "k": k, "seed": seed, "stratified_by": stratified_by,
                "source": source, "folds": {p: folds[p] for p in sorted(folds)}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return fileio.atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,6 +269,45 @@ def fold_table(folds: Folds, slices_per_patient: Mapping[str, int], grades: Mapp
         rows.append(f"{fold:>4} {len(test):>8} {n_slices:>7} " + " ".join(f"{v:>8}" for v in hist))
     rows.append(f"{'all':>4} {totals[0]:>8} {totals[1]:>7} " + " ".join(f"{v:>8}" for v in totals[2:]))
     return "\n".join(rows)
+
+
+
+# === Leakage mode and fold selection (shared by the grading experiments) ===
+def slice_level_folds(rows: pd.DataFrame, k: int, seed: int) -> np.ndarray:
+    """LEAKY folds: each (patient, slice) gets a random fold in ``0..k-1``, patients ignored.
+
+    Fold sizes (in slices) differ by at most one. Returns ``int64 [len(rows)]``.
+
+    Raises:
+        ValueError: if there are fewer distinct slices than ``k``.
+    """
+    keys = list(zip(rows["patient"].astype(str), rows["slice"].astype(int)))
+    uniq = sorted(set(keys))
+    if len(uniq) < k:
+        raise ValueError(f"split=slice: {len(uniq)} distinct slices, fewer than k={k} folds")
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    fold_of = {uniq[j]: int(r % k) for r, j in enumerate(order)}
+    return np.asarray([fold_of[key] for key in keys], np.int64)
+
+
+def folds_to_run(spec: str, k: int) -> list[int]:
+    """``"all"`` -> ``[0..k-1]``; ``"3"`` -> ``[3]``; ``"0,2"`` -> ``[0, 2]``.
+
+    Raises:
+        ValueError: a fold outside ``0..k-1`` or an unparsable spec (naming config.fold).
+    """
+    spec = str(spec).strip().lower()
+    if spec in ("all", ""):
+        return list(range(k))
+    try:
+        out = [int(s) for s in spec.split(",")]
+    except ValueError:
+        raise ValueError(f"config.fold: expected 'all' or fold numbers like '3' or '0,2', "
+                         f"got {spec!r}") from None
+    bad = [f for f in out if not 0 <= f < k]
+    if bad:
+        raise ValueError(f"config.fold: fold(s) {bad} outside 0..{k - 1}")
+    return out
 
 
 def main(argv: list[str]) -> int:

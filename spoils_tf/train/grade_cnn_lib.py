@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from spoils_tf import fileio
+from spoils_tf.data.folds import folds_to_run, slice_level_folds  # re-exported
 from spoils_tf import labels
 from spoils_tf.models import classifiers
 
@@ -257,21 +258,6 @@ def load_crops(crops_dir: str | os.PathLike, index: pd.DataFrame, target: str,
 
 
 # === Folds ===
-def slice_level_folds(rows: pd.DataFrame, k: int, seed: int) -> np.ndarray:
-    """LEAKY folds: each (patient, slice) gets a random fold in ``0..k-1``, patients ignored.
-
-    Fold sizes (in slices) differ by at most one. Returns ``int64 [len(rows)]``.
-
-    Raises:
-        ValueError: if there are fewer distinct slices than ``k``.
-    """
-    keys = list(zip(rows["patient"].astype(str), rows["slice"].astype(int)))
-    uniq = sorted(set(keys))
-    if len(uniq) < k:
-        raise ValueError(f"split=slice: {len(uniq)} distinct slices, fewer than k={k} folds")
-    order = np.random.default_rng(seed).permutation(len(uniq))
-    fold_of = {uniq[j]: int(r % k) for r, j in enumerate(order)}
-    return np.asarray([fold_of[key] for key in keys], np.int64)
 
 
 def patient_folds(rows: pd.DataFrame, config,
@@ -317,26 +303,6 @@ def patient_folds(rows: pd.DataFrame, config,
                          f"(first: {missing[:5]}); remake folds for this dataset")
     fold = np.asarray([folds.fold_of(str(p)) for p in rows["patient"]], np.int64)
     return fold, int(folds.k), str(path)
-
-
-def folds_to_run(spec: str, k: int) -> list[int]:
-    """``"all"`` -> ``[0..k-1]``; ``"3"`` -> ``[3]``; ``"0,2"`` -> ``[0, 2]``.
-
-    Raises:
-        ValueError: a fold outside ``0..k-1`` or an unparsable spec (naming config.fold).
-    """
-    spec = str(spec).strip().lower()
-    if spec in ("all", ""):
-        return list(range(k))
-    try:
-        out = [int(s) for s in spec.split(",")]
-    except ValueError:
-        raise ValueError(f"config.fold: expected 'all' or fold numbers like '3' or '0,2', "
-                         f"got {spec!r}") from None
-    bad = [f for f in out if not 0 <= f < k]
-    if bad:
-        raise ValueError(f"config.fold: fold(s) {bad} outside 0..{k - 1}")
-    return out
 
 
 # === Training ===

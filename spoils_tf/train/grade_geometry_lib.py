@@ -70,6 +70,7 @@ import numpy as np
 import pandas as pd
 
 from spoils_tf import fileio
+from spoils_tf.data.folds import folds_to_run, slice_level_folds  # re-exported
 from spoils_tf import labels
 from spoils_tf.classical import models as cmodels
 from spoils_tf.metrics import classification as cm
@@ -359,23 +360,6 @@ def synthetic_feature_table(n_patients: int = 12, slices_per_patient: int = 3,
 
 
 # === Folds ===
-def slice_level_folds(df: pd.DataFrame, k: int, seed: int) -> np.ndarray:
-    """LEAKY folds: each ``(patient, slice)`` gets a random fold ``0..k-1``, patients ignored.
-
-    All discs of one slice share a fold; fold sizes (in slices) differ by at most one. The
-    same definition as ``grade_cnn_lib.slice_level_folds`` (not imported: that module needs
-    TensorFlow). Returns ``int64 [len(df)]``.
-
-    Raises:
-        ValueError: fewer distinct slices than ``k``.
-    """
-    keys = list(zip(df["patient"].astype(str), df["slice"].astype(int)))
-    uniq = sorted(set(keys))
-    if len(uniq) < k:
-        raise ValueError(f"split=slice: {len(uniq)} distinct slices, fewer than k={k} folds")
-    order = np.random.default_rng(seed).permutation(len(uniq))
-    fold_of = {uniq[j]: int(r % k) for r, j in enumerate(order)}
-    return np.asarray([fold_of[key] for key in keys], np.int64)
 
 
 def patient_folds(df: pd.DataFrame, config, workdir: pathlib.Path,
@@ -424,26 +408,6 @@ def patient_folds(df: pd.DataFrame, config, workdir: pathlib.Path,
             raise ValueError(f"feature table field 'fold' disagrees with {path} for patients "
                              f"{bad}: the table is stale; remake it with `spoils features`")
     return fold, int(folds.k), str(path)
-
-
-def folds_to_run(spec: str, k: int) -> list[int]:
-    """``"all"`` -> ``[0..k-1]``; ``"3"`` -> ``[3]``; ``"0,2"`` -> ``[0, 2]``.
-
-    Raises:
-        ValueError: a fold outside ``0..k-1`` or an unparsable spec (naming config.fold).
-    """
-    spec = str(spec).strip().lower()
-    if spec in ("all", ""):
-        return list(range(k))
-    try:
-        out = [int(s) for s in spec.split(",")]
-    except ValueError:
-        raise ValueError(f"config.fold: expected 'all' or fold numbers like '3' or '0,2', "
-                         f"got {spec!r}") from None
-    bad = [f for f in out if not 0 <= f < k]
-    if bad:
-        raise ValueError(f"config.fold: fold(s) {bad} outside 0..{k - 1}")
-    return out
 
 
 # === Cross-validation ===
