@@ -26,8 +26,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "segment one image with a trained model (mask, overlay, areas)"),
     "decide": ("spoils_tf.clinical.cli:main",
                "decision support from a grade class + ODI + NRS"),
-    "predict": ("spoils_tf.inference:predict_main",
-                "full report for one image or DICOM series"),
 }
 
 
