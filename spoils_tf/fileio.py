@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import pathlib
 import tempfile
-from typing import Callable
+from typing import Any, Callable
+
+import numpy as np
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> pathlib.Path:
@@ -42,3 +44,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> pathlib.Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
     """Writes ``text`` as UTF-8 to ``path`` atomically (no newline translation)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars/arrays, paths, tuples and sets."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, pathlib.Path):
+        return str(o)
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")

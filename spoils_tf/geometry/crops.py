@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import os
 import pathlib
 import sys
-import tempfile
 from typing import Any, Callable, Optional, Sequence
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from spoils_tf import labels
+from spoils_tf import fileio
 from spoils_tf.data import layout
 from spoils_tf.geometry import features, measure
 
@@ -161,16 +158,11 @@ def _box_mask(h: int, w: int, a0: float, b1: float, scale: float, a_lim: tuple[f
 
 # === Batch (spoils crops) ===
 def _save_npy_atomic(path: pathlib.Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a name
             np.save(f, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    fileio.atomic_write(path, write)
 
 
 def _save_png_atomic(path: pathlib.Path, arr: np.ndarray) -> None:
@@ -182,16 +174,7 @@ def _save_png_atomic(path: pathlib.Path, arr: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", u8)
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    fileio.atomic_write_bytes(path, buf.tobytes())
 
 
 def _neighbour_image(data_dir: pathlib.Path, patient: str, slice_index: int,

@@ -23,10 +23,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import tempfile
 from typing import Callable, Sequence
 
 import numpy as np
+
+from spoils_tf import fileio
 
 PROB_PREFIX = "prob/"
 
@@ -301,18 +302,10 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str 
                         color="white" if shown[i, j] > 0.5 * (im.norm.vmax or 1) else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        return fileio.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 # === Patient-level bootstrap ===

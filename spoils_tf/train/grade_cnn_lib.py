@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import pathlib
-import tempfile
 import time
 from typing import Any, Sequence
 
@@ -83,30 +82,11 @@ def _atomic_write_csv(df: pd.DataFrame, path: pathlib.Path) -> pathlib.Path:
 
 
 def _atomic_write_parquet(df: pd.DataFrame, path: pathlib.Path) -> pathlib.Path:
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def _json_default(o: Any):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
+    return fileio.atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def _write_json(obj: Any, path: pathlib.Path) -> pathlib.Path:
-    return fileio.atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default,
+    return fileio.atomic_write_text(path, json.dumps(obj, indent=2, default=fileio.json_default,
                                                allow_nan=True) + "\n")
 
 

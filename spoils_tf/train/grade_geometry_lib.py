@@ -59,12 +59,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import pathlib
-import tempfile
 import time
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -125,24 +123,12 @@ log = logging.getLogger(__name__)
 
 def write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
     """Writes ``text`` (UTF-8) to ``path`` atomically; parent folders are created."""
-    return fileio.atomic_write_bytes(pathlib.Path(path), text.encode("utf-8"))
-
-
-def _json_default(o: Any):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (pathlib.Path, tuple, set)):
-        return str(o) if isinstance(o, pathlib.Path) else list(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
+    return fileio.atomic_write_text(path, text)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> pathlib.Path:
     """Atomic JSON dump (NaN written as ``NaN``, numpy scalars as numbers)."""
-    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    return write_text(path, json.dumps(obj, indent=2, default=fileio.json_default) + "\n")
 
 
 def write_table(df: pd.DataFrame, stem: str | os.PathLike, parquet: bool = True) -> None:
@@ -150,15 +136,8 @@ def write_table(df: pd.DataFrame, stem: str | os.PathLike, parquet: bool = True)
     stem = pathlib.Path(stem)
     write_text(stem.with_name(stem.name + ".csv"), df.to_csv(index=False))
     if parquet:
-        path = stem.with_name(stem.name + ".parquet")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            df.to_parquet(tmp, index=False)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        fileio.atomic_write(stem.with_name(stem.name + ".parquet"),
+                            lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def save_config(config, workdir: str | os.PathLike) -> pathlib.Path:
@@ -423,7 +402,7 @@ def model_params(config, name: str) -> dict[str, Any]:
 
 
 def _signature(**parts) -> str:
-    text = json.dumps(parts, sort_keys=True, default=_json_default)
+    text = json.dumps(parts, sort_keys=True, default=fileio.json_default)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
@@ -697,7 +676,9 @@ def _run_split(config, workdir: pathlib.Path, df: pd.DataFrame, X: pd.DataFrame,
     out: dict[str, Any] = {"split": split, "k": k, "source": source, "targets": {},
                            "skipped_targets": {}, "frames": {}}
     for target in targets:
-        classes = cmodels.TARGETS[target]
+        if target not in cmodels.TARGETS:  # a config error, not a data gap: fail
+            raise KeyError(f"config.targets: unknown target {target!r}; expected one of "
+                           f"{tuple(cmodels.TARGETS)}")
         try:
             y = cmodels.target_labels(df, target)
         except KeyError as e:
