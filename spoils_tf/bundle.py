@@ -1,0 +1,198 @@
+"""The model bundle: the directory ``spoils predict --models DIR`` reads and the Pusher writes.
+
+A bundle is a TF Serving base directory (``<base>/<model_name>/<version>/``, integer versions,
+the highest one is used) holding up to three models, each version carrying a *model card*
+``assets.extra/spoils_model.json`` (TF Serving ignores ``assets.extra``)::
+
+    DIR/spoils_seg/<v>/             SavedModel (spoils_tf.export.serving), kind "segmentation"
+    DIR/spoils_grade_cnn/<v>/       model.keras (spoils_tf.models.classifiers), "crop_classifier"
+    DIR/spoils_grade_geometry/<v>/  model.skops + model.skops.json (spoils_tf.classical.io),
+                                    kind "geometry_classifier"
+
+Card fields (JSON object):
+
+* all kinds: ``format`` (:data:`CARD_FORMAT`), ``kind``, ``model_file`` (relative to the version
+  directory; ``"."`` for a SavedModel), ``created`` (UTC ISO time), ``metrics`` (held-out
+  metrics, may be empty), ``data_fingerprint`` (sha256 of the training data or ``""``),
+  ``config`` (the resolved training config, plain JSON);
+* ``segmentation``: ``resize_mode``;
+* ``crop_classifier``: ``target`` (``grade_class | pfirrmann | binary``), ``classes`` (in
+  output order), ``crop_height``, ``crop_width`` (px, the ``spoils crops`` size),
+  ``context_slices`` (0 or 1), ``margin_frac``;
+* ``geometry_classifier``: ``target``, ``classes``, ``model_name`` (e.g.
+  ``gradient_boosting``), ``features`` (the feature columns, in order).
+
+Only this module knows the layout; the reader is :func:`load_bundle`, the writer of cards is
+:func:`write_card`. Imports the standard library only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from typing import Any, Mapping, Optional, Union
+
+from spoils_tf import fileio
+
+CARD_FORMAT = "spoils-tf/model-card/1"
+CARD_DIR = "assets.extra"
+CARD_FILE = "spoils_model.json"
+
+SEG = "spoils_seg"
+CROP = "spoils_grade_cnn"
+GEOMETRY = "spoils_grade_geometry"
+MODEL_NAMES: tuple[str, ...] = (SEG, CROP, GEOMETRY)
+KIND_OF: dict[str, str] = {SEG: "segmentation", CROP: "crop_classifier",
+                           GEOMETRY: "geometry_classifier"}
+
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "segmentation": ("resize_mode",),
+    "crop_classifier": ("target", "classes", "crop_height", "crop_width", "context_slices",
+                        "margin_frac"),
+    "geometry_classifier": ("target", "classes", "model_name", "features"),
+}
+_COMMON = ("format", "kind", "model_file")
+
+
+class BundleError(ValueError):
+    """A models directory or model card that cannot be used (the message names the file)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BundleModel:
+    """One model of a bundle.
+
+    Attributes:
+        name: the model name (:data:`SEG`, :data:`CROP` or :data:`GEOMETRY`).
+        version: the integer version used (the highest present).
+        version_dir: ``<base>/<name>/<version>``.
+        card: the parsed model card.
+    """
+    name: str
+    version: int
+    version_dir: pathlib.Path
+    card: dict[str, Any]
+
+    @property
+    def model_path(self) -> pathlib.Path:
+        """The model file (or SavedModel directory) named by the card's ``model_file``."""
+        return (self.version_dir / self.card["model_file"]).resolve()
+
+    @property
+    def label(self) -> str:
+        """``"<name> v<version>"``, for reports."""
+        return f"{self.name} v{self.version}"
+
+
+def card_path(version_dir: Union[str, os.PathLike]) -> pathlib.Path:
+    """``<version_dir>/assets.extra/spoils_model.json``."""
+    return pathlib.Path(version_dir) / CARD_DIR / CARD_FILE
+
+
+def validate_card(card: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Checks a card's format, kind and required fields; returns it as a plain dict.
+
+    Raises:
+        BundleError: naming ``source`` and the missing or wrong field.
+    """
+    if not isinstance(card, Mapping):
+        raise BundleError(f"{source}: expected a JSON object, got {type(card).__name__}")
+    for key in _COMMON:
+        if key not in card:
+            raise BundleError(f"{source}: field {key!r} is missing")
+    if card["format"] != CARD_FORMAT:
+        raise BundleError(f"{source}: field 'format' is {card['format']!r}; expected "
+                          f"{CARD_FORMAT!r}")
+    kind = card["kind"]
+    if kind not in _REQUIRED:
+        raise BundleError(f"{source}: field 'kind' is {kind!r}; expected one of "
+                          f"{', '.join(_REQUIRED)}")
+    for key in _REQUIRED[kind]:
+        if key not in card:
+            raise BundleError(f"{source}: field {key!r} is missing (required for kind {kind!r})")
+    if "classes" in _REQUIRED[kind] and (not isinstance(card["classes"], list)
+                                         or len(card["classes"]) < 2):
+        raise BundleError(f"{source}: field 'classes' must be a list of at least 2 class names")
+    return dict(card)
+
+
+def write_card(version_dir: Union[str, os.PathLike], card: Mapping[str, Any]) -> pathlib.Path:
+    """Validates ``card`` (``format`` is filled in) and writes it atomically; returns its path."""
+    full = {"format": CARD_FORMAT, **dict(card)}
+    path = card_path(version_dir)
+    validate_card(full, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fileio.atomic_write_text(path, json.dumps(full, indent=2, sort_keys=True,
+                                              default=fileio.json_default) + "\n")
+    return path
+
+
+def read_card(version_dir: Union[str, os.PathLike]) -> dict[str, Any]:
+    """The validated card of a version directory.
+
+    Raises:
+        BundleError: no card, invalid JSON, or a missing/wrong field (names the file).
+    """
+    path = card_path(version_dir)
+    if not path.is_file():
+        raise BundleError(f"{path}: model card not found; every model version in a bundle "
+                          f"needs {CARD_DIR}/{CARD_FILE}")
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise BundleError(f"{path}: not valid JSON ({e})") from e
+    return validate_card(card, str(path))
+
+
+def versions(model_dir: Union[str, os.PathLike]) -> list[int]:
+    """Sorted integer version folders of ``<base>/<name>`` (hidden/temporary ones ignored)."""
+    d = pathlib.Path(model_dir)
+    if not d.is_dir():
+        return []
+    return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def latest(base_dir: Union[str, os.PathLike], name: str) -> Optional[BundleModel]:
+    """The highest version of model ``name`` in ``base_dir`` with its card, or None if absent.
+
+    Raises:
+        BundleError: the version exists but its card is missing or invalid, its kind does not
+            match ``name``, or its ``model_file`` does not exist.
+    """
+    model_dir = pathlib.Path(base_dir) / name
+    found = versions(model_dir)
+    if not found:
+        return None
+    version_dir = model_dir / str(found[-1])
+    card = read_card(version_dir)
+    expected = KIND_OF.get(name)
+    if expected and card["kind"] != expected:
+        raise BundleError(f"{card_path(version_dir)}: field 'kind' is {card['kind']!r}; a model "
+                          f"under {name!r} must be {expected!r}")
+    entry = BundleModel(name=name, version=found[-1], version_dir=version_dir.resolve(), card=card)
+    if not entry.model_path.exists():
+        raise BundleError(f"{card_path(version_dir)}: field 'model_file' names "
+                          f"{entry.model_path}, which does not exist")
+    return entry
+
+
+def load_bundle(models_dir: Union[str, os.PathLike]) -> dict[str, BundleModel]:
+    """``{name: BundleModel}`` for every model present in ``models_dir`` (latest versions).
+
+    The segmentation model is required; the two classifiers are optional (a caller decides
+    what it can do without them).
+
+    Raises:
+        FileNotFoundError: ``models_dir`` does not exist.
+        BundleError: no segmentation model, or an invalid card (:func:`latest`).
+    """
+    base = pathlib.Path(models_dir)
+    if not base.is_dir():
+        raise FileNotFoundError(f"{base}: models directory not found")
+    found = {name: m for name in MODEL_NAMES if (m := latest(base, name)) is not None}
+    if SEG not in found:
+        raise BundleError(f"{base}: no segmentation model ({SEG}/<version>/ with a SavedModel); "
+                          "run the pipeline (python -m experiments.pipeline) to make a bundle")
+    return found
