@@ -68,7 +68,8 @@ def test_rasterize_square_counts_centres():
 def test_trapezoid_measures_by_hand():
     # W = 20, h_a = 6, h_p = 4, tilt 0: h(t) = 6 - 2t, mean over [0.1, 0.9] = 5,
     # width: chord 20 for |s| <= 2, 10 * (6 - 2|s|) for 2 < |s| <= 3; central 80 %: |s| <= 2.4
-    # -> mean (2 * 20 + 0.4 * (20 + 12) / 2) / 2.4 = 19.333
+    # -> mean (2 * 20 + 0.4 * (20 + 12) / 2) / 2.4 = 19.333 (the vertebral-body width rule);
+    # disc width = area / mean height = 100 / 5 = 20 (the trapezoid's own width)
     poly = sy.to_world(sy.disc_local_polygon(20, 6, 4), np.array([50.0, 40.0]), 0.0)
     u, v = sy.frame_axes(0.0)
     m = sy.measure_in_frame(poly, u, v)
@@ -77,12 +78,14 @@ def test_trapezoid_measures_by_hand():
     assert m.anterior_height_mm == pytest.approx(5.8)
     assert m.posterior_height_mm == pytest.approx(4.2)
     assert m.width_mm == pytest.approx(19.0 + 1 / 3)
+    assert m.area_width_mm == pytest.approx(20.0)
     assert m.midpoint_width_mm == pytest.approx(20.0)
     assert m.area_mm2 == pytest.approx(100.0)
     # the same disc tilted by 35 degrees, measured in its own frame: identical numbers
     poly35 = sy.to_world(sy.disc_local_polygon(20, 6, 4), np.array([50.0, 40.0]), 35.0)
     m35 = sy.measure_in_frame(poly35, *sy.frame_axes(35.0))
     assert m35.height_mm == pytest.approx(5.0) and m35.width_mm == pytest.approx(19.0 + 1 / 3)
+    assert m35.area_width_mm == pytest.approx(20.0)
 
 
 def test_frame_axes_convention():

@@ -260,7 +260,11 @@ class FrameMeasures:
     Attributes:
         height_mm: mean of h(t) over t in [0.1, 0.9] (h = extent along v at position t along u).
         central_height_mm, anterior_height_mm, posterior_height_mm: h(0.5), h(0.1), h(0.9).
-        width_mm: mean chord along u over the central 80 % of the extent along v.
+        width_mm: mean chord along u over the central 80 % of the extent along v (the
+            vertebral body width).
+        area_width_mm: area_mm2 / height_mm, the disc width (``disc_width_mm``: the length of
+            the rectangle with the polygon's area and mean height; see
+            ``spoils_tf.geometry.measure`` for why the disc does not use ``width_mm``).
         midpoint_width_mm: chord along u through the area centroid.
         area_mm2: polygon area. centroid_mm: float [2] area centroid (image mm coordinates).
     """
@@ -270,6 +274,7 @@ class FrameMeasures:
     anterior_height_mm: float
     posterior_height_mm: float
     width_mm: float
+    area_width_mm: float
     midpoint_width_mm: float
     area_mm2: float
     centroid_mm: np.ndarray
@@ -295,12 +300,14 @@ def measure_in_frame(poly: np.ndarray, u: np.ndarray, v: np.ndarray) -> FrameMea
     lu, lv = u1 - u0, v1 - v0
     h_pts = h_at(u0 + lu * np.array([0.1, 0.5, 0.9]))
     area, centroid = polygon_area_centroid(p)
+    height = _mean_piecewise_linear(h_at, u0 + 0.1 * lu, u0 + 0.9 * lu, pu)
     return FrameMeasures(
-            height_mm=_mean_piecewise_linear(h_at, u0 + 0.1 * lu, u0 + 0.9 * lu, pu),
+            height_mm=height,
             central_height_mm=float(h_pts[1]),
             anterior_height_mm=float(h_pts[0]),
             posterior_height_mm=float(h_pts[2]),
             width_mm=_mean_piecewise_linear(w_at, v0 + 0.1 * lv, v1 - 0.1 * lv, pv),
+            area_width_mm=area / height,
             midpoint_width_mm=float(w_at(np.array([centroid @ v]))[0]),
             area_mm2=area,
             centroid_mm=centroid)
@@ -837,7 +844,7 @@ def slice_truth(anat: PatientAnatomy, shapes: SliceShapes, slice_index: int,
                "slice_offset_mm": shapes.offset_mm,
                "x_px": m.centroid_mm[0] / sc, "y_px": m.centroid_mm[1] / sr,
                "tilt_deg": part.tilt_deg,
-               "disc_width_mm": m.width_mm, "disc_midpoint_width_mm": m.midpoint_width_mm,
+               "disc_width_mm": m.area_width_mm, "disc_midpoint_width_mm": m.midpoint_width_mm,
                "disc_height_mm": m.height_mm, "disc_central_height_mm": m.central_height_mm,
                "disc_anterior_height_mm": m.anterior_height_mm,
                "disc_posterior_height_mm": m.posterior_height_mm, "disc_area_mm2": m.area_mm2}

@@ -165,17 +165,14 @@ def spine_phantom(shape: tuple[int, int] = (320, 256), spacing: tuple[float, flo
     image[mask == labels.CANAL_ID] = csf_value
 
     for d in discs:
-        hmax, hmin = max(h_ant, h_post), min(h_ant, h_post)
-        bs = np.linspace(-0.4 * hmax, 0.4 * hmax, 4001)
-        chord = np.where(np.abs(bs) <= 0.5 * hmin, disc_width,
-                         disc_width * (hmax - 2 * np.abs(bs)) / max(hmax - hmin, 1e-12))
         truth[d] = {
             "tilt_deg": tilt_deg,
             "disc_height_mm": 0.5 * (h_ant + h_post),
             "disc_central_height_mm": 0.5 * (h_ant + h_post),
             "disc_anterior_height_mm": h_ant + 0.1 * (h_post - h_ant),
             "disc_posterior_height_mm": h_ant + 0.9 * (h_post - h_ant),
-            "disc_width_mm": float(chord.mean()),
+            # area / mean height: a trapezoid's width, whatever its wedge
+            "disc_width_mm": disc_width,
             "disc_midpoint_width_mm": disc_width,
             "disc_area_mm2": 0.5 * (h_ant + h_post) * disc_width,
             "vert_above_height_mm": vert_height,
