@@ -2,7 +2,8 @@
 
 A bundle is a TF Serving base directory (``<base>/<model_name>/<version>/``, integer versions,
 the highest one is used) holding up to three models, each version carrying a *model card*
-``assets.extra/spoils_model.json`` (TF Serving ignores ``assets.extra``)::
+``assets.extra/spoils_card.json`` (TF Serving ignores ``assets.extra``; the SavedModel export
+keeps its own ``assets.extra/spoils_model.json`` next to it)::
 
     DIR/spoils_seg/<v>/             SavedModel (spoils_tf.export.serving), kind "segmentation"
     DIR/spoils_grade_cnn/<v>/       model.keras (spoils_tf.models.classifiers), "crop_classifier"
@@ -38,7 +39,7 @@ from spoils_tf import fileio
 
 CARD_FORMAT = "spoils-tf/model-card/1"
 CARD_DIR = "assets.extra"
-CARD_FILE = "spoils_model.json"
+CARD_FILE = "spoils_card.json"
 
 SEG = "spoils_seg"
 CROP = "spoils_grade_cnn"
@@ -87,7 +88,7 @@ class BundleModel:
 
 
 def card_path(version_dir: Union[str, os.PathLike]) -> pathlib.Path:
-    """``<version_dir>/assets.extra/spoils_model.json``."""
+    """``<version_dir>/assets.extra/spoils_card.json``."""
     return pathlib.Path(version_dir) / CARD_DIR / CARD_FILE
 
 

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "write oriented, normalised disc crops with an index CSV"),
     "segment": ("spoils_tf.inference:segment_main",
                 "segment one image with a trained model (mask, overlay, areas)"),
+    "predict": ("spoils_tf.predict:main",
+                "one patient's MRI -> PHI-free report.json / report.html / overlay"),
     "decide": ("spoils_tf.clinical.cli:main",
                "decision support from a grade class + ODI + NRS"),
 }

@@ -81,6 +81,22 @@ def _read_itk_2d(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
     return sitk.GetArrayFromImage(image), (float(sy), float(sx))
 
 
+def input_kind(path: str | pathlib.Path) -> str:
+    """How an existing input is read: ``"image_2d"`` (a 2-D MHA/NIfTI/NRRD, SimpleITK),
+    ``"series"`` (a DICOM file or folder, or a 3-D volume: ``dicom_io.load_series``) or
+    ``"picture"`` (PNG/JPEG/TIFF/BMP: ``spoils_tf.data.images``).
+
+    Raises:
+      ValueError: an MHA/NIfTI/NRRD file SimpleITK cannot read.
+    """
+    path = pathlib.Path(path)
+    if _suffix(path) in _ITK_SUFFIXES and _itk_dimension(path) == 2:
+        return "image_2d"
+    if _suffix(path) in _ITK_SUFFIXES or _is_dicom(path):
+        return "series"
+    return "picture"
+
+
 def read_input_slice(path: str | pathlib.Path
                      ) -> tuple[np.ndarray, Optional[tuple[float, float]], str]:
     """Reads any supported input as ``(uint8 [H, W], (row_mm, col_mm) or None, note)``.
@@ -97,10 +113,11 @@ def read_input_slice(path: str | pathlib.Path
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: input image not found")
-    if _suffix(path) in _ITK_SUFFIXES and _itk_dimension(path) == 2:
+    kind = input_kind(path)
+    if kind == "image_2d":
         arr, spacing = _read_itk_2d(path)
         grey, note = images.to_uint8_gray(arr, str(path)), "2-D image"
-    elif _suffix(path) in _ITK_SUFFIXES or _is_dicom(path):
+    elif kind == "series":
         series = dicom_io.load_series(path)
         grey, spacing = series.images[0], tuple(float(v) for v in series.pixel_spacing_mm)
         note = (f"{series.source_kind}: middle sagittal slice {series.slice_indices[0]} of "

@@ -62,7 +62,7 @@ def test_card_errors_name_file_and_field(tmp_path):
     card = json.loads(path.read_text())
     del card["resize_mode"]
     path.write_text(json.dumps(card))
-    with pytest.raises(bundle.BundleError, match=r"spoils_model\.json: field 'resize_mode'"):
+    with pytest.raises(bundle.BundleError, match=r"spoils_card\.json: field 'resize_mode'"):
         bundle.load_bundle(tmp_path)
     path.write_text("{not json")
     with pytest.raises(bundle.BundleError, match="not valid JSON"):

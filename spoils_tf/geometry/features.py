@@ -29,7 +29,7 @@ import argparse
 import math
 import pathlib
 import sys
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -218,18 +218,60 @@ def build_feature_table(data_dir: str | pathlib.Path, *,
                 fold_reason = "patient_not_in_folds"
         for values in results:
             key = (str(rec.patient), int(rec.slice), values["level"])
-            lab = disc_labels.get(key, {})
-            row = {"patient": str(rec.patient), "slice": int(rec.slice), "level": values["level"],
-                   "file": str(path.relative_to(data_dir))}
-            row.update({c: lab.get(c) for c in LABEL_COLUMNS})
-            row["fold"] = fold
-            row.update({k: v for k, v in values.items() if k != "level"})
-            if fold_reason:
-                row["reason"] = ";".join(x for x in (row["reason"], fold_reason) if x)
-            rows.append(row)
+            rows.append(feature_row(values, patient=str(rec.patient), slice_index=int(rec.slice),
+                                    file=str(path.relative_to(data_dir)),
+                                    disc_label=disc_labels.get(key, {}), fold=fold,
+                                    fold_reason=fold_reason))
+    table, volumes = assemble_feature_table(rows, patients, slices_of)
+    return table, volumes, pd.DataFrame(issues, columns=list(ISSUE_COLUMNS))
+
+
+def feature_row(values: Mapping[str, Any], *, patient: str, slice_index: int, file: str = "",
+                disc_label: Optional[Mapping[str, Any]] = None, fold: Optional[int] = None,
+                fold_reason: str = "") -> dict[str, Any]:
+    """One row of the feature table from one disc's measurements (``measure.measure_slice``).
+
+    The one place a row is made: ``build_feature_table`` (training data) and ``spoils
+    predict`` (``spoils_tf.predict``, one patient) both call it, so a geometry classifier sees
+    the same columns at training and prediction time.
+
+    Args:
+        values: a ``measure`` row keyed by ``MEASUREMENT_COLUMNS``.
+        patient, slice_index, file: the key columns (``file`` may be empty).
+        disc_label: ``LABEL_COLUMNS`` values where known (missing ones become None).
+        fold: the patient's fold or None; fold_reason: a code appended to ``reason``.
+
+    Returns:
+        dict with ``KEY_COLUMNS + LABEL_COLUMNS + fold`` and every measurement column.
+    """
+    lab = disc_label or {}
+    row: dict[str, Any] = {"patient": str(patient), "slice": int(slice_index),
+                           "level": values["level"], "file": file}
+    row.update({c: lab.get(c) for c in LABEL_COLUMNS})
+    row["fold"] = fold
+    row.update({k: v for k, v in values.items() if k != "level"})
+    if fold_reason:
+        row["reason"] = ";".join(x for x in (row["reason"], fold_reason) if x)
+    return row
+
+
+def assemble_feature_table(rows: Sequence[Mapping[str, Any]], patients: dict[str, dict[str, Any]],
+                           slices_of: dict[str, list[int]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``feature_row`` dicts -> (feature table, volumes), as ``build_feature_table`` returns them.
+
+    Adds ``disc_volume_mm3`` / ``disc_volume_n_slices`` per (patient, level)
+    (:func:`disc_volumes`; slice spacing from ``patients[patient]["slice_spacing_mm"]``),
+    joins the volume reason codes into ``reason``, sets the dtypes and sorts by
+    (patient, slice, level).
+
+    Args:
+        rows: from :func:`feature_row`.
+        patients: ``read_patient_table``-style {patient: {"slice_spacing_mm": float, ...}}.
+        slices_of: patient -> every slice index of the series that was read.
+    """
     columns = (list(KEY_COLUMNS) + list(LABEL_COLUMNS) + ["fold"]
                + [c for c in measure.MEASUREMENT_COLUMNS if c != "level"])
-    table = pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(list(rows), columns=columns)
     volumes = disc_volumes(table, patients, slices_of)
     if not table.empty:
         vol = volumes[["patient", "level", "disc_volume_mm3", "disc_volume_n_slices", "reason"]]
@@ -247,7 +289,7 @@ def build_feature_table(data_dir: str | pathlib.Path, *,
     for c in ("severity", "grade_class"):
         table[c] = table[c].astype("string")
     table = table.sort_values(["patient", "slice", "level"], kind="stable").reset_index(drop=True)
-    return table, volumes, pd.DataFrame(issues, columns=list(ISSUE_COLUMNS))
+    return table, volumes
 
 
 def write_feature_table(table: pd.DataFrame, volumes: pd.DataFrame, issues: pd.DataFrame,

@@ -1,0 +1,987 @@
+"""``spoils predict``: one patient's sagittal MRI -> a PHI-free report (JSON + HTML + overlay).
+
+``spoils predict --input FILE|DICOM_DIR --models DIR --out DIR [--odi N --nrs N]
+[--mask FILE] [--pixel-spacing ROW_MM COL_MM] [--slices 1|3|5...] [--precision float32|bfloat16]``
+
+Stages (``STAGES``, the keys of ``report["timing_ms"]``, milliseconds):
+
+* ``read``: the input (``spoils_tf.inference.input_kind``: PNG/JPEG, a 2-D MHA/NIfTI, or a
+  DICOM file / series folder / 3-D volume through ``spoils_tf.data.dicom_io.load_series``,
+  which checks the plane is sagittal and takes the mid-sagittal slice and ``(slices - 1) / 2``
+  neighbours on each side) and the checks of every argument.
+* ``segment``: the bundle's segmentation SavedModel (``spoils_tf.bundle``), or the label map
+  given with ``--mask`` / ``masks=`` ("segmentation: supplied mask").
+* ``geometry``: ``spoils_tf.geometry.measure.measure_slice_detailed`` per slice, in mm. A
+  disc is *found* on a slice when a frame could be fitted and its height is finite.
+* ``crops``: ``spoils_tf.geometry.crops.crop_disc`` with the crop classifier card's
+  ``crop_height``, ``crop_width``, ``margin_frac`` and ``context_slices`` (the neighbours
+  k-1, k+1 as channels; a neighbour outside the slices read repeats the centre slice, noted).
+* ``classify_cnn``: the crop classifier (``model.keras``) on every found disc of every slice.
+* ``classify_geometry``: the geometry classifier (skops) on feature rows built by the same
+  code as the training table (``features.feature_row`` + ``features.assemble_feature_table``
+  + ``grade_geometry_lib.add_level_index``), columns = the card's ``features`` in order.
+* ``ensemble``: per disc, each classifier's probabilities are averaged over the slices the
+  disc was found on; the ensemble is the equal-weight mean (``spoils_tf.ensemble.
+  mean_ensemble``, the paper's) of the classifiers present whose ``classes`` equal
+  ``labels.GRADE_CLASSES``. Classifiers with other classes are reported, not ensembled.
+* ``decision``: ``spoils_tf.clinical.rules.decide`` on the ensemble classes when ODI and NRS
+  are both given; otherwise the report says :data:`NO_SCORES_NOTE`.
+* ``write``: assembling the report (and, in :func:`run_predict`, rendering and writing it).
+
+Status: ``"ok"``, or ``"no_disc"`` when no disc is found on any slice (report written, no
+grades, no recommendation, exit code 3). Bad input (not sagittal, no PixelSpacing, a picture
+without ``--pixel-spacing``, bad ODI/NRS, a bad bundle) is a ``ValueError`` naming the file
+and field, exit code 2, and nothing is written: every output is built in memory first and
+each file is written atomically (``spoils_tf.fileio``) only after all stages succeeded.
+
+Privacy: the report holds technical facts only (``SagittalSeries.deidentified_summary``), the
+sha256 of the input bytes, never a patient field and never the input path (folder names are
+often patient names). stdout carries output paths and stage timings only.
+
+Precision: ``"bfloat16"`` builds the crop classifier under Keras' ``mixed_bfloat16`` policy,
+and the segmenter too when its card names a ``.keras`` copy in the optional field
+``keras_file``; a SavedModel graph runs in the precision it was exported with, and
+``report["models"]["precision"]`` says what actually ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import io
+import json
+import math
+import pathlib
+import sys
+import time
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+
+from spoils_tf import bundle, fileio, labels
+
+SCHEMA_VERSION = "spoils-tf/report/1"
+STAGES: tuple[str, ...] = ("read", "segment", "geometry", "crops", "classify_cnn",
+                           "classify_geometry", "ensemble", "decision", "write")
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
+KERAS_POLICY: dict[str, str] = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+STATUS_OK = "ok"
+STATUS_NO_DISC = "no_disc"
+EXIT_OK, EXIT_BAD_INPUT, EXIT_NO_DISC = 0, 2, 3
+DISCLAIMER = ("This report is decision support produced by software. It supports, and does not "
+              "replace, the judgement of a qualified clinician, who must review the images and "
+              "the patient before any treatment decision. It is not a diagnosis.")
+NO_SCORES_NOTE = "no ODI/NRS given: grades only, no recommendation"
+NO_DISC_NOTE = ("no intervertebral disc was found in the segmentation of any slice: no grades "
+                "and no recommendation can be given; check the input (a sagittal lumbar T2 "
+                "slice, superior up, anterior left) and the segmentation overlay")
+SUPPLIED_MASK = "supplied mask"
+REPORT_FILES: dict[str, str] = {"json": "report.json", "html": "report.html",
+                                "overlay": "overlay.png", "input": "input.png",
+                                "mask": "mask.png"}
+# A disc whose area is below this fraction of the median disc area of its slice (with 3 or
+# more discs found) is a segmentation speck: reported, not graded (project choice; lumbar
+# discs of one patient differ in area by well under a factor of 2, so 1/4 is a wide margin).
+MIN_DISC_AREA_FRACTION = 0.25
+IMPLAUSIBLE_AREA_REASON = "disc_area_below_quarter_of_median_not_graded"
+PATIENT_KEY = "input"   # the one "patient" of the feature rows built at prediction time
+
+# Units of the measurement columns of spoils_tf.geometry.measure (and the volume columns).
+_EXACT_UNITS: dict[str, str] = {
+    "centroid_row": "px", "centroid_col": "px", "tilt_deg": "degrees",
+    "disc_height_index": "ratio", "disc_si_csf_ratio": "ratio", "disc_si_vert_ratio": "ratio",
+    "disc_si_mean": "grey level (0-255)", "csf_si_median": "grey level (0-255)",
+    "vert_si_median": "grey level (0-255)",
+    "disc_si_inner_outer_diff": "fraction of CSF signal",
+    "disc_si_gmm_gap": "fraction of CSF signal", "disc_volume_n_slices": "slices",
+}
+
+
+def unit_of(column: str) -> str:
+    """The unit of a measurement column: ``mm``, ``mm²``, ``mm³``, ``degrees``, ``px``,
+    ``ratio``, a grey level or a fraction of the CSF signal."""
+    if column in _EXACT_UNITS:
+        return _EXACT_UNITS[column]
+    for suffix, unit in (("_mm3", "mm³"), ("_mm2", "mm²"), ("_mm", "mm"), ("_deg", "degrees")):
+        if column.endswith(suffix):
+            return unit
+    return ""
+
+
+def measurement_columns() -> tuple[str, ...]:
+    """Columns reported per disc: ``measure.MEASUREMENT_COLUMNS`` without ``level`` and
+    ``reason``, then the volume across the slices read."""
+    from spoils_tf.geometry import measure
+    return tuple(c for c in measure.MEASUREMENT_COLUMNS if c not in ("level", "reason")) + (
+        "disc_volume_mm3", "disc_volume_n_slices")
+
+
+# === Small helpers ===
+def _finite_or_none(x: Any) -> Optional[float]:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf; e.g. in a card's metrics) replaced by
+    None and numpy scalars/tuples made plain, so ``json.dumps(allow_nan=False)`` succeeds."""
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    return obj
+
+
+def _reasons(text: Any) -> list[str]:
+    return [r for r in str(text or "").split(";") if r]
+
+
+def _top(probs: Mapping[str, float], k: int = 3) -> list[list[Any]]:
+    return [[c, p] for c, p in sorted(probs.items(), key=lambda cp: -cp[1])[:k]]
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 3)
+
+
+@contextlib.contextmanager
+def _keras_policy(precision: str) -> Iterator[None]:
+    """Sets Keras' global dtype policy for building models; restores the previous one."""
+    import keras
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(KERAS_POLICY[precision])
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def check_scores(odi: Any, nrs: Any) -> tuple[Optional[float], Optional[int]]:
+    """Validates ODI and NRS together: both None, or both valid.
+
+    Raises:
+        ValueError: only one given (naming the missing one), or a bad value: the message
+            starts with ``odi:`` / ``nrs:`` and carries ``clinical.rules``' explanation.
+    """
+    from spoils_tf.clinical import rules
+    if odi is None and nrs is None:
+        return None, None
+    if odi is None or nrs is None:
+        missing = "odi" if odi is None else "nrs"
+        raise ValueError(f"{missing}: missing; give both --odi (0-100) and --nrs (0-10) for a "
+                         "recommendation, or neither for grades only")
+    try:
+        odi_v = rules.validate_odi(odi)
+    except ValueError as e:
+        raise ValueError(f"odi: {e}") from None
+    try:
+        nrs_v = rules.validate_nrs(nrs)
+    except ValueError as e:
+        raise ValueError(f"nrs: {e}") from None
+    return odi_v, nrs_v
+
+
+def _check_spacing(spacing_mm: Any, field: str) -> tuple[float, float]:
+    try:
+        sr, sc = (float(v) for v in spacing_mm)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field}: expected two numbers (row_mm, col_mm), got "
+                         f"{spacing_mm!r}") from None
+    if not (math.isfinite(sr) and math.isfinite(sc) and sr > 0 and sc > 0):
+        raise ValueError(f"{field}: expected two positive numbers (row_mm, col_mm), got "
+                         f"{[sr, sc]}")
+    return sr, sc
+
+
+def default_offsets(n: int) -> list[int]:
+    """Slice offsets from the mid-sagittal slice in the order :meth:`Predictor.predict` expects
+    by default: ``0, -1, +1, -2, +2, ...`` (``n`` of them)."""
+    out = [0]
+    k = 1
+    while len(out) < n:
+        out.append(-k)
+        if len(out) < n:
+            out.append(k)
+        k += 1
+    return out
+
+
+# === Models ===
+@dataclasses.dataclass
+class _Classifier:
+    """One loaded classifier: ``probs(rows) -> float [N, len(classes)]``."""
+    key: str                       # "crop_classifier" | "geometry_classifier"
+    entry: bundle.BundleModel
+    classes: tuple[str, ...]
+    in_ensemble: bool
+
+
+@dataclasses.dataclass
+class Prediction:
+    """What :meth:`Predictor.predict_full` returns.
+
+    Attributes:
+        report: the report dict (JSON-serialisable).
+        masks: int32 [H, W] label map per slice (segmented or supplied), same order as input.
+        slices: the uint8 [H, W] slices, same order.
+    """
+    report: dict[str, Any]
+    masks: list[np.ndarray]
+    slices: list[np.ndarray]
+
+
+class Predictor:
+    """Loads a model bundle once (``spoils_tf.bundle``) and reports on slices.
+
+    Args:
+        models_dir: a bundle directory (``spoils_seg/<v>/`` required, ``spoils_grade_cnn/<v>/``
+            and ``spoils_grade_geometry/<v>/`` optional).
+        precision: ``"float32" | "bfloat16"`` (module docstring).
+
+    Raises:
+        FileNotFoundError: ``models_dir`` missing.
+        spoils_tf.bundle.BundleError: a bad card, a model that disagrees with its card (crop
+            size, classes, features), a model file that does not load.
+        ValueError: unknown ``precision``.
+    """
+
+    def __init__(self, models_dir, *, precision: str = "float32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: {precision!r}; expected one of {PRECISIONS}")
+        t0 = time.perf_counter()
+        self.precision = precision
+        self.bundle = bundle.load_bundle(models_dir)
+        self.precision_used: dict[str, str] = {}
+        self._segment_one = self._load_segmenter(self.bundle[bundle.SEG])
+        self.cnn: Optional[_Classifier] = None
+        self.geometry: Optional[_Classifier] = None
+        if bundle.CROP in self.bundle:
+            self.cnn = self._load_cnn(self.bundle[bundle.CROP])
+        if bundle.GEOMETRY in self.bundle:
+            self.geometry = self._load_geometry(self.bundle[bundle.GEOMETRY])
+        self.load_ms = _ms(t0)
+
+    # --- loading ---
+    def _load_segmenter(self, entry: bundle.BundleModel):
+        from spoils_tf import inference
+        resize_mode = str(entry.card["resize_mode"])
+        keras_file = entry.card.get("keras_file")
+        if self.precision == "bfloat16" and keras_file:
+            path = (entry.version_dir / str(keras_file)).resolve()
+            if not path.is_file():
+                raise bundle.BundleError(f"{bundle.card_path(entry.version_dir)}: field "
+                                         f"'keras_file' names {path}, which does not exist")
+            with _keras_policy("bfloat16"):
+                fn = inference.load_segmenter(path, resize_mode)
+            self.precision_used["segmentation"] = "mixed_bfloat16 (keras_file)"
+            return fn
+        try:
+            fn = inference.load_segmenter(entry.model_path, resize_mode)
+        except (OSError, ValueError) as e:
+            raise bundle.BundleError(f"{entry.model_path}: segmentation model does not load "
+                                     f"({e})") from e
+        self.precision_used["segmentation"] = (
+            "as exported (SavedModel graph; the card has no 'keras_file' for bfloat16)"
+            if self.precision == "bfloat16" else "as exported (SavedModel graph)")
+        return fn
+
+    def _load_cnn(self, entry: bundle.BundleModel) -> _Classifier:
+        import keras
+        import tensorflow as tf
+        import spoils_tf.models.classifiers  # noqa: F401  (registers DiscClassifier)
+        card, where = entry.card, bundle.card_path(entry.version_dir)
+        with _keras_policy(self.precision):
+            try:
+                model = keras.saving.load_model(entry.model_path)
+            except Exception as e:  # noqa: BLE001 - any load failure is a bad bundle
+                raise bundle.BundleError(f"{entry.model_path}: crop classifier does not load "
+                                         f"({type(e).__name__}: {e})") from e
+        self.precision_used["crop_classifier"] = KERAS_POLICY[self.precision]
+        h, w = int(card["crop_height"]), int(card["crop_width"])
+        context = int(card["context_slices"])
+        if context not in (0, 1):
+            raise bundle.BundleError(f"{where}: field 'context_slices' is {context}; expected 0 "
+                                     "or 1")
+        channels = 3 if context else 1
+        shape = tuple(model.input_shape[1:])
+        if shape != (h, w, channels):
+            raise bundle.BundleError(f"{where}: fields crop_height/crop_width/context_slices "
+                                     f"give input {(h, w, channels)} but {entry.model_path.name} "
+                                     f"takes {shape}")
+        classes = tuple(str(c) for c in card["classes"])
+        model_classes = tuple(getattr(model, "class_names", ()) or ())
+        if model_classes and model_classes != classes:
+            raise bundle.BundleError(f"{where}: field 'classes' {list(classes)} != the model's "
+                                     f"classes {list(model_classes)}")
+        if int(model.output_shape[-1]) != len(classes):
+            raise bundle.BundleError(f"{where}: field 'classes' has {len(classes)} names but the "
+                                     f"model outputs {int(model.output_shape[-1])}")
+        self._cnn_model = model
+        self._cnn_fn = tf.function(lambda x: model(x, training=False),
+                                   input_signature=[tf.TensorSpec([None, h, w, channels],
+                                                                  tf.float32)])
+        return _Classifier("crop_classifier", entry, classes, classes == labels.GRADE_CLASSES)
+
+    def _load_geometry(self, entry: bundle.BundleModel) -> _Classifier:
+        from spoils_tf.classical import io as cio
+        card, where = entry.card, bundle.card_path(entry.version_dir)
+        try:
+            model, meta = cio.load_classifier(entry.model_path)
+        except (OSError, ValueError) as e:
+            raise bundle.BundleError(f"{entry.model_path}: geometry classifier does not load "
+                                     f"({e})") from e
+        features = [str(f) for f in card["features"]]
+        if list(meta.get("feature_names") or []) != features:
+            raise bundle.BundleError(f"{where}: field 'features' {features} != the model's "
+                                     f"feature_names {meta.get('feature_names')}")
+        classes = tuple(str(c) for c in card["classes"])
+        if tuple(meta.get("classes") or ()) != classes:
+            raise bundle.BundleError(f"{where}: field 'classes' {list(classes)} != the model's "
+                                     f"classes {meta.get('classes')}")
+        self._geometry_model = model
+        self._geometry_features = features
+        return _Classifier("geometry_classifier", entry, classes,
+                           classes == labels.GRADE_CLASSES)
+
+    def warmup(self, shape_hw: tuple[int, int] = (512, 512)) -> None:
+        """Runs the segmenter on a blank slice and the crop classifier on a blank batch once,
+        so that one-off graph tracing is not counted in the stage timings (benchmarks)."""
+        self._segment_one(np.zeros(shape_hw, np.uint8))
+        if self.cnn is not None:
+            spec = self._cnn_fn.input_signature[0]
+            self._cnn_fn(np.zeros([1] + list(spec.shape[1:]), np.float32))
+
+    # --- prediction ---
+    def predict(self, slices: list[np.ndarray], spacing_mm: tuple[float, float], *,
+                odi=None, nrs=None, masks: Optional[list[np.ndarray]] = None,
+                source: Optional[dict] = None, slice_offsets: Optional[Sequence[int]] = None,
+                slice_spacing_mm: Optional[float] = None) -> dict:
+        """The report dict for one patient (see :meth:`predict_full`)."""
+        return self.predict_full(slices, spacing_mm, odi=odi, nrs=nrs, masks=masks,
+                                 source=source, slice_offsets=slice_offsets,
+                                 slice_spacing_mm=slice_spacing_mm).report
+
+    def predict_full(self, slices: list[np.ndarray], spacing_mm: tuple[float, float], *,
+                     odi=None, nrs=None, masks: Optional[list[np.ndarray]] = None,
+                     source: Optional[dict] = None,
+                     slice_offsets: Optional[Sequence[int]] = None,
+                     slice_spacing_mm: Optional[float] = None) -> Prediction:
+        """Runs every stage on one patient's slices.
+
+        Args:
+            slices: uint8 [H, W] greyscale sagittal slices (superior up, anterior left), all
+                one shape; the first is the mid-sagittal one.
+            spacing_mm: (row_mm, col_mm) pixel spacing; required (measurements are in mm).
+            odi, nrs: Oswestry Disability Index (0-100) and pain NRS (0-10), both or neither.
+            masks: optional int [H, W] label maps (``labels`` ids), one per slice, replacing
+                segmentation.
+            source: input description merged into ``report["input"]`` (technical facts only:
+                the caller must not put names, IDs or paths in it).
+            slice_offsets: position of each slice relative to the mid-sagittal one, in slices
+                (default :func:`default_offsets`: 0, -1, +1, ...); used for context channels
+                and the disc volume.
+            slice_spacing_mm: centre-to-centre slice distance (mm) for the disc volume; None =
+                unknown (volume NaN, noted).
+
+        Returns:
+            :class:`Prediction` (report, masks, slices).
+
+        Raises:
+            ValueError: naming the field: bad ``slices`` / ``masks`` / ``spacing_mm`` /
+                ``slice_offsets``, bad or half-given ODI/NRS.
+        """
+        timing = {s: 0.0 for s in STAGES}
+        notes: list[str] = []
+        t0 = time.perf_counter()
+        odi_v, nrs_v = check_scores(odi, nrs)
+        spacing = _check_spacing(spacing_mm, "pixel_spacing_mm")
+        slices = [np.asarray(s) for s in slices]
+        if not slices:
+            raise ValueError("slices: empty; expected at least the mid-sagittal slice")
+        for i, s in enumerate(slices):
+            if s.ndim != 2 or s.dtype != np.uint8:
+                raise ValueError(f"slices[{i}]: {s.dtype} {s.shape}; expected uint8 [H, W]")
+            if s.shape != slices[0].shape:
+                raise ValueError(f"slices[{i}]: shape {s.shape} != slices[0] {slices[0].shape}")
+        offsets = list(slice_offsets) if slice_offsets is not None else default_offsets(len(slices))
+        if len(offsets) != len(slices) or len(set(offsets)) != len(offsets) or offsets[0] != 0:
+            raise ValueError(f"slice_offsets: {offsets}; expected {len(slices)} distinct integers "
+                             "starting with 0 (the mid-sagittal slice)")
+        ss = _finite_or_none(slice_spacing_mm)
+        if masks is not None:
+            masks = [np.asarray(m) for m in masks]
+            if len(masks) != len(slices):
+                raise ValueError(f"masks: {len(masks)} label maps for {len(slices)} slices")
+            for i, m in enumerate(masks):
+                if m.shape != slices[i].shape or not np.issubdtype(m.dtype, np.integer):
+                    raise ValueError(f"masks[{i}]: {m.dtype} {m.shape}; expected int "
+                                     f"{slices[i].shape} (the slice's shape)")
+                if m.size and (int(m.min()) < 0 or int(m.max()) >= labels.NUM_SEG_CLASSES):
+                    raise ValueError(f"masks[{i}]: class ids {int(m.min())}..{int(m.max())}; "
+                                     f"expected 0..{labels.NUM_SEG_CLASSES - 1} (labels.py)")
+        timing["read"] = _ms(t0)
+
+        # segment
+        t0 = time.perf_counter()
+        if masks is None:
+            masks = [np.asarray(self._segment_one(s), np.int32) for s in slices]
+            segmentation = f"model {self.bundle[bundle.SEG].label}"
+        else:
+            masks = [m.astype(np.int32) for m in masks]
+            segmentation = SUPPLIED_MASK
+        timing["segment"] = _ms(t0)
+
+        # geometry
+        from spoils_tf.geometry import measure
+        t0 = time.perf_counter()
+        results = [measure.measure_slice_detailed(m, spacing, s) for m, s in zip(masks, slices)]
+        per_level: dict[str, dict[int, Any]] = {}
+        for i, res in enumerate(results):
+            for r in res:
+                per_level.setdefault(r.values["level"], {})[i] = r
+        levels = [d for d in labels.DISC_NAMES if d in per_level]
+        found = {d: [i for i, r in sorted(per_level[d].items())
+                     if r.geometry is not None
+                     and _finite_or_none(r.values.get("disc_height_mm")) is not None]
+                 for d in levels}
+        implausible = self._implausible_discs(per_level, found, len(slices))
+        for d, i in implausible:
+            found[d].remove(i)
+        found_levels = [d for d in levels if found[d]]
+        status = STATUS_OK if found_levels else STATUS_NO_DISC
+        # feature rows (same code as the training table) also give the volume columns
+        table = self._feature_table(results, offsets, ss)
+        timing["geometry"] = _ms(t0)
+        if ss is None and found_levels:
+            notes.append("slice spacing unknown: disc_volume_mm3 is NaN")
+
+        probs: dict[str, dict[str, np.ndarray]] = {}   # classifier key -> level -> [C]
+        # crops + CNN
+        if self.cnn is not None and found_levels:
+            t0 = time.perf_counter()
+            x, keys = self._crops(slices, offsets, per_level, found, notes)
+            timing["crops"] = _ms(t0)
+            t0 = time.perf_counter()
+            p = np.asarray(self._cnn_fn(x), np.float64)
+            probs["crop_classifier"] = self._average(p, keys)
+            timing["classify_cnn"] = _ms(t0)
+        if self.geometry is not None and found_levels:
+            t0 = time.perf_counter()
+            p, keys = self._geometry_probs(table, offsets, found)
+            probs["geometry_classifier"] = self._average(p, keys)
+            timing["classify_geometry"] = _ms(t0)
+            if "disc_volume_mm3" in self._geometry_features and len(slices) == 1:
+                notes.append("the geometry classifier uses disc_volume_mm3, here from the slice(s) "
+                             "read only; the training table summed every slice showing the disc")
+
+        # ensemble
+        t0 = time.perf_counter()
+        members = [c for c in (self.cnn, self.geometry) if c is not None and c.in_ensemble]
+        ensemble: dict[str, np.ndarray] = {}
+        if found_levels and members:
+            from spoils_tf import ensemble as ens
+            for d in found_levels:
+                ensemble[d] = ens.mean_ensemble([probs[c.key][d][None, :] for c in members])[0]
+        timing["ensemble"] = _ms(t0)
+
+        # decision
+        t0 = time.perf_counter()
+        recommendation, rec_note = None, None
+        if status != STATUS_OK:
+            rec_note = NO_DISC_NOTE
+        elif not members:
+            rec_note = ("no 11-class grade classifier in the bundle: measurements only, no "
+                        "grades and no recommendation")
+        elif odi_v is None:
+            rec_note = NO_SCORES_NOTE
+        else:
+            from spoils_tf.clinical import rules
+            grades = {d: labels.GRADE_CLASSES[int(np.argmax(ensemble[d]))] for d in found_levels}
+            decision = rules.decide(grades, odi_v, nrs_v)
+            recommendation = decision.to_dict()
+            recommendation["text"] = decision.summary()
+            ungraded = [d for d in levels if d not in grades]
+            recommendation["ungraded_levels"] = ungraded
+            if ungraded:
+                recommendation["caveat"] = (
+                    f"{len(ungraded)} of {len(levels)} disc level(s) in the segmentation could "
+                    f"not be graded ({', '.join(ungraded)}); the recommendation considers only "
+                    f"the graded disc(s) ({', '.join(grades)}). Review the overlay.")
+        timing["decision"] = _ms(t0)
+
+        t0 = time.perf_counter()
+        report = self._report(status, segmentation, spacing, ss, offsets, slices, masks, levels,
+                              per_level, found, table, probs, members, ensemble, recommendation,
+                              rec_note, odi_v, nrs_v, notes, source)
+        report["model_load_ms"] = self.load_ms
+        report["timing_ms"] = timing
+        report = json_safe(report)
+        report["timing_ms"]["write"] = _ms(t0)
+        return Prediction(report, masks, slices)
+
+    @staticmethod
+    def _implausible_discs(per_level, found, n_slices: int) -> list[tuple[str, int]]:
+        """(level, slice) pairs whose disc area is below ``MIN_DISC_AREA_FRACTION`` of the
+        median area of the discs found on that slice (3 or more found): a speck of disc label
+        (a segmentation error) must not be graded or drive a recommendation. Their ``reason``
+        gets :data:`IMPLAUSIBLE_AREA_REASON`."""
+        out = []
+        for i in range(n_slices):
+            areas = {d: float(per_level[d][i].values["disc_area_mm2"]) for d in found
+                     if i in found[d]}
+            if len(areas) < 3:
+                continue
+            median = float(np.median(list(areas.values())))
+            for d, a in areas.items():
+                if a < MIN_DISC_AREA_FRACTION * median:
+                    out.append((d, i))
+                    v = per_level[d][i].values
+                    v["reason"] = ";".join(x for x in (v["reason"], IMPLAUSIBLE_AREA_REASON) if x)
+        return out
+
+    def _feature_table(self, results, offsets: Sequence[int], ss: Optional[float]):
+        from spoils_tf.geometry import features
+        rows = [features.feature_row(r.values, patient=PATIENT_KEY, slice_index=int(offsets[i]))
+                for i, res in enumerate(results) for r in res]
+        table, _ = features.assemble_feature_table(
+            rows, {PATIENT_KEY: {"slice_spacing_mm": float("nan") if ss is None else float(ss)}},
+            {PATIENT_KEY: sorted(int(o) for o in offsets)})
+        return table
+
+    def _crops(self, slices, offsets, per_level, found, notes) -> tuple[np.ndarray, list]:
+        from spoils_tf.geometry import crops
+        card = self.cnn.entry.card
+        size = (int(card["crop_height"]), int(card["crop_width"]))
+        margin = float(card["margin_frac"])
+        by_offset = {int(o): i for i, o in enumerate(offsets)}
+        arrays, keys, missing = [], [], set()
+        for d, idx in found.items():
+            for i in idx:
+                images = [slices[i]]
+                if int(card["context_slices"]):
+                    nb = []
+                    for o in (offsets[i] - 1, offsets[i] + 1):
+                        if o in by_offset:
+                            nb.append(slices[by_offset[o]])
+                        else:
+                            nb.append(slices[i])
+                            missing.add(int(o))
+                    images = [nb[0], slices[i], nb[1]]
+                arrays.append(crops.crop_disc(images, per_level[d][i].geometry, size,
+                                              margin).array)
+                keys.append(d)
+        if missing:
+            notes.append(f"context slice(s) at offset {sorted(missing)} not read: the centre "
+                         "slice was repeated in their channel (use --slices 3 or more)")
+        return np.stack(arrays).astype(np.float32), keys
+
+    def _geometry_probs(self, table, offsets, found) -> tuple[np.ndarray, list]:
+        from spoils_tf.train import grade_geometry_lib as ggl
+        feats = self._geometry_features
+        if ggl.LEVEL_INDEX_COLUMN in feats:
+            table = ggl.add_level_index(table)
+        absent = [f for f in feats if f not in table.columns]
+        if absent:
+            raise bundle.BundleError(f"{bundle.card_path(self.geometry.entry.version_dir)}: field "
+                                     f"'features' names {absent}, which the feature table at "
+                                     "prediction time does not have")
+        wanted = {(int(offsets[i]), d) for d, idx in found.items() for i in idx}
+        keep = [k for k, (s, lv) in enumerate(zip(table["slice"], table["level"]))
+                if (int(s), str(lv)) in wanted]
+        sub = table.iloc[keep]
+        X = sub[feats].astype(np.float64)
+        p = np.asarray(self._geometry_model.predict_proba(X), np.float64)
+        return p, [str(lv) for lv in sub["level"]]
+
+    @staticmethod
+    def _average(p: np.ndarray, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for d in dict.fromkeys(keys):
+            rows = p[[k == d for k in keys]]
+            m = rows.mean(axis=0)
+            out[d] = m / m.sum()
+        return out
+
+    # --- report ---
+    def models_info(self) -> dict[str, Any]:
+        """Per bundle model: present, label, version, created, held-out metrics, classes."""
+        out: dict[str, Any] = {}
+        for name, key in ((bundle.SEG, "segmentation"), (bundle.CROP, "crop_classifier"),
+                          (bundle.GEOMETRY, "geometry_classifier")):
+            entry = self.bundle.get(name)
+            if entry is None:
+                out[key] = {"present": False, "name": name,
+                            "note": f"{name} is absent from the bundle: not used"}
+                continue
+            card = entry.card
+            info = {"present": True, "name": name, "label": entry.label,
+                    "version": entry.version, "created": card.get("created"),
+                    "metrics": card.get("metrics", {}),
+                    "data_fingerprint": card.get("data_fingerprint", "")}
+            for k in ("target", "classes", "model_name", "resize_mode", "crop_height",
+                      "crop_width", "context_slices", "margin_frac", "features"):
+                if k in card:
+                    info[k] = card[k]
+            if key != "segmentation":
+                clf = self.cnn if key == "crop_classifier" else self.geometry
+                info["in_ensemble"] = bool(clf and clf.in_ensemble)
+            out[key] = info
+        return out
+
+    def _report(self, status, segmentation, spacing, ss, offsets, slices, masks, levels,
+                per_level, found, table, probs, members, ensemble, recommendation, rec_note,
+                odi_v, nrs_v, notes, source) -> dict[str, Any]:
+        cols = measurement_columns()
+        discs = []
+        for d in levels:
+            # the mid-sagittal slice when the disc was found there, else the nearest one
+            idx = found[d] or sorted(per_level[d])
+            i = min(idx, key=lambda j: (abs(int(offsets[j])), j))
+            row = table[(table["level"] == d) & (table["slice"] == int(offsets[i]))].iloc[0]
+            entry: dict[str, Any] = {
+                "level": d, "found": bool(found[d]),
+                "found_on_slice_offsets": [int(offsets[j]) for j in found[d]],
+                "measured_on_slice_offset": int(offsets[i]),
+                "measurements": {c: {"value": _finite_or_none(row.get(c)), "unit": unit_of(c)}
+                                 for c in cols},
+                "reasons": _reasons(row.get("reason")),
+                "classifiers": {},
+            }
+            for key, clf in (("crop_classifier", self.cnn), ("geometry_classifier",
+                                                              self.geometry)):
+                if clf is None:
+                    entry["classifiers"][key] = {"present": False}
+                    continue
+                if d not in probs.get(key, {}):
+                    entry["classifiers"][key] = {"present": True, "probabilities": None,
+                                                 "note": "disc not found: not classified"}
+                    continue
+                pr = {c: float(v) for c, v in zip(clf.classes, probs[key][d])}
+                entry["classifiers"][key] = {
+                    "present": True, "model": clf.entry.label, "in_ensemble": clf.in_ensemble,
+                    "classes": list(clf.classes), "probabilities": pr,
+                    "predicted": max(pr, key=pr.get), "top3": _top(pr),
+                    "n_slices": len(found[d])}
+            if d in ensemble:
+                pr = {c: float(v) for c, v in zip(labels.GRADE_CLASSES, ensemble[d])}
+                cls = max(pr, key=pr.get)
+                entry["ensemble"] = {"members": [c.key for c in members], "probabilities": pr,
+                                     "predicted": cls, "top3": _top(pr)}
+                entry["predicted_class"] = cls
+                entry["pfirrmann"] = labels.pfirrmann_of(cls)
+                entry["severity"] = labels.SEVERITY_NAMES[labels.severity_of(cls)]
+            else:
+                entry["ensemble"] = None
+                entry["predicted_class"] = None
+            discs.append(entry)
+        inp: dict[str, Any] = {
+            "image_shape_hw": list(slices[0].shape),
+            "pixel_spacing_mm": [float(v) for v in spacing],
+            "slice_spacing_mm": ss,
+            "slices_used": {"count": len(slices), "offsets": [int(o) for o in offsets]},
+            "segmentation": segmentation,
+        }
+        inp.update(dict(source or {}))
+        if segmentation == SUPPLIED_MASK:
+            inp["segmentation"] = SUPPLIED_MASK
+        message = {STATUS_OK: f"{len([d for d in levels if found[d]])} disc(s) found and graded"
+                   if ensemble else f"{len([d for d in levels if found[d]])} disc(s) found",
+                   STATUS_NO_DISC: NO_DISC_NOTE}[status]
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "status": status,
+            "status_message": message,
+            "generated_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
+            "disclaimer": DISCLAIMER,
+            "input": inp,
+            "scores": {"odi": odi_v, "nrs": nrs_v},
+            "discs": discs,
+            "recommendation": recommendation,
+            "recommendation_note": rec_note,
+            "models": {**self.models_info(),
+                       "ensemble": {"members": [c.key for c in members],
+                                    "method": "equal-weight mean of the members' probabilities "
+                                              "(spoils_tf.ensemble.mean_ensemble), each averaged "
+                                              "over the slices the disc was found on"},
+                       "precision": {"requested": self.precision, **self.precision_used}},
+            "notes": notes,
+        }
+
+
+# === Files ===
+def _sha256_of(path: pathlib.Path) -> str:
+    """sha256 of a file's bytes, or of a folder's files' bytes in sorted relative-path order."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for p in files:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def read_input(input_path, *, pixel_spacing=None, slices: int = 1
+               ) -> tuple[list[np.ndarray], tuple[float, float], list[int], Optional[float],
+                          dict[str, Any]]:
+    """Reads one input for :meth:`Predictor.predict`.
+
+    Args:
+        input_path: PNG/JPEG/TIFF/BMP, a 2-D MHA/NIfTI, a DICOM file or series folder, or a
+            3-D MHA/NIfTI/NRRD volume.
+        pixel_spacing: (row_mm, col_mm) given by the user; required for pictures, overrides
+            the header otherwise (noted).
+        slices: how many sagittal slices, centred on the middle one (odd, >= 1; volumes only).
+
+    Returns:
+        (slices uint8 [H, W] mid-sagittal first, (row_mm, col_mm), offsets from the middle,
+        slice spacing mm or None, a PHI-free description for ``report["input"]``).
+
+    Raises:
+        FileNotFoundError: no such input.
+        ValueError: naming the file and field: not sagittal, no PixelSpacing, a picture without
+            ``--pixel-spacing``, too small, ``--slices`` even or > 1 for a 2-D input.
+    """
+    from spoils_tf import inference
+    from spoils_tf.data import dicom_io
+    path = pathlib.Path(input_path)
+    if int(slices) < 1 or int(slices) % 2 == 0:
+        raise ValueError(f"--slices: {slices}; expected an odd number >= 1 (the mid-sagittal "
+                         "slice and as many neighbours on each side)")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: input not found")
+    user_spacing = None if pixel_spacing is None else _check_spacing(pixel_spacing,
+                                                                     "--pixel-spacing")
+    kind = inference.input_kind(path)
+    desc: dict[str, Any] = {"sha256": _sha256_of(path)}
+    if kind == "series":
+        series = dicom_io.load_series(path, neighbours=int(slices) // 2)
+        if min(series.images.shape[1:]) < inference.MIN_IMAGE_SIDE:
+            raise ValueError(f"{path}: image is {series.images.shape[1]}x{series.images.shape[2]}"
+                             f" px, too small; expected at least {inference.MIN_IMAGE_SIDE} px "
+                             "on each side (an MRI slice)")
+        summary = series.deidentified_summary()
+        mid_pos = (series.n_slices_total - 1) // 2
+        offs = [int(k) - mid_pos for k in series.slice_indices]
+        order = sorted(range(len(offs)), key=lambda j: (abs(offs[j]), offs[j]))
+        images = [np.ascontiguousarray(series.images[j]) for j in order]
+        offsets = [offs[j] for j in order]
+        spacing = tuple(float(v) for v in series.pixel_spacing_mm)
+        ss = _finite_or_none(series.slice_spacing_mm)
+        desc.update({
+            "kind": summary["source_kind"],
+            "plane_check": (f"sagittal: slice normal {summary['normal_angle_deg']:.1f} degrees "
+                            f"from left-right (limit {dicom_io.SAGITTAL_TOLERANCE_DEG:g})"),
+            "orientation": summary["orientation"], "input_axes": summary["input_axes"],
+            "reorientation": summary["reorientation"],
+            "n_slices_total": summary["n_slices_total"],
+            "series_slice_indices": [summary["slice_indices"][j] for j in order],
+            "slice_thickness_mm": summary["slice_thickness_mm"],
+            "window": summary["window"], "technical": summary["technical"],
+            "pixel_spacing_source": ("PixelSpacing (0028,0030)" if summary["source_kind"] !=
+                                     "volume" else "volume header spacing"),
+            "reader_notes": summary["notes"],
+        })
+        if len(images) < int(slices):
+            desc.setdefault("reader_notes", []).append(
+                f"{slices} slices asked, {len(images)} in the series around the middle")
+    else:
+        if int(slices) != 1:
+            raise ValueError(f"{path}: --slices {slices}, but a 2-D image holds one slice; "
+                             "use --slices 1")
+        grey, spacing, _ = inference.read_input_slice(path)
+        images, offsets, ss = [grey], [0], None
+        desc.update({"kind": "image_2d" if kind == "image_2d" else "picture",
+                     "plane_check": "not checked: a 2-D image carries no orientation; assumed "
+                                    "sagittal, superior up, anterior left",
+                     "pixel_spacing_source": "image header" if spacing else None})
+    if user_spacing is not None:
+        if spacing is not None:
+            desc["pixel_spacing_note"] = (f"--pixel-spacing {list(user_spacing)} replaced the "
+                                          f"file's {list(spacing)}")
+        spacing, desc["pixel_spacing_source"] = user_spacing, "--pixel-spacing"
+    if spacing is None:
+        raise ValueError(f"{path}: field pixel spacing is missing: a {desc['kind']} carries no "
+                         "pixel spacing; give --pixel-spacing ROW_MM COL_MM (measurements are "
+                         "in mm)")
+    return images, (float(spacing[0]), float(spacing[1])), offsets, ss, desc
+
+
+def read_mask(mask_path, shape_hw: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """A label map from a PNG of class ids or a LabelMe JSON, checked against ``shape_hw``.
+
+    Returns:
+        (int32 [H, W], sha256 of the file).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: naming ``--mask``: unreadable, colour
+        PNG, wrong shape, unknown class ids.
+    """
+    path = pathlib.Path(mask_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: --mask file not found")
+    if path.suffix.lower() == ".json":
+        from spoils_tf.data import labelme_io
+        mask = np.asarray(labelme_io.read_labelme(path).mask)
+    else:
+        import PIL.Image
+        try:
+            with PIL.Image.open(path) as img:
+                mask = np.asarray(img)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: --mask is not a readable image ({e})") from e
+        if mask.ndim != 2:
+            raise ValueError(f"{path}: --mask has shape {mask.shape}; expected a single-channel "
+                             "PNG of class ids (labels.py)")
+    if tuple(mask.shape) != tuple(shape_hw):
+        raise ValueError(f"{path}: --mask is {mask.shape[0]}x{mask.shape[1]} px; the input "
+                         f"slice is {shape_hw[0]}x{shape_hw[1]}")
+    if mask.size and (int(mask.min()) < 0 or int(mask.max()) >= labels.NUM_SEG_CLASSES):
+        raise ValueError(f"{path}: --mask holds class ids up to {int(mask.max())}; expected "
+                         f"0..{labels.NUM_SEG_CLASSES - 1} (labels.py)")
+    return mask.astype(np.int32), _sha256_of(path)
+
+
+def _png(arr: np.ndarray) -> bytes:
+    import PIL.Image
+    buf = io.BytesIO()
+    PIL.Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def overlay_image(image: np.ndarray, mask: np.ndarray, report: Mapping[str, Any]) -> np.ndarray:
+    """``viz.overlay`` of the mid-sagittal slice with each disc's level and predicted class
+    written next to it: uint8 [H, W, 3] RGB."""
+    import cv2
+    from spoils_tf import viz
+    rgb = np.ascontiguousarray(viz.overlay(image, mask))
+    scale = max(0.3, min(rgb.shape[:2]) / 700.0)
+    thick = max(1, int(round(scale * 2)))
+    for d in report.get("discs", []):
+        m = d["measurements"]
+        r, c = m["centroid_row"]["value"], m["centroid_col"]["value"]
+        if r is None or c is None or d["measured_on_slice_offset"] != 0:
+            continue
+        text = d["level"] + (f" {d['predicted_class']}" if d.get("predicted_class") else "")
+        org = (int(c) + int(20 * scale) + 10, int(r) + int(5 * scale))
+        cv2.putText(rgb, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2,
+                    cv2.LINE_AA)
+        cv2.putText(rgb, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
+                    cv2.LINE_AA)
+    return rgb
+
+
+def run_predict(input_path, models_dir, out_dir, *, odi=None, nrs=None, mask_path=None,
+                pixel_spacing=None, slices: int = 1, precision: str = "float32",
+                predictor: Optional[Predictor] = None) -> dict:
+    """Reads the input, runs :class:`Predictor`, writes the report files; returns the report.
+
+    Writes ``out_dir/report.json``, ``report.html`` (``spoils_tf.report.render_html``),
+    ``overlay.png``, ``input.png`` (the mid-sagittal slice as used) and ``mask.png`` (uint8
+    class ids), each atomically and only after every stage succeeded. A ``no_disc`` report is
+    written too (the caller checks ``report["status"]``).
+
+    Args:
+        predictor: an already loaded :class:`Predictor` (benchmarks); else one is loaded from
+            ``models_dir`` with ``precision``.
+
+    Raises:
+        FileNotFoundError, ValueError (incl. ``bundle.BundleError``): naming the file and field;
+            nothing is written then.
+    """
+    from spoils_tf import report as report_mod
+    t0 = time.perf_counter()
+    check_scores(odi, nrs)      # fail fast, before reading anything
+    if mask_path is not None and int(slices) != 1:
+        raise ValueError(f"--mask with --slices {slices}: a mask is one label map for the "
+                         "mid-sagittal slice; use --slices 1")
+    images, spacing, offsets, ss, desc = read_input(input_path, pixel_spacing=pixel_spacing,
+                                                    slices=slices)
+    masks = None
+    if mask_path is not None:
+        mask, mask_sha = read_mask(mask_path, images[0].shape)
+        masks = [mask]
+        desc["mask_sha256"] = mask_sha
+    read_ms = _ms(t0)
+    pred = predictor or Predictor(models_dir, precision=precision)
+    result = pred.predict_full(images, spacing, odi=odi, nrs=nrs, masks=masks, source=desc,
+                               slice_offsets=offsets, slice_spacing_mm=ss)
+    report = result.report
+    report["timing_ms"]["read"] = round(report["timing_ms"]["read"] + read_ms, 3)
+    t0 = time.perf_counter()
+    overlay_png = _png(overlay_image(result.slices[0], result.masks[0], report))
+    files = {"overlay": overlay_png, "input": _png(result.slices[0]),
+             "mask": _png(result.masks[0].astype(np.uint8))}
+    report["files"] = dict(REPORT_FILES)
+    html_text = report_mod.render_html(report, overlay_png)
+    report["timing_ms"]["write"] = round(report["timing_ms"]["write"] + _ms(t0), 3)
+    t1 = time.perf_counter()
+    json_text = json.dumps(report, indent=2, allow_nan=False, default=fileio.json_default) + "\n"
+    out = pathlib.Path(out_dir)
+    for key, data in files.items():
+        fileio.atomic_write_bytes(out / REPORT_FILES[key], data)
+    fileio.atomic_write_text(out / REPORT_FILES["html"], html_text)
+    write_ms = _ms(t1)
+    report["timing_ms"]["write"] = round(report["timing_ms"]["write"] + write_ms, 3)
+    # the JSON on disk carries the write time up to its own serialisation
+    json_text = json.dumps(report, indent=2, allow_nan=False, default=fileio.json_default) + "\n"
+    fileio.atomic_write_text(out / REPORT_FILES["json"], json_text)
+    return report
+
+
+# === CLI ===
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="spoils predict",
+                                 description="one patient's sagittal MRI -> report.json, "
+                                             "report.html and overlay.png (decision support)")
+    ap.add_argument("--input", required=True,
+                    help="PNG/JPEG, DICOM file or series folder, MHA/NIfTI volume")
+    ap.add_argument("--models", required=True, help="model bundle directory (spoils_tf.bundle)")
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--odi", default=None, help="Oswestry Disability Index, 0-100 (%%)")
+    ap.add_argument("--nrs", default=None, help="pain Numerical Rating Scale, 0-10")
+    ap.add_argument("--mask", default=None,
+                    help="label-map PNG or LabelMe JSON replacing segmentation")
+    ap.add_argument("--pixel-spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
+                    help="pixel spacing in mm (required for PNG/JPEG; overrides a header)")
+    ap.add_argument("--slices", type=int, default=1,
+                    help="odd number of sagittal slices around the middle one (volumes)")
+    ap.add_argument("--precision", choices=PRECISIONS, default="float32")
+    return ap
+
+
+def main(argv: list[str]) -> int:
+    """``spoils predict``: 0 = report written, 2 = bad input (nothing written), 3 = no disc
+    found (a report saying so is written)."""
+    args = _parser().parse_args(argv)
+    try:
+        report = run_predict(args.input, args.models, args.out, odi=args.odi, nrs=args.nrs,
+                             mask_path=args.mask, pixel_spacing=args.pixel_spacing,
+                             slices=args.slices, precision=args.precision)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"spoils predict: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out = pathlib.Path(args.out)
+    for key in ("html", "json", "overlay"):
+        print(f"{key}: {out / REPORT_FILES[key]}")
+    print("timing_ms: " + ", ".join(f"{k}={v:.1f}" for k, v in report["timing_ms"].items()))
+    if report["status"] == STATUS_NO_DISC:
+        print("status: no_disc (no disc found; no grades, no recommendation)")
+        return EXIT_NO_DISC
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,340 @@
+"""``spoils predict`` end to end on a tiny bundle built in a tmp dir (untrained models).
+
+The bundle (module-scope fixture): a 2-level U-Net at 32x32 exported as a SavedModel, a plain
+CNN ``DiscClassifier`` (32x64 crops) fitted for one epoch on random crops, and a
+gradient-boosting pipeline (5 trees) fitted on ``grade_geometry_lib.synthetic_feature_table``
+with the level index, each with its model card (``spoils_tf.bundle.write_card``). Numbers
+checked: levels of the ground-truth mask, probabilities summing to 1, the ensemble equal to
+the mean of the two classifiers, the decision equal to ``clinical.rules.decide`` on the
+predicted classes; PHI absence; exit codes 2 / 3 and no files left on errors.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+from spoils_tf import bundle, labels
+from spoils_tf import predict as pr
+
+PHI = {"PatientName": "Doe^Jane", "PatientID": "PHI-12345", "PatientBirthDate": "19491231"}
+PHI_STRINGS = ("Doe^Jane", "PHI-12345", "19491231")   # searched in every byte written
+PHI_WORDS = ("Doe", "Jane")       # searched in the text outputs (too short for binary PNGs)
+SAGITTAL = [0, 1, 0, 0, 0, -1]    # columns -> posterior, rows -> feet: display orientation
+AXIAL = [1, 0, 0, 0, 1, 0]
+SPACING = (1.2, 1.2)              # mm, of the 256x256 synthetic slice (307.2 mm field of view)
+
+
+# === Fixtures ===
+def _synthetic_slice(size: int = 256):
+    from spoils_tf.data import synthetic
+    anat = synthetic.sample_patient(0, 0)
+    image, mask, _, _ = synthetic.generate_slice(anat, 0, 2, 5, size=size)
+    return image, mask
+
+
+@pytest.fixture(scope="module")
+def case():
+    """(image uint8 [256, 256], mask int32 [256, 256]) of one synthetic patient."""
+    return _synthetic_slice()
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    import keras
+
+    from spoils_tf.classical import io as cio
+    from spoils_tf.classical import models as cmodels
+    from spoils_tf.export import serving
+    from spoils_tf.models.classifiers import DiscClassifier
+    from spoils_tf.models.unet import UNet
+    from spoils_tf.train import grade_geometry_lib as ggl
+
+    base = tmp_path_factory.mktemp("bundle")
+    keras.utils.set_random_seed(0)
+    common = {"created": "2026-01-01T00:00:00Z", "data_fingerprint": "", "config": {}}
+    # Segmentation: untrained 2-level U-Net.
+    seg = UNet(input_shape=(32, 32, 3), filters=(4, 8))
+    seg_dir = serving.export_saved_model(seg, base, bundle.SEG, version=1)
+    bundle.write_card(seg_dir, {"kind": "segmentation", "model_file": ".",
+                                "resize_mode": "letterbox", "metrics": {"dice/fg_macro": 0.1},
+                                **common})
+    # Crop classifier: plain CNN, one epoch on random crops.
+    cnn = DiscClassifier(backbone="cnn", target="grade11", input_height=32, input_width=64,
+                         input_channels=1, cnn_filters=(4, 8))
+    cnn.compile(optimizer="adam", loss="sparse_categorical_crossentropy", run_eagerly=True)
+    rng = np.random.default_rng(0)
+    cnn.fit(rng.random((22, 32, 64, 1), dtype=np.float32),
+            np.arange(22) % labels.NUM_GRADE_CLASSES, epochs=1, batch_size=11, verbose=0)
+    cnn_dir = base / bundle.CROP / "1"
+    cnn_dir.mkdir(parents=True)
+    cnn.save(cnn_dir / "model.keras")
+    bundle.write_card(cnn_dir, {"kind": "crop_classifier", "model_file": "model.keras",
+                                "target": "grade_class", "classes": list(labels.GRADE_CLASSES),
+                                "crop_height": 32, "crop_width": 64, "context_slices": 0,
+                                "margin_frac": 0.15, "metrics": {"accuracy": 0.2}, **common})
+    # Geometry classifier: gradient boosting (5 trees) on the synthetic feature table.
+    df = ggl.add_level_index(ggl.synthetic_feature_table(n_patients=6, slices_per_patient=1))
+    feats = list(ggl.default_feature_columns()) + [ggl.LEVEL_INDEX_COLUMN]
+    y = cmodels.target_labels(df, "grade_class")
+    lab = np.asarray([v is not None for v in y])
+    gb = cmodels.build_classifier("gradient_boosting", {"n_estimators": 5, "max_depth": 2},
+                                  classes=labels.GRADE_CLASSES)
+    gb.fit(df.loc[lab, feats].astype(np.float64), y[lab])
+    geo_dir = base / bundle.GEOMETRY / "1"
+    cio.save_classifier(gb, geo_dir / "model.skops", feature_names=feats, target="grade_class",
+                        classes=labels.GRADE_CLASSES)
+    bundle.write_card(geo_dir, {"kind": "geometry_classifier", "model_file": "model.skops",
+                                "target": "grade_class", "classes": list(labels.GRADE_CLASSES),
+                                "model_name": "gradient_boosting", "features": feats,
+                                "metrics": {"accuracy": 0.3}, **common})
+    return base
+
+
+@pytest.fixture(scope="module")
+def predictor(models_dir):
+    return pr.Predictor(models_dir)
+
+
+def _write_dicom_series(folder: pathlib.Path, image: np.ndarray, iop, n: int = 3,
+                        spacing=SPACING) -> pathlib.Path:
+    """``n`` classic MR slices of ``image`` (uint16) with the PHI fields set."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    folder.mkdir(parents=True)
+    normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
+    for k in range(n):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        path = folder / f"im{k:03d}.dcm"
+        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID = MRImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        for key, value in PHI.items():
+            setattr(ds, key, value)
+        ds.Modality = "MR"
+        ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.7"
+        ds.SeriesNumber = 3
+        ds.InstanceNumber = k + 1
+        ds.ImageOrientationPatient = [float(v) for v in iop]
+        ds.ImagePositionPatient = [float(v) for v in normal * k * 4.0]
+        ds.PixelSpacing = [float(v) for v in spacing]
+        ds.SliceThickness = 4.0
+        ds.Rows, ds.Columns = image.shape
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = (image.astype(np.uint16) * 4).tobytes()
+        ds.save_as(str(path), enforce_file_format=True)
+    return folder
+
+
+def _png(path: pathlib.Path, arr: np.ndarray) -> pathlib.Path:
+    import PIL.Image
+    PIL.Image.fromarray(arr).save(path)
+    return path
+
+
+def _files_text(folder: pathlib.Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+# === Tests ===
+@pytest.mark.slow   # the module bundle fixture: ~40 s to build
+def test_supplied_mask_report_levels_probabilities_ensemble_and_decision(predictor, case):
+    from spoils_tf.clinical import rules
+    image, mask = case
+    rep = predictor.predict([image], SPACING, odi=45, nrs=7, masks=[mask])
+    assert rep["status"] == "ok"
+    assert rep["input"]["segmentation"] == "supplied mask"
+    levels_in_mask = [d for d in labels.DISC_NAMES if np.any(mask == labels.SEG_ID[d])]
+    assert [d["level"] for d in rep["discs"]] == levels_in_mask
+    graded = {}
+    for d in rep["discs"]:
+        assert d["found"], d["reasons"]
+        cnn = np.array(list(d["classifiers"]["crop_classifier"]["probabilities"].values()))
+        geo = np.array(list(d["classifiers"]["geometry_classifier"]["probabilities"].values()))
+        ens = np.array([d["ensemble"]["probabilities"][c] for c in labels.GRADE_CLASSES])
+        for p in (cnn, geo, ens):
+            assert p.shape == (labels.NUM_GRADE_CLASSES,)
+            assert abs(p.sum() - 1.0) < 1e-6
+        np.testing.assert_allclose(ens, (cnn + geo) / 2.0, atol=1e-9)
+        assert d["predicted_class"] == labels.GRADE_CLASSES[int(np.argmax(ens))]
+        assert d["measurements"]["disc_height_mm"]["unit"] == "mm"
+        assert d["measurements"]["disc_height_mm"]["value"] > 0
+        graded[d["level"]] = d["predicted_class"]
+    expected = rules.decide(graded, 45, 7)
+    rec = rep["recommendation"]
+    assert rec["recommendation"] == expected.recommendation
+    assert rec["rule_id"] == expected.rule_id
+    assert [tuple(x) for x in rec["driving_discs"]] == list(expected.driving_discs)
+    assert set(rep["timing_ms"]) == set(pr.STAGES)
+    json.dumps(rep, allow_nan=False)     # strictly valid JSON (no NaN)
+
+
+@pytest.mark.slow   # the module bundle fixture: ~40 s to build
+def test_without_scores_grades_only(predictor, case):
+    image, mask = case
+    rep = predictor.predict([image], SPACING, masks=[mask])
+    assert rep["recommendation"] is None
+    assert rep["recommendation_note"] == pr.NO_SCORES_NOTE
+    assert all(d["predicted_class"] in labels.GRADE_CLASSES for d in rep["discs"])
+
+
+@pytest.mark.slow   # the module bundle fixture: ~40 s to build
+def test_absent_classifier_is_reported_and_ensemble_is_the_other(models_dir, case, tmp_path):
+    import shutil
+    only = tmp_path / "bundle"
+    shutil.copytree(models_dir / bundle.SEG, only / bundle.SEG)
+    shutil.copytree(models_dir / bundle.GEOMETRY, only / bundle.GEOMETRY)
+    rep = pr.Predictor(only).predict([case[0]], SPACING, masks=[case[1]])
+    assert rep["models"]["crop_classifier"]["present"] is False
+    assert rep["models"]["ensemble"]["members"] == ["geometry_classifier"]
+    d = rep["discs"][0]
+    assert d["classifiers"]["crop_classifier"] == {"present": False}
+    assert d["ensemble"]["probabilities"] == d["classifiers"]["geometry_classifier"]["probabilities"]
+
+
+@pytest.mark.slow   # the module bundle fixture: ~40 s to build
+def test_untrained_segmenter_gives_no_disc_and_exit_3(models_dir, case, tmp_path, capsys):
+    png = _png(tmp_path / "slice.png", case[0])
+    out = tmp_path / "out"
+    code = pr.main(["--input", str(png), "--models", str(models_dir), "--out", str(out),
+                    "--pixel-spacing", *map(str, SPACING), "--odi", "45", "--nrs", "7"])
+    assert code == pr.EXIT_NO_DISC
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["status"] == "no_disc"
+    assert rep["recommendation"] is None
+    assert all(d["predicted_class"] is None for d in rep["discs"])
+    assert "no_disc" in capsys.readouterr().out
+
+
+@pytest.mark.slow   # the module bundle fixture: ~40 s to build
+def test_dicom_series_end_to_end_without_phi(models_dir, case, tmp_path, capfd, caplog):
+    image, mask = case
+    series = _write_dicom_series(tmp_path / "series", image, SAGITTAL)
+    mask_png = _png(tmp_path / "mask.png", mask.astype(np.uint8))
+    out = tmp_path / "out"
+    code = pr.main(["--input", str(series), "--models", str(models_dir), "--out", str(out),
+                    "--mask", str(mask_png), "--odi", "30", "--nrs", "4"])
+    captured = capfd.readouterr()
+    assert code == 0, captured.err
+    assert sorted(p.name for p in out.iterdir()) == sorted(pr.REPORT_FILES.values())
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["input"]["kind"] == "dicom_series"
+    assert rep["input"]["pixel_spacing_mm"] == list(SPACING)
+    assert rep["input"]["segmentation"] == "supplied mask"
+    assert rep["recommendation"] is not None
+    blob = (_files_text(out) + captured.out.encode() + captured.err.encode()
+            + caplog.text.encode())
+    for s in PHI_STRINGS:
+        assert s.encode() not in blob, s
+    page = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "",
+                  (out / "report.html").read_text(encoding="utf-8"))
+    text = (out / "report.json").read_text() + page + captured.out + captured.err + caplog.text
+    for s in PHI_WORDS:
+        assert s not in text, s
+    assert str(series).encode() not in _files_text(out)   # the input path is not reported
+
+
+def test_axial_series_exit_2_names_plane_and_writes_nothing(case, tmp_path, capsys):
+    # The input is checked before any model is loaded: a models dir is not even needed.
+    series = _write_dicom_series(tmp_path / "axial", case[0], AXIAL)
+    out = tmp_path / "out"
+    out.mkdir()
+    code = pr.main(["--input", str(series), "--models", str(tmp_path / "none"), "--out",
+                    str(out)])
+    assert code == pr.EXIT_BAD_INPUT
+    assert "axial" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+
+def test_png_without_pixel_spacing_exit_2(case, tmp_path, capsys):
+    png = _png(tmp_path / "slice.png", case[0])
+    code = pr.main(["--input", str(png), "--models", str(tmp_path / "none"), "--out",
+                    str(tmp_path / "out")])
+    assert code == pr.EXIT_BAD_INPUT
+    assert "pixel-spacing" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("odi,nrs,field", [("120", "5", "odi"), ("abc", "5", "odi"),
+                                           ("40", "11", "nrs"), ("40", None, "nrs")])
+def test_bad_scores_exit_2_naming_the_field(case, tmp_path, capsys, odi, nrs, field):
+    png = _png(tmp_path / "slice.png", case[0])
+    argv = ["--input", str(png), "--models", str(tmp_path / "none"), "--out", str(tmp_path / "out"),
+            "--pixel-spacing", "1", "1", "--odi", odi]
+    if nrs is not None:
+        argv += ["--nrs", nrs]
+    assert pr.main(argv) == pr.EXIT_BAD_INPUT
+    assert capsys.readouterr().err.startswith(f"spoils predict: {field}:")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow   # the module bundle fixture: ~40 s to build
+def test_html_has_disclaimer_recommendation_and_no_url(models_dir, case, tmp_path):
+    image, mask = case
+    png = _png(tmp_path / "slice.png", image)
+    mask_png = _png(tmp_path / "mask.png", mask.astype(np.uint8))
+    rep = pr.run_predict(png, models_dir, tmp_path / "out", odi=50, nrs=8, mask_path=mask_png,
+                         pixel_spacing=SPACING)
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert pr.DISCLAIMER in page
+    import html
+    assert html.escape(rep["recommendation"]["reason"]) in page
+    assert "data:image/png;base64," in page
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page).lower()
+    for token in ("http", "<link", "<script", "url(", "@import", "href"):
+        assert token not in text, token
+    for c in labels.SEG_CLASSES[1:]:
+        r, g, b = c.color
+        assert f"rgb({r},{g},{b})" in page
+
+
+def test_report_escapes_html(case):
+    from spoils_tf import report as report_mod
+    rep = {"status": "ok", "disclaimer": "<script>x</script>", "discs": [],
+           "input": {"note": "<b>"}, "models": {}}
+    page = report_mod.render_html(rep, b"\x89PNG")
+    assert "<script>x" not in page and "&lt;script&gt;x" in page
+    assert "<b>" not in page.split("</style>")[1].replace("<b>No recommendation.</b>", "")
+
+
+def test_default_offsets_units_and_scores():
+    assert pr.default_offsets(1) == [0]
+    assert pr.default_offsets(4) == [0, -1, 1, -2]
+    assert pr.unit_of("disc_height_mm") == "mm"
+    assert pr.unit_of("disc_area_mm2") == "mm²"
+    assert pr.unit_of("disc_volume_mm3") == "mm³"
+    assert pr.unit_of("tilt_deg") == "degrees"
+    assert pr.unit_of("disc_height_index") == "ratio"
+    assert pr.check_scores(None, None) == (None, None)
+    assert pr.check_scores("20", "3") == (20.0, 3)
+    with pytest.raises(ValueError, match="^nrs: missing"):
+        pr.check_scores(20, None)
+    with pytest.raises(ValueError, match="^odi: "):
+        pr.check_scores(100.5, 3)
+
+
+def test_a_speck_of_disc_label_is_not_graded():
+    import types
+
+    def level_table(areas):
+        return {d: {0: types.SimpleNamespace(values={"disc_area_mm2": a, "reason": ""})}
+                for d, a in areas.items()}
+
+    # median of (300, 320, 310, 40) = 305; a quarter of it = 76.25 > 40 only
+    per_level = level_table({"L2-L3": 300.0, "L3-L4": 320.0, "L4-L5": 310.0, "L5-S1": 40.0})
+    out = pr.Predictor._implausible_discs(per_level, {d: [0] for d in per_level}, 1)
+    assert out == [("L5-S1", 0)]
+    assert per_level["L5-S1"][0].values["reason"] == pr.IMPLAUSIBLE_AREA_REASON
+    # with two discs there is no reference: nothing is dropped
+    per_level = level_table({"L4-L5": 310.0, "L5-S1": 40.0})
+    assert pr.Predictor._implausible_discs(per_level, {d: [0] for d in per_level}, 1) == []
