@@ -1,0 +1,729 @@
+"""Held-out predicted masks as a spoils dataset, and grading scored against ground truth.
+
+Issue #5 asks for the grading tables twice: with features measured on the ground-truth masks
+and with features measured on the segmentation model's masks. This module makes the second
+input and scores it fairly.
+
+**predict** (``python -m spoils_tf.train.predicted_masks --data DIR --seg-workdir RUN --out
+OUT``): for every fold ``k`` of ``DIR/folds.json``, the model ``RUN/fold_<k>/model.keras``
+(``spoils_tf.train.seg_lib``: trained on the other folds) predicts EVERY slice of fold k's
+patients through ``seg_pipeline.make_predictor`` (``inference.load_segmenter``: the same
+preprocessing as training and export). No patient is ever predicted by a model that trained
+on it: :func:`check_fold_models` refuses to start unless the folds file the run trained with
+(``RUN/config.json``: ``data.folds_path``, else ``<data.labelme_dir>/folds.json``, else
+``RUN/synthetic/folds.json``) holds exactly the same patient -> fold assignment as
+``DIR/folds.json`` and is older than every fold model, and every
+``RUN/fold_<k>/metrics.json`` says ``fold == k`` with as many train / test patients as that
+split. OUT is a complete spoils dataset (``spoils_tf.data.layout``), so ``spoils features``,
+``spoils crops`` and every experiment run on it unchanged::
+
+    OUT/labelme/<patient>/<stem>.json|.png   predicted label map as LabelMe polygons
+                                             (``labelme_io.write_labelme``); the PNG holds
+                                             the source slice's pixels, imagePath = sibling
+    OUT/patients.csv, discs.csv, folds.json  copied byte for byte (also clinical.csv and
+                                             geometry_truth.csv when the source has them)
+    OUT/issues.csv          one row per slice that could not be predicted (ISSUE_COLUMNS)
+    OUT/disc_matches.csv    per slice, every ground-truth disc and what the prediction made
+                            of it (DISC_MATCH_COLUMNS, statuses in DISC_STATUSES)
+    OUT/provenance.json     source, run, folds file sha256, and per fold / per patient the
+                            model (path, sha256, held-out Dice) that predicted it
+
+``discs.csv`` is copied unchanged: ``spoils features`` joins grades by ``(patient, slice,
+level)``, so a predicted disc carries the grade of the ground-truth disc OF THE SAME LEVEL
+NAME on that slice. That is the end-to-end reading (a report says "L4-L5: grade X"): a disc
+the model names wrongly is graded against the disc it was named after, or is unlabelled when
+no such disc is annotated there. ``disc_matches.csv`` separates the cases by overlap.
+
+The dataset is built in ``<OUT>.partial-<pid>`` and moved to ``OUT`` only when complete (an
+existing ``OUT`` is replaced only with ``--overwrite``); every file is written atomically.
+A slice that fails is listed in ``issues.csv`` and the batch goes on.
+
+**compare** (``python -m spoils_tf.train.predicted_masks compare --gt-workdir A --pred-workdir
+B --out DIR``): the two ``experiments.grade_geometry`` runs (split=patient) side by side. A
+disc scored in the ground-truth run (a labelled row of its out-of-fold predictions) that has
+no row in the predicted-mask run is a MISSED disc. The predicted-mask run's own tables score
+only the discs it found (its denominator shrinks); :func:`all_disc_scores` adds the row in
+which every ground-truth disc counts and a missed one is wrong (accuracy, macro IoU, macro
+F1; a missed disc is a false negative of its true class and nobody's false positive).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import sys
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from spoils_tf import fileio, labels
+from spoils_tf.data import layout
+
+PROVENANCE_JSON = "provenance.json"
+DISC_MATCHES_CSV = "disc_matches.csv"
+PROVENANCE_FORMAT = "spoils-tf/predicted-masks/1"
+# Source files copied unchanged when present (the layout's tables; not issues.csv, which
+# OUT rewrites with its own prediction issues).
+COPIED_FILES: tuple[str, ...] = (layout.PATIENTS_CSV, layout.DISCS_CSV, layout.FOLDS_JSON,
+                                 layout.CLINICAL_CSV, layout.GEOMETRY_TRUTH_CSV)
+DISC_MATCH_COLUMNS: tuple[str, ...] = (
+        "patient", "slice", "fold", "level", "status", "best_pred_level", "gt_px",
+        "pred_px_same_level", "overlap_same_level_px", "dice_same_level", "overlap_best_px")
+# same_level: the predicted disc overlapping this ground-truth disc most has its level name;
+# other_level: it has another disc's name; missed: no predicted disc pixel overlaps it;
+# extra: a predicted disc level with no ground-truth disc of that name on the slice (its
+# feature row is unlabelled; best_pred_level then names the ground-truth disc it overlaps
+# most, empty when none).
+DISC_STATUSES: tuple[str, ...] = ("same_level", "other_level", "missed", "extra")
+
+
+class FoldModelError(ValueError):
+    """A segmentation run whose fold models cannot be shown to be held out (names the file)."""
+
+
+# === Fold models (the leakage guard) ===
+@dataclasses.dataclass(frozen=True)
+class FoldModel:
+    """The model of one fold.
+
+    Attributes:
+        fold: fold index k.
+        model_path: ``RUN/fold_<k>/model.keras`` (resolved).
+        sha256: of the model file.
+        test_patients: fold k's patients (sorted): the only ones this model predicts.
+        n_train_patients: patients it was trained on (all other folds).
+        heldout: ``{"dice/fg_macro", "level_accuracy", "slices"}`` from its metrics.json.
+    """
+
+    fold: int
+    model_path: pathlib.Path
+    sha256: str
+    test_patients: tuple[str, ...]
+    n_train_patients: int
+    heldout: dict[str, float]
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _resolve(path_text: str, seg_workdir: pathlib.Path) -> pathlib.Path:
+    """A path from a run's config: as given (relative to the working directory) when it
+    exists, else relative to each parent of the run directory (the run was started from a
+    repository root); the path as given when found nowhere."""
+    p = pathlib.Path(path_text)
+    if p.is_absolute() or p.exists():
+        return p
+    for parent in seg_workdir.resolve().parents:
+        if (parent / p).exists():
+            return parent / p
+    return p
+
+
+def run_folds_path(seg_workdir: str | os.PathLike) -> pathlib.Path:
+    """The folds file a ``seg_lib`` run trained with, from ``RUN/config.json``.
+
+    ``data.folds_path`` when set, else ``<data.labelme_dir>/folds.json`` when that dataset
+    exists, else ``RUN/synthetic/folds.json`` (``seg_lib.resolve_dataset_dir``'s fallback).
+
+    Raises:
+        FoldModelError: no ``config.json``, or fields ``data.*`` missing.
+        FileNotFoundError: the folds file it names does not exist.
+    """
+    seg_workdir = pathlib.Path(seg_workdir)
+    cfg_path = seg_workdir / "config.json"
+    if not cfg_path.is_file():
+        raise FoldModelError(f"{cfg_path}: not found; expected the resolved config of a "
+                             "segmentation run (spoils_tf.train.seg_lib.run writes it)")
+    try:
+        data = json.loads(cfg_path.read_text(encoding="utf-8"))["data"]
+        folds_path, labelme_dir = str(data["folds_path"] or ""), str(data["labelme_dir"] or "")
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise FoldModelError(f"{cfg_path}: field 'data.folds_path'/'data.labelme_dir' "
+                             f"unreadable ({e!r}); expected a seg_lib config") from e
+    if folds_path:
+        path = _resolve(folds_path, seg_workdir)
+    elif labelme_dir and (_resolve(labelme_dir, seg_workdir) / layout.LABELME_DIR).is_dir():
+        path = _resolve(labelme_dir, seg_workdir) / layout.FOLDS_JSON
+    else:
+        path = seg_workdir / "synthetic" / layout.FOLDS_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"{cfg_path}: the run's folds file {path} does not exist; "
+                                "cannot show which patients each fold model trained on")
+    return path
+
+
+def check_fold_models(data_dir: str | os.PathLike, seg_workdir: str | os.PathLike, *,
+                      allow_newer_folds: bool = False):
+    """Proves every fold model of ``seg_workdir`` is held out for its fold of ``data_dir``.
+
+    Checks, in order: the run's folds file (:func:`run_folds_path`) has the same k and
+    patient -> fold assignment as ``DIR/folds.json``; it is not newer than any fold's
+    ``model.keras`` (seg_lib reads the folds before training the first fold, and ``spoils
+    folds`` leaves an unchanged file untouched, so a newer file was rewritten after
+    training and may not be the split the models saw; ``allow_newer_folds`` accepts it, e.g.
+    after copying a run with ``cp`` without ``-p``); each ``fold_<k>/metrics.json`` has
+    ``fold == k`` and the split's numbers of train and test patients, and, when it lists
+    them, ``test_patient_ids`` equal to the fold's patients.
+
+    Returns:
+        ``(folds, {k: FoldModel}, run_folds_file)``: ``folds`` is ``DIR/folds.json``
+        (``spoils_tf.data.folds.Folds``).
+
+    Raises:
+        FileNotFoundError: ``DIR/folds.json`` or the run's folds file is missing.
+        FoldModelError: the run's folds differ from the dataset's (k or any patient's fold)
+            or are newer than a model, a fold has no ``model.keras`` or ``metrics.json``, or
+            a ``metrics.json`` field ``fold`` / ``train_patients`` / ``test_patients`` /
+            ``test_patient_ids`` disagrees with the split.
+    """
+    from spoils_tf.data import folds as folds_lib
+
+    data_dir, seg_workdir = pathlib.Path(data_dir), pathlib.Path(seg_workdir)
+    folds = folds_lib.load_folds(data_dir / layout.FOLDS_JSON)
+    run_path = run_folds_path(seg_workdir)
+    run_folds = folds_lib.load_folds(run_path)
+    if run_folds.k != folds.k or run_folds.assignment != folds.assignment:
+        differ = sorted(p for p in set(folds.assignment) | set(run_folds.assignment)
+                        if folds.assignment.get(p) != run_folds.assignment.get(p))
+        raise FoldModelError(
+                f"{run_path}: the segmentation run trained with k={run_folds.k} folds that "
+                f"differ from {data_dir / layout.FOLDS_JSON} (k={folds.k}) for {len(differ)} "
+                f"patient(s) (first: {differ[:5]}); a fold model could have trained on a "
+                "patient it would predict. Expected the same folds file")
+    models: dict[int, FoldModel] = {}
+    for k in range(folds.k):
+        train, test = folds.split(k)
+        fold_dir = seg_workdir / f"fold_{k}"
+        model_path, metrics_path = fold_dir / "model.keras", fold_dir / "metrics.json"
+        for p in (model_path, metrics_path):
+            if not p.is_file():
+                raise FoldModelError(f"{p}: not found; every fold 0..{folds.k - 1} needs a "
+                                     "finished model (train it with experiments.seg)")
+        try:
+            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise FoldModelError(f"{metrics_path}: field 'json': invalid JSON ({e})") from e
+        expected = {"fold": k, "train_patients": len(train), "test_patients": len(test)}
+        for field, want in expected.items():
+            got = metrics.get(field)
+            if got is None or not isinstance(got, (int, float)) or int(got) != want:
+                raise FoldModelError(f"{metrics_path}: field {field!r} is {got!r}; expected "
+                                     f"{want} for fold {k} of {data_dir / layout.FOLDS_JSON}")
+        ids = metrics.get("test_patient_ids")
+        if ids is not None and sorted(str(p) for p in ids) != list(test):
+            raise FoldModelError(f"{metrics_path}: field 'test_patient_ids' {sorted(ids)[:5]} "
+                                 f"differs from fold {k}'s patients {list(test)[:5]}")
+        if not allow_newer_folds and run_path.stat().st_mtime > model_path.stat().st_mtime:
+            raise FoldModelError(
+                    f"{run_path}: modified after {model_path} was trained; the folds may have "
+                    "been rewritten since, so the split the models saw is unknown. Retrain, or "
+                    "pass --allow-newer-folds if only the file's time changed (e.g. a copy)")
+        models[k] = FoldModel(
+                fold=k, model_path=model_path.resolve(), sha256=sha256_of(model_path),
+                test_patients=tuple(test), n_train_patients=len(train),
+                heldout={key: float(metrics.get(key, float("nan")))
+                         for key in ("dice/fg_macro", "level_accuracy", "slices")})
+    return folds, models, run_path
+
+
+def _run_resize_mode(seg_workdir: pathlib.Path) -> str:
+    data = json.loads((seg_workdir / "config.json").read_text(encoding="utf-8"))["data"]
+    return str(data.get("resize_mode") or "letterbox")
+
+
+# === Disc matching ===
+def match_discs(gt_mask: np.ndarray, pred_mask: np.ndarray) -> list[dict[str, Any]]:
+    """What the prediction made of each ground-truth disc of one slice.
+
+    Args:
+        gt_mask, pred_mask: int [H, W] class ids (``labels.SEG_CLASSES``), same shape.
+
+    Returns:
+        One dict per ground-truth disc level on the slice (``status`` same_level /
+        other_level / missed) and one per predicted disc level with no ground-truth disc of
+        that name (``extra``), keys ``DISC_MATCH_COLUMNS[3:]`` (pixel counts, Dice of the
+        same-level pair in 0..1).
+
+    Raises:
+        ValueError: the masks' shapes differ.
+    """
+    g, p = np.asarray(gt_mask), np.asarray(pred_mask)
+    if g.shape != p.shape:
+        raise ValueError(f"ground-truth mask {g.shape} and predicted mask {p.shape} differ")
+    n = labels.NUM_SEG_CLASSES
+    joint = np.bincount(g.astype(np.int64).ravel() * n + p.astype(np.int64).ravel(),
+                        minlength=n * n).reshape(n, n)       # [gt class, pred class] pixels
+    disc_ids = list(labels.DISC_IDS)
+    gt_px, pred_px = joint.sum(axis=1), joint.sum(axis=0)
+    rows = []
+    for d in disc_ids:
+        if gt_px[d] == 0:
+            continue
+        overlaps = joint[d, disc_ids]
+        best = disc_ids[int(np.argmax(overlaps))] if overlaps.max() > 0 else None
+        status = ("missed" if best is None else "same_level" if best == d else "other_level")
+        rows.append(_match_row(d, status, best, gt_px[d], pred_px[d], joint[d, d],
+                               overlaps.max()))
+    for d in disc_ids:
+        if pred_px[d] == 0 or gt_px[d] > 0:
+            continue
+        overlaps = joint[disc_ids, d]
+        best = disc_ids[int(np.argmax(overlaps))] if overlaps.max() > 0 else None
+        rows.append(_match_row(d, "extra", best, 0, pred_px[d], 0, overlaps.max()))
+    return rows
+
+
+def _match_row(disc_id: int, status: str, best: Optional[int], gt_px: int, pred_px: int,
+               overlap: int, overlap_best: int) -> dict[str, Any]:
+    den = int(gt_px) + int(pred_px)
+    return {"level": labels.SEG_NAMES[disc_id], "status": status,
+            "best_pred_level": "" if best is None else labels.SEG_NAMES[best],
+            "gt_px": int(gt_px), "pred_px_same_level": int(pred_px),
+            "overlap_same_level_px": int(overlap),
+            "dice_same_level": 2.0 * int(overlap) / den if den else float("nan"),
+            "overlap_best_px": int(overlap_best)}
+
+
+# === Predict ===
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, desc="predicted masks", unit="slice", file=sys.stderr,
+                disable=not enabled)
+
+
+def _write_csv(path: pathlib.Path, df: pd.DataFrame) -> None:
+    fileio.atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def predict_dataset(data_dir: str | os.PathLike, seg_workdir: str | os.PathLike,
+                    out_dir: str | os.PathLike, *, overwrite: bool = False,
+                    progress: bool = True, allow_newer_folds: bool = False,
+                    load_segmenter: Optional[Callable[[pathlib.Path, str], Callable]] = None
+                    ) -> dict[str, Any]:
+    """Writes the predicted-mask dataset ``out_dir`` (module docstring).
+
+    Args:
+        data_dir: the source spoils dataset (ground-truth LabelMe files and ``folds.json``).
+        seg_workdir: a ``seg_lib`` run directory with ``fold_<k>/model.keras`` for every fold.
+        out_dir: the dataset to write; must not exist (or be empty) unless ``overwrite``.
+        overwrite: replace an existing ``out_dir`` once the new one is complete.
+        progress: tqdm bar on stderr.
+        allow_newer_folds: see :func:`check_fold_models`.
+        load_segmenter: ``(model_path, resize_mode) -> (uint8 [H, W] -> int [H, W])``;
+            default ``spoils_tf.inference.load_segmenter``.
+
+    Returns:
+        the provenance dict (also ``out_dir/provenance.json``).
+
+    Raises:
+        FileExistsError: ``out_dir`` exists, is not empty and ``overwrite`` is False.
+        ValueError: ``out_dir`` is ``data_dir`` or inside it.
+        FileNotFoundError, FoldModelError: from :func:`check_fold_models` (nothing written).
+    """
+    data_dir, seg_workdir = pathlib.Path(data_dir), pathlib.Path(seg_workdir)
+    out_dir = pathlib.Path(out_dir)
+    if out_dir.resolve() == data_dir.resolve() or out_dir.resolve().is_relative_to(
+            data_dir.resolve()):
+        raise ValueError(f"--out {out_dir} is the source dataset {data_dir} or inside it; "
+                         "expected a separate directory")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir}: exists and is not empty; pass --overwrite to "
+                              "replace it")
+    jsons = layout.list_labelme_jsons(data_dir)
+    folds, models, run_path = check_fold_models(data_dir, seg_workdir,
+                                                allow_newer_folds=allow_newer_folds)
+    resize_mode = _run_resize_mode(seg_workdir)
+    if load_segmenter is None:
+        from spoils_tf.inference import load_segmenter
+    from spoils_tf.data import folds as folds_lib
+    from spoils_tf.data.labelme_io import read_labelme, write_labelme
+
+    # Slices grouped by fold (a model is loaded once); the patient comes from the path, as
+    # `spoils folds` counts it; read_labelme's own patient field is checked against it.
+    by_fold: dict[Optional[int], list[pathlib.Path]] = collections.defaultdict(list)
+    for path in jsons:
+        by_fold[folds.assignment.get(folds_lib.patient_of_json(path))].append(path)
+
+    partial = out_dir.with_name(f"{out_dir.name}.partial-{os.getpid()}")
+    if partial.exists():
+        shutil.rmtree(partial)
+    issues: list[dict[str, Any]] = []
+    matches: list[dict[str, Any]] = []
+    per_patient: dict[str, dict[str, Any]] = {}
+    labelme_src = data_dir / layout.LABELME_DIR
+    try:
+        for name in COPIED_FILES:
+            if (data_dir / name).is_file():
+                fileio.atomic_write_bytes(partial / name, (data_dir / name).read_bytes())
+        bar = _progress(len(jsons), progress)
+        for path in by_fold.pop(None, []):
+            patient = folds_lib.patient_of_json(path)
+            issues.append({"patient": patient, "slice": "", "file": str(path.relative_to(data_dir)),
+                           "reason": f"patient {patient!r} is not in {layout.FOLDS_JSON}: no "
+                                     "fold model holds it out"})
+            bar.update(1)
+        for k in sorted(by_fold):
+            fm = models[k]
+            segment = load_segmenter(fm.model_path, resize_mode)
+            for path in by_fold[k]:
+                rel = path.relative_to(data_dir)
+                patient = folds_lib.patient_of_json(path)
+                entry = per_patient.setdefault(patient, {"fold": k, "model": str(fm.model_path),
+                                                         "slices": 0, "slices_failed": 0})
+                try:
+                    rec = read_labelme(path)
+                    if str(rec.patient) != patient:
+                        raise ValueError(f"field 'spoils.patient' is {rec.patient!r} but the "
+                                         f"file name says {patient!r}")
+                    pred = np.asarray(segment(rec.image), np.int32)
+                    if pred.shape != rec.mask.shape:
+                        raise ValueError(f"predicted mask {pred.shape} != image {rec.mask.shape}")
+                    write_labelme(partial / path.relative_to(labelme_src.parent), rec.image, pred,
+                                  patient=patient, slice_index=rec.slice,
+                                  pixel_spacing_mm=rec.pixel_spacing_mm)
+                    for m in match_discs(rec.mask, pred):
+                        matches.append({"patient": patient, "slice": int(rec.slice),
+                                        "fold": k, **m})
+                    entry["slices"] += 1
+                except Exception as e:  # noqa: BLE001 - listed in issues.csv, batch goes on
+                    slice_index = ""
+                    try:
+                        slice_index = layout.parse_stem(path.stem)[1]
+                    except ValueError:
+                        pass
+                    issues.append({"patient": patient, "slice": slice_index, "file": str(rel),
+                                   "reason": f"{type(e).__name__}: {e}"})
+                    entry["slices_failed"] += 1
+                bar.update(1)
+        bar.close()
+        _write_csv(partial / layout.ISSUES_CSV,
+                   pd.DataFrame(issues, columns=list(layout.ISSUE_COLUMNS)))
+        match_df = pd.DataFrame(matches, columns=list(DISC_MATCH_COLUMNS))
+        _write_csv(partial / DISC_MATCHES_CSV, match_df)
+        status_counts = {s: int((match_df["status"] == s).sum()) for s in DISC_STATUSES}
+        provenance = {
+                "format": PROVENANCE_FORMAT,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="seconds"),
+                "source_dataset": str(data_dir.resolve()),
+                "seg_workdir": str(seg_workdir.resolve()),
+                "resize_mode": resize_mode,
+                "folds_file": str((data_dir / layout.FOLDS_JSON).resolve()),
+                "folds_sha256": sha256_of(data_dir / layout.FOLDS_JSON),
+                "run_folds_file": str(run_path.resolve()),
+                "k": folds.k,
+                "folds": {str(k): {"model": str(m.model_path), "model_sha256": m.sha256,
+                                   "test_patients": list(m.test_patients),
+                                   "n_train_patients": m.n_train_patients,
+                                   "heldout_metrics": m.heldout}
+                          for k, m in sorted(models.items())},
+                "patients": {p: per_patient[p] for p in sorted(per_patient)},
+                "slices": {"total": len(jsons),
+                           "written": sum(e["slices"] for e in per_patient.values()),
+                           "failed": len(issues)},
+                "disc_matches": status_counts,
+                "copied": [n for n in COPIED_FILES if (data_dir / n).is_file()],
+        }
+        fileio.atomic_write_text(partial / PROVENANCE_JSON,
+                                 json.dumps(provenance, indent=1, default=fileio.json_default)
+                                 + "\n")
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(partial, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return provenance
+
+
+# === Scoring against the ground-truth run ===
+def _oof(workdir: pathlib.Path, target: str, model: str) -> pd.DataFrame:
+    from spoils_tf.train import grade_geometry_lib as ggl
+    return ggl.read_predictions(workdir / "patient" / target / model / "oof_predictions")
+
+
+def _labelled(series: pd.Series) -> np.ndarray:
+    return (series.notna() & (series.astype(str) != "") & (series.astype(str) != "nan")
+            & (series.astype(str) != "None")).to_numpy()
+
+
+def all_disc_scores(gt_oof: pd.DataFrame, pred_oof: pd.DataFrame, classes: Sequence[str],
+                    n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Scores the predicted-mask run on EVERY disc the ground-truth run scored.
+
+    Args:
+        gt_oof, pred_oof: out-of-fold predictions (``patient, slice, level, fold, y_true,
+            y_pred``) of the ground-truth-mask and predicted-mask runs of one (target, model).
+        classes: the target's class names.
+        n_boot: patient-level bootstrap resamples for the pooled CIs.
+
+    Returns:
+        ``{"n_gt_scored", "n_pred_scored", "n_found", "n_missed", "n_pred_not_in_gt",
+        "correct_found", "mean"/"sd" (over the ground-truth run's folds: accuracy,
+        iou_macro, f1_macro), "pooled": {metric: {estimate, ci_low, ci_high}}}``.
+        A missed disc counts as wrong: a false negative of its true class.
+
+    Raises:
+        ValueError: a disc labelled differently in the two runs (not the same discs.csv).
+    """
+    from spoils_tf.metrics import classification as cm
+
+    keys = ["patient", "slice", "level"]
+    gt = gt_oof.loc[_labelled(gt_oof["y_true"]), keys + ["fold", "y_true"]]
+    pr = pred_oof.loc[:, keys + ["y_true", "y_pred"]].rename(
+            columns={"y_true": "y_true_pred_run"})
+    merged = gt.merge(pr, on=keys, how="left", validate="one_to_one")
+    found = merged["y_pred"].notna().to_numpy()
+    both = found & _labelled(merged["y_true_pred_run"])
+    bad = both & (merged["y_true"].astype(str) != merged["y_true_pred_run"].astype(str)).to_numpy()
+    if bad.any():
+        first = merged.loc[bad, keys].iloc[0].tolist()
+        raise ValueError(f"{int(bad.sum())} disc(s) have different labels in the two runs "
+                         f"(first: {first}); expected tables built from the same discs.csv")
+    n_cls = len(classes)
+    y = cm.encode(merged["y_true"], classes, field="y_true")
+    index = {c: i for i, c in enumerate(classes)}
+    # missed -> class index n_cls, an extra column that is nobody's true class
+    p = np.asarray([index[str(v)] if f else n_cls for v, f in zip(merged["y_pred"], found)],
+                   np.int64)
+
+    def scores(t: np.ndarray, q: np.ndarray) -> dict[str, float]:
+        conf = cm.confusion_matrix(t, q, n_cls + 1)
+        return {"accuracy": cm.accuracy(t, q),
+                "iou_macro": _nanmean(cm.jaccard_per_class(conf)[:n_cls]),
+                "f1_macro": _nanmean(cm.f1_per_class(conf)[:n_cls])}
+
+    fold = merged["fold"].to_numpy()
+    per_fold = {int(f): scores(y[fold == f], p[fold == f]) for f in sorted(set(fold))}
+    mean, sd = {}, {}
+    for name in ("accuracy", "iou_macro", "f1_macro"):
+        v = np.asarray([s[name] for s in per_fold.values()], np.float64)
+        v = v[np.isfinite(v)]
+        mean[name] = float(v.mean()) if v.size else float("nan")
+        sd[name] = float(v.std(ddof=1)) if v.size > 1 else float("nan")
+    pooled = {}
+    patients = merged["patient"].astype(str).to_numpy()
+    for name in ("accuracy", "iou_macro", "f1_macro"):
+        ci = cm.bootstrap_ci(lambda t, q, name=name: scores(t, q)[name], patients, y, p,
+                             n_boot=int(n_boot), seed=int(seed))
+        pooled[name] = {"estimate": ci.estimate, "ci_low": ci.low, "ci_high": ci.high}
+    pred_keys = pred_oof.loc[_labelled(pred_oof["y_true"]), keys]
+    not_in_gt = pred_keys.merge(gt[keys], on=keys, how="left", indicator=True)
+    return {"n_gt_scored": int(len(merged)),
+            "n_pred_scored": int(_labelled(pred_oof["y_true"]).sum()),
+            "n_found": int(found.sum()), "n_missed": int((~found).sum()),
+            "n_pred_not_in_gt": int((not_in_gt["_merge"] == "left_only").sum()),
+            "correct_found": int((found & (p == y)).sum()),
+            "per_fold": per_fold, "mean": mean, "sd": sd, "pooled": pooled}
+
+
+def _nanmean(x: np.ndarray) -> float:
+    """Mean over the finite entries (classes absent from both sides are NaN); NaN if none."""
+    x = np.asarray(x, np.float64)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
+def _pct(v: float) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
+
+
+def _pm(mean: float, sd: float) -> str:
+    return f"{_pct(mean)} ± {_pct(sd)}"
+
+
+def _ci(p: Mapping[str, float], pct: bool = True) -> str:
+    f = _pct if pct else (lambda v: "n/a" if not np.isfinite(v) else f"{v:.3f}")
+    est = f(p["estimate"])
+    if not (np.isfinite(p.get("ci_low", np.nan)) and np.isfinite(p.get("ci_high", np.nan))):
+        return est
+    return f"{est} [{f(p['ci_low'])}, {f(p['ci_high'])}]"
+
+
+def compare_runs(gt_workdir: str | os.PathLike, pred_workdir: str | os.PathLike,
+                 out_dir: str | os.PathLike, *, models: Sequence[str] = (),
+                 targets: Sequence[str] = (), n_boot: int = 1000, seed: int = 0
+                 ) -> dict[str, Any]:
+    """Side-by-side tables of two ``experiments.grade_geometry`` runs (split=patient) and the
+    all-discs row (:func:`all_disc_scores`); writes ``out_dir/gt_vs_pred.{md,csv,json}``.
+
+    Args:
+        gt_workdir, pred_workdir: the runs on the ground-truth and predicted-mask tables.
+        models, targets: restrict (default: every (target, model) present in both).
+
+    Returns:
+        ``{"rows": [one dict per (target, model, features)], "markdown": str}``.
+
+    Raises:
+        FileNotFoundError: a run without ``patient/<target>/<model>/summary.json``.
+    """
+    gt_workdir, pred_workdir = pathlib.Path(gt_workdir), pathlib.Path(pred_workdir)
+    from spoils_tf.classical import models as cmodels
+
+    pairs = []
+    for target in (targets or tuple(cmodels.TARGETS)):
+        for model in (models or tuple(cmodels.CLASSIFIERS)):
+            found = [(w / "patient" / target / model / "summary.json").is_file()
+                     for w in (gt_workdir, pred_workdir)]
+            if all(found):
+                pairs.append((target, model))
+            elif targets and models:
+                missing = [str(w / "patient" / target / model / "summary.json")
+                           for w, f in zip((gt_workdir, pred_workdir), found) if not f]
+                raise FileNotFoundError(f"{missing}: not found; run experiments.grade_geometry")
+    if not pairs:
+        raise FileNotFoundError(f"{gt_workdir} and {pred_workdir} share no finished "
+                                "patient/<target>/<model>/summary.json")
+    rows: list[dict[str, Any]] = []
+    md = ["# Grading from ground-truth vs predicted masks (patient-level folds)", "",
+          f"Ground-truth-mask run: `{gt_workdir}`; predicted-mask run: `{pred_workdir}`.", "",
+          "Rows: **GT masks** (features measured on the annotation); **pred, found** (features "
+          "on the held-out segmentation; scored only on discs the prediction produced under "
+          "the annotated level name); **pred, all discs** (every disc scored in the GT run; a "
+          "disc missing from the predicted table counts as wrong, a false negative of its "
+          "class). Accuracy / IoU: mean ± SD over folds; pooled out-of-fold values with a "
+          "patient-level bootstrap 95 % CI in brackets. QWK and AUROC need a probability for "
+          "every disc, so they are n/a on the all-discs row.", ""]
+    for target in dict.fromkeys(t for t, _ in pairs):
+        md += [f"## target {target} ({len(cmodels.TARGETS[target])} classes)", "",
+               "| model | features | scored discs (patients) | missed | accuracy % mean ± SD "
+               "| IoU % mean ± SD | accuracy % [CI] | macro-F1 % [CI] | QWK [CI] | "
+               "AUROC % [CI] |", "| --- " * 10 + "|"]
+        for t, model in pairs:
+            if t != target:
+                continue
+            s_gt, s_pr = (json.loads((w / "patient" / target / model / "summary.json")
+                                     .read_text(encoding="utf-8"))
+                          for w in (gt_workdir, pred_workdir))
+            extra = all_disc_scores(_oof(gt_workdir, target, model),
+                                    _oof(pred_workdir, target, model),
+                                    cmodels.TARGETS[target], n_boot=n_boot, seed=seed)
+            for label, s in (("GT masks", s_gt), ("pred, found", s_pr)):
+                missed = extra["n_missed"] if label != "GT masks" else 0
+                row = {"target": target, "model": model, "features": label,
+                       "n_scored": s["n_scored"], "n_patients": s["n_patients"],
+                       "n_missed": missed}
+                for k in ("accuracy", "iou_macro", "f1_macro", "kappa_quadratic",
+                          "auroc_macro"):
+                    row[f"{k}_mean"], row[f"{k}_sd"] = s["mean"][k], s["sd"][k]
+                    for q in ("estimate", "ci_low", "ci_high"):
+                        row[f"{k}_pooled_{q}"] = s["pooled"][k][q]
+                rows.append(row)
+                md.append(f"| {model} | {label} | {s['n_scored']} ({s['n_patients']}) | "
+                          f"{missed} | {_pm(s['mean']['accuracy'], s['sd']['accuracy'])} | "
+                          f"{_pm(s['mean']['iou_macro'], s['sd']['iou_macro'])} | "
+                          f"{_ci(s['pooled']['accuracy'])} | {_ci(s['pooled']['f1_macro'])} | "
+                          f"{_ci(s['pooled']['kappa_quadratic'], pct=False)} | "
+                          f"{_ci(s['pooled']['auroc_macro'])} |")
+            row = {"target": target, "model": model, "features": "pred, all discs",
+                   "n_scored": extra["n_gt_scored"],
+                   "n_patients": int(_oof(gt_workdir, target, model)["patient"].nunique()),
+                   "n_missed": extra["n_missed"], "n_pred_not_in_gt": extra["n_pred_not_in_gt"]}
+            for k in ("accuracy", "iou_macro", "f1_macro"):
+                row[f"{k}_mean"], row[f"{k}_sd"] = extra["mean"][k], extra["sd"][k]
+                for q in ("estimate", "ci_low", "ci_high"):
+                    row[f"{k}_pooled_{q}"] = extra["pooled"][k][q]
+            rows.append(row)
+            md.append(f"| {model} | pred, all discs | {extra['n_gt_scored']} "
+                      f"({row['n_patients']}) | "
+                      f"{extra['n_missed']} | "
+                      f"{_pm(extra['mean']['accuracy'], extra['sd']['accuracy'])} | "
+                      f"{_pm(extra['mean']['iou_macro'], extra['sd']['iou_macro'])} | "
+                      f"{_ci(extra['pooled']['accuracy'])} | "
+                      f"{_ci(extra['pooled']['f1_macro'])} | n/a | n/a |")
+        md.append("")
+    text = "\n".join(md) + "\n"
+    out_dir = pathlib.Path(out_dir)
+    fileio.atomic_write_text(out_dir / "gt_vs_pred.md", text)
+    _write_csv(out_dir / "gt_vs_pred.csv", pd.DataFrame(rows))
+    fileio.atomic_write_text(out_dir / "gt_vs_pred.json",
+                             json.dumps(rows, indent=1, default=fileio.json_default) + "\n")
+    return {"rows": rows, "markdown": text}
+
+
+# === Command line ===
+def _predict_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+            prog="python -m spoils_tf.train.predicted_masks",
+            description="Predict every slice with its own fold's held-out segmentation model "
+                        "and write a spoils dataset of predicted masks ('compare' as the first "
+                        "argument instead scores two grade_geometry runs side by side).")
+    ap.add_argument("--data", required=True, type=pathlib.Path,
+                    help="source spoils dataset (labelme/, folds.json, patients.csv, discs.csv)")
+    ap.add_argument("--seg-workdir", required=True, type=pathlib.Path,
+                    help="segmentation run (config.json, fold_<k>/model.keras, metrics.json)")
+    ap.add_argument("--out", required=True, type=pathlib.Path, help="dataset to write")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    ap.add_argument("--allow-newer-folds", action="store_true",
+                    help="accept a run folds file newer than the models (only its time changed)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return ap
+
+
+def _compare_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+            prog="python -m spoils_tf.train.predicted_masks compare",
+            description="Ground-truth- vs predicted-mask grading runs side by side, with the "
+                        "missed discs and the all-discs accuracy.")
+    ap.add_argument("--gt-workdir", required=True, type=pathlib.Path)
+    ap.add_argument("--pred-workdir", required=True, type=pathlib.Path)
+    ap.add_argument("--out", required=True, type=pathlib.Path, help="output directory")
+    ap.add_argument("--models", default="", help="comma list (default: all in both runs)")
+    ap.add_argument("--targets", default="", help="comma list (default: all in both runs)")
+    ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``--data DIR --seg-workdir RUN --out OUT`` (predict) or ``compare ...``; 0 on success,
+    1 when slices failed (listed in OUT/issues.csv), 2 on a refused input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "compare":
+        args = _compare_parser().parse_args(argv[1:])
+        split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
+        try:
+            result = compare_runs(args.gt_workdir, args.pred_workdir, args.out,
+                                  models=split(args.models), targets=split(args.targets),
+                                  n_boot=args.n_boot, seed=args.seed)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"predicted_masks compare: {e}", file=sys.stderr)
+            return 2
+        print(result["markdown"])
+        return 0
+    args = _predict_parser().parse_args(argv)
+    try:
+        prov = predict_dataset(args.data, args.seg_workdir, args.out, overwrite=args.overwrite,
+                               progress=not args.no_progress,
+                               allow_newer_folds=args.allow_newer_folds)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"predicted_masks: {e}", file=sys.stderr)
+        return 2
+    s = prov["slices"]
+    print(f"predicted_masks: {s['written']}/{s['total']} slices of {len(prov['patients'])} "
+          f"patients predicted by their own fold's model ({prov['k']} folds) -> {args.out}; "
+          f"{s['failed']} failed (see {args.out / layout.ISSUES_CSV}); ground-truth discs: "
+          + ", ".join(f"{k} {v}" for k, v in prov["disc_matches"].items()))
+    return 1 if s["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
