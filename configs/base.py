@@ -52,6 +52,7 @@ def train_config() -> ml_collections.ConfigDict:
     t.batch_size = 8
     t.epochs = 50
     t.optimizer = "adam"
+    t.loss = "ce"                # ce | ce+dice (spoils_tf/models/losses.py)
     t.learning_rate = 1e-4
     t.weight_decay = 0.0
     t.precision = "auto"         # auto (mixed_float16 on GPU) | float32 | mixed_float16 | mixed_bfloat16

@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 import keras
 
+from spoils_tf.models import losses  # noqa: F401,E402  (registers the losses for load_model)
+
 SEGMENTATION_MODELS: tuple[str, ...] = ("deeplabv3plus", "unet")
 
 

@@ -210,6 +210,7 @@ def train_fold(config, fold_dir: str | pathlib.Path, examples, train_patients: S
     import tensorflow as tf
     from spoils_tf.data import seg_pipeline
     from spoils_tf.models import build_segmentation_model
+    from spoils_tf.models import losses as seg_losses
 
     fold_dir = pathlib.Path(fold_dir)
     fold_dir.mkdir(parents=True, exist_ok=True)
@@ -233,7 +234,7 @@ def train_fold(config, fold_dir: str | pathlib.Path, examples, train_patients: S
         kwargs = dict(config.model.kwargs)
         kwargs["input_shape"] = image_size + (3,)
         model = build_segmentation_model({"name": config.model.name, "kwargs": kwargs})
-        model.compile(optimizer=_optimizer(t), loss=keras.losses.SparseCategoricalCrossentropy(),
+        model.compile(optimizer=_optimizer(t), loss=seg_losses.segmentation_loss(t.get("loss", "ce")),
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                       jit_compile=bool(t.jit_compile))
     callbacks = [
