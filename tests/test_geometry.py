@@ -291,3 +291,58 @@ def test_synthetic_cohort_matches_geometry_truth():
                                         f"{r[key]:.3f} vs {t[key]:.3f}")
     assert n_rows >= 30
     assert failures == [], "\n".join(failures)
+
+
+def test_segment_median_ends_hand_numbers():
+    # Two profiles concatenated: [5, 1, 5, 5] and [3, 2]; median of 3 (win 3) over the first
+    # (longer than the window) drops the single-sample dip to 1; the second (2 samples, not
+    # longer than the window) is read raw. Ends are kept (edge padding: median(x0, x0, x1) = x0).
+    first = np.array([5.0, 1.0, 5.0, 5.0, 3.0, 2.0])
+    last = np.array([9.0, 9.0, 20.0, 9.0, 7.0, 8.0])
+    lo, hi = measure._segment_median_ends(first, last, np.array([0, 4, 6]), win=3)
+    assert lo.tolist() == [5.0, 2.0]
+    assert hi.tolist() == [9.0, 8.0]
+    # An empty segment gives NaN; a profile alone gives what it gives among others.
+    lo, hi = measure._segment_median_ends(first, last, np.array([0, 4, 4, 6]), win=3)
+    assert math.isnan(lo[1]) and math.isnan(hi[1]) and lo[2] == 2.0
+    lo, hi = measure._segment_median_ends(first[:4], last[:4], np.array([0, 4]), win=3)
+    assert (lo.tolist(), hi.tolist()) == ([5.0], [9.0])
+    # A longer window (anisotropic pixels, win 5 -> median of 5): the dip survives only if
+    # it is the median of its window, which [5, 1, 5, 5, 5] it is not.
+    f5 = np.array([5.0, 5.0, 1.0, 5.0, 5.0, 5.0])
+    lo, _ = measure._segment_median_ends(f5, f5 + 1, np.array([0, 6]), win=5)
+    assert lo.tolist() == [5.0]
+
+
+def test_stacked_grids_equal_single_structure_sampling():
+    # A tilted elliptical disc and a larger vertebra-like blob measured together: each one's
+    # grid in the stack must equal sample_in_frame of it alone (the padding reads 0).
+    yy, xx = np.mgrid[:120, :160]
+    disc = (((xx - 70) * 0.96 + (yy - 50) * 0.28) / 30.0) ** 2 + (
+        (-(xx - 70) * 0.28 + (yy - 50) * 0.96) / 6.0) ** 2 < 1
+    body = ((xx - 80) / 35.0) ** 2 + ((yy - 90) / 14.0) ** 2 < 1
+    spacing = (0.5, 0.5)
+    structs = [measure._extract(m, name, False) for m, name in ((disc, "a"), (body, "b"))]
+    frames = [measure._pca_frame(s, spacing) for s in structs]
+    step = measure.SAMPLE_STEP_FRACTION * 0.5
+    extents = measure._extents(structs, frames, spacing, step, fit_edges=True)
+    for s, fr, ext in zip(structs, frames, extents):
+        a, b = s.project(fr, spacing)
+        pad = 1.5 * 0.5
+        alone, a0, b1 = measure.sample_in_frame(s.roi, fr, spacing, (a.min() - pad, a.max() + pad),
+                                                (b.min() - pad, b.max() + pad), step, s.offset)
+        assert (a0, b1) == (ext.grid.a0, ext.grid.b1)
+        np.testing.assert_array_equal(ext.grid.values, alone)
+    # The disc's ends: its half-axes are 30 and 6 px (15 and 3 mm), within one pixel.
+    assert extents[0].a_post - extents[0].a_ant == pytest.approx(30.0, abs=0.5)
+    assert extents[0].b_sup - extents[0].b_inf == pytest.approx(6.0, abs=0.5)
+
+
+def test_median_matches_numpy():
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 5, 6, 41):
+        for dtype in (np.float32, np.float64, np.uint8):
+            x = (rng.random(n) * 250).astype(dtype)
+            assert measure._median(x) == float(np.median(x))
+    assert measure._median(np.array([1.0, 2.0, 4.0, 10.0])) == 3.0
+    assert math.isnan(measure._median(np.array([1.0, np.nan, 3.0])))
