@@ -112,3 +112,37 @@ def test_smoke_config_runs_end_to_end(tmp_path):
     assert result["n_unmatched"] == 3 and result["n_joined"] == 177
     for f, w in result["weights"].items():
         assert w[0] + w[1] == pytest.approx(1.0)
+
+
+def test_unmatched_rows_carry_the_cnn_skip_reason(tmp_path):
+    # The CNN scored only slice 7 of P0..P3; the geometry also has slice 8 of P0 and P1
+    # (dropped by the CNN's central-slice rule, listed in its skipped.csv) and slice 9 of P2
+    # (not in the crops index at all); the CNN has one row (P3, slice 7, L3-L4) the geometry
+    # lacks. Expected: 3 + 1 + 1 unmatched rows with those reasons; 8 joined.
+    cnn, geom = _tables()
+    extra = geom.iloc[[0, 2, 4]].copy()
+    extra["slice"] = [8, 8, 9]
+    geom = pd.concat([geom, extra], ignore_index=True)
+    cnn_extra = cnn.iloc[[6]].assign(level="L3-L4")
+    cnn = pd.concat([cnn, cnn_extra], ignore_index=True)
+    config = _write_inputs(tmp_path, cnn, geom)
+    reason = "max_slices_per_patient=3: slice 8 is 5 slices from the patient's middle slice 3"
+    pd.DataFrame({"patient": ["P0", "P1", "P7"], "slice": [8, 8, 8], "level": ["L4-L5"] * 3,
+                  "file": ["a.npy"] * 3, "reason": [reason] * 3}).to_csv(
+            tmp_path / "cnn" / "skipped.csv", index=False)
+    result = ensemble_lib.run(config, tmp_path / "out")
+    assert result["n_joined"] == 8 and result["n_unmatched"] == 4
+    unmatched = pd.read_csv(tmp_path / "out" / "unmatched.csv", dtype={"patient": str})
+    got = dict(zip(zip(unmatched["patient"], unmatched["slice"], unmatched["only_in"]),
+                   unmatched["reason_kind"]))
+    assert got == {("P0", 8, "geometry"): "max_slices_per_patient=3",
+                   ("P1", 8, "geometry"): "max_slices_per_patient=3",
+                   ("P2", 9, "geometry"): "no crop in the CNN's crops index",
+                   ("P3", 7, "cnn"): "no geometry prediction"}
+    assert (unmatched.loc[unmatched["patient"] == "P0", "reason"].item()
+            == "not scored by the CNN: " + reason)
+    # sorted by side, then reason
+    assert result["unmatched"] == ("1 only in cnn (no geometry prediction), 2 only in "
+                                   "geometry (max_slices_per_patient=3), 1 only in geometry "
+                                   "(no crop in the CNN's crops index)")
+    assert result["unmatched"] in (tmp_path / "out" / "comparison.md").read_text()

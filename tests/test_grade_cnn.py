@@ -202,6 +202,91 @@ def test_index_file_columns(tmp_path):
         lib.read_crops_index(tmp_path)
 
 
+def test_central_slice_rows_by_hand():
+    # Patient a: slices 0..10 over all levels -> middle 5. L4-L5 has slices 2, 4, 6, 7, 9:
+    # distances 3, 1, 1, 2, 4 -> n=2 keeps 4 and 6 (tie at distance 1), n=3 adds 7.
+    # Patient b: slices 20..23 -> middle 21.5; L4-L5 at 20, 23 (distances 1.5, 1.5: the tie
+    # goes to the lower slice 20), L5-S1 at 22 only (kept: fewer rows than n).
+    index = pd.DataFrame({
+            "patient": ["a"] * 7 + ["b"] * 3,
+            "slice": [0, 2, 4, 6, 7, 9, 10, 20, 23, 22],
+            "level": ["L1-L2"] + ["L4-L5"] * 5 + ["L1-L2"] + ["L4-L5", "L4-L5", "L5-S1"],
+            "file_npy": [f"f{i}.npy" for i in range(10)]})
+    kept, dropped = lib.central_slice_rows(index, 1)
+    assert list(zip(kept["patient"], kept["slice"])) == [("a", 0), ("a", 4), ("b", 20),
+                                                         ("b", 22)]
+    assert len(kept) + len(dropped) == len(index)
+    assert list(dropped.columns) == list(lib.SKIPPED_COLUMNS)
+    assert dropped["file"].tolist() == ["f1.npy", "f3.npy", "f4.npy", "f5.npy", "f6.npy",
+                                        "f8.npy"]
+    assert "max_slices_per_patient=1" in dropped.loc[0, "reason"]
+    assert "3 slices from the patient's middle slice 5" in dropped.loc[0, "reason"]
+    kept, _ = lib.central_slice_rows(index, 2)
+    assert kept.loc[kept["level"] == "L4-L5", "slice"].tolist() == [4, 6, 20, 23]
+    kept, _ = lib.central_slice_rows(index, 3)
+    assert kept.loc[(kept["patient"] == "a") & (kept["level"] == "L4-L5"),
+                    "slice"].tolist() == [4, 6, 7]
+    kept, dropped = lib.central_slice_rows(index, 0)
+    assert len(kept) == 10 and dropped.empty
+    with pytest.raises(ValueError, match="max_slices_per_patient"):
+        lib.central_slice_rows(index, -1)
+
+
+@pytest.mark.slow  # trains (and traces) a model: 25-40 s on 2 busy cores
+def test_max_slices_per_patient_rows_go_to_skipped_csv(toy_dir, tmp_path):
+    # Toy patient: slices 0..9 (middle 4.5), level = DISC_NAMES[slice % 6]. With n = 1 the
+    # levels with two slices keep the nearer one: {0, 6} -> 6, {1, 7} -> 7, {2, 8} -> 2,
+    # {3, 9} -> 3; slices 4 and 5 are alone. Dropped per patient: 0, 1, 8, 9.
+    config = smoke_config(**{"data.crops_dir": str(toy_dir), "data.max_slices_per_patient": 1,
+                             "fold": "0", "train.epochs": 1})
+    lib.run(config, tmp_path)
+    skipped = pd.read_csv(tmp_path / "skipped.csv", dtype={"patient": str})
+    assert len(skipped) == 12
+    assert sorted(set(skipped["slice"])) == [0, 1, 8, 9]
+    assert skipped["reason"].str.startswith("max_slices_per_patient=1").all()
+    m = json.loads((tmp_path / "folds" / "fold_0" / "metrics.json").read_text())
+    assert m["n_train"] + m["n_test"] == 18
+    used = json.loads((tmp_path / "folds_used.json").read_text())["rows"]
+    assert sorted({r["slice"] for r in used}) == [2, 3, 4, 5, 6, 7]
+
+
+def test_batchnorm_momentum_reaches_nested_layers():
+    model = classifiers.DiscClassifier("cnn", "binary", 16, 16, cnn_filters=(4, 4))
+    bns = [l for l in model.get_layer("cnn_backbone").layers
+           if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(bns) == 2 and {b.momentum for b in bns} == {0.99}
+    assert lib.set_batchnorm_momentum(model, 0.9) == 2
+    assert {b.momentum for b in bns} == {0.9}
+    # momentum 0.9 after one training-mode batch: moving mean = 0.9 * 0 + 0.1 * batch mean
+    x = np.full((4, 16, 16, 1), 0.5, np.float32)
+    model(x, training=True)
+    conv = model.get_layer("cnn_backbone").get_layer("block1_conv")
+    features = conv(np.concatenate([x, x, x], axis=-1))
+    np.testing.assert_allclose(bns[0].moving_mean.numpy(),
+                               0.1 * np.mean(features.numpy(), axis=(0, 1, 2)), atol=1e-6)
+    with pytest.raises(ValueError, match="bn_momentum"):
+        lib.set_batchnorm_momentum(model, 1.0)
+
+
+@pytest.mark.slow  # trains (and traces) a model: 25-40 s on 2 busy cores
+def test_reused_model_trains_like_a_new_one(toy_dir):
+    # With the same seed a reused model (whose weights, dropout random state and Adam
+    # moments came from another fold) must retrace nothing and follow the same loss curve
+    # as a new model; without the optimizer or random-state reset the curves would differ.
+    config = smoke_config(**{"model.dropout": 0.5, "train.epochs": 3})
+    x, y, _, _ = lib.load_crops(toy_dir, lib.read_crops_index(toy_dir), "grade11")
+    _, new_history, _ = lib.train_fold(config, x[:20], y[:20], seed=1)
+    other, _, _ = lib.train_fold(config, x[10:], y[10:], seed=2)
+    assert int(other.optimizer.iterations.numpy()) == 3 * 3  # 20 crops / batch 8 = 3 steps
+    step = other.train_function
+    reused, reused_history, _ = lib.train_fold(config, x[:20], y[:20], seed=1, model=other)
+    assert reused is other and reused.train_function is step
+    assert int(reused.optimizer.iterations.numpy()) == 3 * 3
+    np.testing.assert_allclose(reused_history["loss"], new_history["loss"], rtol=1e-4)
+    assert lib.reset_optimizer(reused.optimizer) == 1 + 2 * len(reused.trainable_weights)
+    assert int(reused.optimizer.iterations.numpy()) == 0
+
+
 def test_folds_to_run_and_slice_folds():
     assert lib.folds_to_run("all", 3) == [0, 1, 2]
     assert lib.folds_to_run("0,2", 3) == [0, 2]
@@ -221,7 +306,10 @@ def test_config_variants():
     paper = grade_cnn_config.get_config("paper")
     assert paper.train.epochs == 150 and paper.model.backbone == "mobilenetv2"
     assert paper.model.target == "grade11" and paper.split == "patient" and paper.data.k == 8
-    assert grade_cnn_config.get_config("cpu").train.epochs == 20
+    cpu = grade_cnn_config.get_config("cpu")
+    assert cpu.model.backbone == "mobilenetv2" and cpu.model.target == "grade11"
+    assert cpu.data.max_slices_per_patient == 3 and cpu.model.bn_momentum == 0.9
+    assert paper.data.max_slices_per_patient == 0 and paper.model.bn_momentum == 0.0
     assert grade_cnn_config.get_config("smoke").data.toy.enabled
     with pytest.raises(ValueError, match="unknown experiment"):
         grade_cnn_config.get_config("huge")

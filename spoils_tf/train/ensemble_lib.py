@@ -12,7 +12,9 @@ patient):
 The two are lined up on ``(patient, slice, level)`` (``spoils_tf.ensemble.join_predictions``
 on the keys both have). Rows in one table only (a disc measured but its crop skipped, or an
 unlabelled row the CNN never saw) are written to ``unmatched.csv`` with the side they come
-from and counted in every table (``config.on_unmatched = "raise"`` refuses them instead).
+from and why (``explain_unmatched``: a geometry row's reason is looked up in the CNN run's
+``skipped.csv``, e.g. a crop beyond ``data.max_slices_per_patient``) and counted in every
+table (``config.on_unmatched = "raise"`` refuses them instead).
 The folds of a row must agree between the two runs (same folds.json), else it raises: the
 cross-fitted weights would leak otherwise.
 
@@ -142,6 +144,50 @@ def align(cnn: pd.DataFrame, geom: pd.DataFrame, classes: Sequence[str]
     return rows, pa, pb, unmatched
 
 
+def explain_unmatched(unmatched: pd.DataFrame, cnn_workdir: str | os.PathLike
+                      ) -> pd.DataFrame:
+    """Adds ``reason`` (and its short ``reason_kind``) to the rows in one table only.
+
+    A geometry row without a CNN prediction is looked up in the CNN run's ``skipped.csv``
+    (``grade_cnn_lib``: crops beyond ``data.max_slices_per_patient``, unreadable or
+    unlabelled crops): its reason there is given, and ``reason_kind`` is the text before
+    the first ``:`` (e.g. ``max_slices_per_patient=3``). A geometry row not in it has no
+    crop in the CNN's crops index (``"no crop in the CNN's crops index"``); a CNN row has no
+    geometry prediction (``"no geometry prediction"``).
+
+    Args:
+        unmatched: keys, ``y_true``, ``only_in`` (``"cnn" | "geometry"``), from ``align``.
+        cnn_workdir: the CNN run's workdir (``skipped.csv`` is optional).
+
+    Returns:
+        a copy of ``unmatched`` with the columns ``reason`` and ``reason_kind``.
+    """
+    out = unmatched.copy()
+    reason = pd.Series("no crop in the CNN's crops index", index=out.index, dtype=object)
+    reason[out["only_in"] == "cnn"] = "no geometry prediction"
+    path = pathlib.Path(cnn_workdir) / "skipped.csv"
+    if path.is_file() and len(out):
+        skipped = pd.read_csv(path, dtype={"patient": str, "level": str, "reason": str})
+        if len(skipped):
+            by_key = dict(zip(_key_strings(skipped), skipped["reason"].fillna("").astype(str)))
+            geom = (out["only_in"] == "geometry").to_numpy()
+            found = _key_strings(out).map(by_key)
+            use = geom & found.notna().to_numpy()
+            reason[use] = "not scored by the CNN: " + found[use]
+    out["reason"] = reason
+    out["reason_kind"] = [r.split(": ", 1)[1].split(":", 1)[0]
+                          if r.startswith("not scored by the CNN: ") else r for r in reason]
+    return out
+
+
+def unmatched_summary(unmatched: pd.DataFrame) -> str:
+    """``"n (side: reason_kind), ..."`` counts of ``explain_unmatched``'s table, or ``"none"``."""
+    if unmatched.empty:
+        return "none"
+    counts = unmatched.groupby(["only_in", "reason_kind"], sort=True).size()
+    return ", ".join(f"{int(n)} only in {side} ({kind})" for (side, kind), n in counts.items())
+
+
 # === Toy inputs (smoke) ===
 def write_toy_inputs(config, workdir: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     """Smoke inputs: a geometry run (``config.toy.geometry``) and a fake CNN run.
@@ -243,6 +289,7 @@ def run(config, workdir: str | os.PathLike) -> dict:
     geom = geo.read_predictions(geometry_predictions_path(geom_dir, config.split, target,
                                                           config.geometry_model))
     rows, p_cnn, p_geom, unmatched = align(cnn, geom, classes)
+    unmatched = explain_unmatched(unmatched, cnn_dir)
     geo.write_table(unmatched, workdir / "unmatched", parquet=False)
     if len(unmatched):
         counts = unmatched["only_in"].value_counts().to_dict()
@@ -287,7 +334,7 @@ def run(config, workdir: str | os.PathLike) -> dict:
         frame, target, f"Ensemble of {cnn_name} and {config.geometry_model}, target {target} "
         f"({len(classes)} classes), split={config.split}: {int(keep.sum())} joined rows in "
         f"folds {geo.folds_to_run(config.fold, k)}; {len(unmatched)} row(s) in one table only "
-        "(unmatched.csv: not ensembled, not scored).")
+        f"(unmatched.csv: not ensembled, not scored): {unmatched_summary(unmatched)}.")
     md += ("\nmean = the paper's unweighted mean; cross_fit = CNN weight chosen per fold on the "
            "other folds only (weights.json: " + ", ".join(
                f"fold {f}: {w[0]:.2f}" for f, w in sorted(weights.items())) + ").\n")
@@ -296,5 +343,5 @@ def run(config, workdir: str | os.PathLike) -> dict:
                "74.27); the paper reports no number for its ensemble.\n")
     geo.write_text(workdir / "comparison.md", md)
     return {"methods": {s["model"]: s for s in summaries}, "weights": weights,
-            "n_joined": int(len(rows)), "n_unmatched": int(len(unmatched)), "frame": frame,
-            "markdown": md}
+            "n_joined": int(len(rows)), "n_unmatched": int(len(unmatched)),
+            "unmatched": unmatched_summary(unmatched), "frame": frame, "markdown": md}

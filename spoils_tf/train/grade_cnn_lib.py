@@ -11,6 +11,8 @@ and writes::
       config.json                   the resolved config
       folds_used.json               the fold of every patient (or slice, in split=slice mode)
       skipped.csv                   index rows not used, with the reason (never silently dropped)
+                                    (unreadable / unlabelled, or beyond
+                                    data.max_slices_per_patient)
       folds/fold_<k>/model.keras    the trained model of fold k
       folds/fold_<k>/predictions.csv  held-out rows: patient, slice, level, fold, target,
                                     y_true, y_pred, prob/<class> (class names from labels.py)
@@ -228,13 +230,73 @@ def load_crops(crops_dir: str | os.PathLike, index: pd.DataFrame, target: str,
         except (ValueError, FileNotFoundError, OSError) as e:
             skipped.append({"patient": rec["patient"], "slice": rec["slice"],
                             "level": rec["level"], "file": file, "reason": str(e)})
-    skipped_df = pd.DataFrame(skipped, columns=["patient", "slice", "level", "file", "reason"])
+    skipped_df = pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS))
     if not xs:
         reasons = skipped_df["reason"].head(3).tolist()
         raise ValueError(f"{crops_dir / INDEX_CSV}: no usable crop for target {target!r} "
                          f"({len(skipped_df)} skipped; first reasons: {reasons})")
     return (np.stack(xs).astype(np.float32), np.asarray(ys, np.int64),
             index.iloc[keep].reset_index(drop=True), skipped_df)
+
+
+SKIPPED_COLUMNS: tuple[str, ...] = ("patient", "slice", "level", "file", "reason")
+
+
+def central_slice_rows(index: pd.DataFrame, max_slices_per_patient: int
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Keeps, per (patient, level), the ``n`` crops nearest the patient's middle slice.
+
+    The middle slice of a patient is ``(min + max) / 2`` of the slice numbers of ALL that
+    patient's rows in ``index`` (every level), as ``seg_lib.central_slice_keys`` does for
+    segmentation: in a sagittal series the middle is the mid-sagittal plane, where the
+    disc, its nucleus and the canal are seen best and lateral partial-volume crops are
+    avoided. Within a (patient, level) the rows are ranked by ``|slice - middle|``, ties to
+    the lower slice number; the first ``n`` are kept.
+
+    Args:
+        index: crops index (columns ``patient, slice, level`` at least; ``slice`` int).
+        max_slices_per_patient: ``n`` >= 0; ``0`` keeps every row.
+
+    Returns:
+        ``(kept, dropped)``: ``kept`` is ``index`` restricted to the kept rows (original
+        order, index reset); ``dropped`` has the columns ``SKIPPED_COLUMNS`` with a reason
+        naming the setting, the slice's distance and the patient's middle slice.
+
+    Raises:
+        ValueError: ``max_slices_per_patient`` < 0.
+    """
+    n = int(max_slices_per_patient)
+    if n < 0:
+        raise ValueError(f"config.data.max_slices_per_patient must be >= 0, got {n}")
+    index = index.reset_index(drop=True)
+    if n == 0 or index.empty:
+        return index, pd.DataFrame(columns=list(SKIPPED_COLUMNS))
+    patient = index["patient"].astype(str)
+    slices = index["slice"].astype(int)
+    by_patient = slices.groupby(patient)
+    middle = (by_patient.transform("min") + by_patient.transform("max")) / 2.0
+    distance = (slices - middle).abs()
+    order = pd.DataFrame({"patient": patient, "level": index["level"].astype(str),
+                          "distance": distance, "slice": slices})
+    order = order.sort_values(["patient", "level", "distance", "slice"], kind="stable")
+    rank = order.groupby(["patient", "level"], sort=False).cumcount()
+    keep = np.zeros(len(index), bool)
+    keep[rank.index[rank.to_numpy() < n].to_numpy()] = True
+    dropped_rows = index.loc[~keep]
+    files = []
+    for rec in dropped_rows.to_dict("records"):
+        try:
+            files.append(crop_file(rec))
+        except ValueError:
+            files.append("")
+    dropped = pd.DataFrame({
+            "patient": patient[~keep].to_numpy(), "slice": slices[~keep].to_numpy(),
+            "level": dropped_rows["level"].astype(str).to_numpy(), "file": files,
+            "reason": [f"max_slices_per_patient={n}: slice {s} is {d:g} slices from the "
+                       f"patient's middle slice {m:g}; {n} slice(s) of this level are nearer"
+                       for s, d, m in zip(slices[~keep], distance[~keep], middle[~keep])]},
+            columns=list(SKIPPED_COLUMNS))
+    return index.loc[keep].reset_index(drop=True), dropped
 
 
 # === Folds ===
@@ -315,15 +377,79 @@ def build_model(config, input_shape: tuple[int, int, int]):
             cnn_filters=tuple(m.cnn_filters), mobilenet_alpha=float(m.mobilenet_alpha))
 
 
-def train_fold(config, x_train: np.ndarray, y_train: np.ndarray, seed: int):
+def set_batchnorm_momentum(model, momentum: float) -> int:
+    """Sets ``momentum`` on every ``BatchNormalization`` layer of ``model`` (nested too).
+
+    Why: ``keras.applications.MobileNetV2`` builds its batch norms with momentum 0.999, so
+    the moving mean/variance used at inference move by 0.1 % per step; after the few hundred
+    steps of a short CPU schedule they are still mostly their initial values (0 and 1) and a
+    randomly initialised network predicts one class for every crop at test time (seen on
+    SPIDER: accuracy 0, AUROC exactly 0.5 after 2 epochs). 0.9 lets them follow the batch
+    statistics within ~10 steps. Training itself is unchanged (it uses batch statistics).
+    Call before ``compile``/``fit``; the saved model keeps its learnt moving statistics.
+
+    Args:
+        model: a Keras model or layer.
+        momentum: in (0, 1).
+
+    Returns:
+        the number of layers changed.
+
+    Raises:
+        ValueError: ``momentum`` outside (0, 1).
+    """
+    import keras
+
+    if not 0.0 < float(momentum) < 1.0:
+        raise ValueError(f"config.model.bn_momentum must be in (0, 1) (or 0 = backbone "
+                         f"default), got {momentum!r}")
+    changed, stack, seen = 0, [model], set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+            changed += 1
+        stack.extend(getattr(layer, "layers", []) or [])
+    return changed
+
+
+def reset_optimizer(optimizer) -> int:
+    """Zeroes every optimizer variable except the learning rate (step counter, Adam moments).
+
+    Returns:
+        the number of variables reset.
+    """
+    n = 0
+    for v in optimizer.variables:
+        if v.path.split("/")[-1] == "learning_rate":
+            continue
+        v.assign(np.zeros(tuple(v.shape), dtype=v.dtype))
+        n += 1
+    return n
+
+
+def train_fold(config, x_train: np.ndarray, y_train: np.ndarray, seed: int, model=None):
     """Trains one model on a fold's training rows.
 
     Args:
         x_train: ``float32 [N, H, W, C]`` in [0, 1]; y_train: ``int64 [N]`` class ids.
         seed: seeds Python, numpy and TensorFlow for this fold.
+        model: ``None`` (build and compile a new model) or the compiled model returned by
+            an earlier call with the same config and input shape. Its traced training step
+            is reused (tracing MobileNetV2's step costs 1-3 min of 2 busy CPU cores, i.e.
+            3-5 epochs of the cpu schedule, per fold); its variables (weights, batch-norm
+            statistics, dropout random state) are overwritten with those of a new model
+            built after seeding with ``seed`` and its optimizer state is zeroed, so it
+            trains as a new model would and nothing carries over from the earlier fold.
 
     Returns:
         ``(model, history dict of per-epoch lists, class_weight dict or None)``.
+
+    Raises:
+        ValueError: ``model`` has weights of other shapes than this config builds.
     """
     import keras
     import tensorflow as tf
@@ -332,10 +458,27 @@ def train_fold(config, x_train: np.ndarray, y_train: np.ndarray, seed: int):
 
     common.set_seed(seed)
     num_classes = len(classifiers.target_classes(config.model.target))
-    model = build_model(config, x_train.shape[1:])
-    model.compile(optimizer=keras.optimizers.Adam(float(config.train.learning_rate)),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  jit_compile=False)
+    fresh = build_model(config, x_train.shape[1:])
+    if model is None:
+        model = fresh
+        bn_momentum = float(config.model.get("bn_momentum", 0.0) or 0.0)
+        if bn_momentum:
+            n_bn = set_batchnorm_momentum(model, bn_momentum)
+            log.info("batch-norm momentum %.3f on %d layers", bn_momentum, n_bn)
+        model.compile(optimizer=keras.optimizers.Adam(float(config.train.learning_rate)),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                      jit_compile=False)
+    else:
+        # variables = weights + the dropout layers' random-generator states: copying all of
+        # them makes the reused model start exactly where a new one would.
+        old_vars, new_vars = model.variables, fresh.variables
+        if [tuple(v.shape) for v in old_vars] != [tuple(v.shape) for v in new_vars]:
+            raise ValueError("train_fold(model=...): the model's variables do not match the "
+                             f"config's model for input {tuple(x_train.shape[1:])}")
+        for old, new in zip(old_vars, new_vars):
+            old.assign(new.value)
+        reset_optimizer(model.optimizer)
+    del fresh
     class_weight = (classifiers.balanced_class_weights(y_train, num_classes)
                     if config.train.class_weighting else None)
     ds = tf.data.Dataset.from_tensor_slices((x_train, y_train.astype(np.int32)))
@@ -560,12 +703,20 @@ def _run_folds(config, workdir: pathlib.Path, crops_dir: pathlib.Path,
     from spoils_tf.metrics import classification as cm
 
     index = read_crops_index(crops_dir)
-    x, y, rows, skipped = load_crops(crops_dir, index, config.model.target,
-                                     int(config.model.input_height),
-                                     int(config.model.input_width))
+    central, not_central = central_slice_rows(index, int(config.data.max_slices_per_patient))
+    if len(not_central):
+        log.info("max_slices_per_patient=%d: %d of %d crops kept (%d patients x levels)",
+                 int(config.data.max_slices_per_patient), len(central), len(index),
+                 central.groupby(["patient", "level"]).ngroups)
+    x, y, rows, unreadable = load_crops(crops_dir, central, config.model.target,
+                                        int(config.model.input_height),
+                                        int(config.model.input_width))
+    skipped = pd.concat([d for d in (not_central, unreadable) if len(d)] or [unreadable],
+                        ignore_index=True)
     _atomic_write_csv(skipped, workdir / "skipped.csv")
     if len(skipped):
-        log.warning("%d of %d crops skipped (see %s)", len(skipped), len(index),
+        log.warning("%d of %d crops not used (%d not central, %d unusable; see %s)",
+                    len(skipped), len(index), len(not_central), len(unreadable),
                     workdir / "skipped.csv")
     if config.split == "patient":
         fold, k, source = patient_folds(rows, config, workdir)
@@ -580,6 +731,8 @@ def _run_folds(config, workdir: pathlib.Path, crops_dir: pathlib.Path,
                 workdir / "folds_used.json")
 
     patients = rows["patient"].astype(str).to_numpy()
+    reuse = bool(config.train.get("reuse_traced_model", False))
+    model = None
     for f in folds_to_run(config.fold, k):
         test = fold == f
         train = ~test
@@ -591,8 +744,9 @@ def _run_folds(config, workdir: pathlib.Path, crops_dir: pathlib.Path,
             raise ValueError(f"fold {f}: {int(train.sum())} training and {int(test.sum())} "
                              "test crops; every fold needs both")
         start = time.time()
-        model, history, class_weight = train_fold(config, x[train], y[train],
-                                                  seed=int(config.seed) + f)
+        model, history, class_weight = train_fold(
+                config, x[train], y[train], seed=int(config.seed) + f,
+                model=model if reuse else None)
         seconds = time.time() - start
         probs = model.predict(x[test], batch_size=int(config.train.batch_size), verbose=0)
         probs = np.asarray(probs, np.float64)
@@ -616,7 +770,8 @@ def _run_folds(config, workdir: pathlib.Path, crops_dir: pathlib.Path,
                     fold_dir / "metrics.json")
         log.info("fold %d: acc %.4f iou %.4f (%d test crops, %.0f s)", f, report["accuracy"],
                  report["iou_macro"], int(test.sum()), seconds)
-        keras.backend.clear_session()
+        if not reuse:
+            keras.backend.clear_session()
 
 
 # === Toy data ===
@@ -661,3 +816,12 @@ def write_toy_crops(out_dir: str | os.PathLike, n_patients: int = 3, crops_per_p
                          "file_png": file})
     _atomic_write_csv(pd.DataFrame(rows), out / INDEX_CSV)
     return out
+
+
+# === Public helpers (used by the pipeline's Trainer) ===
+def save_model(model, path: str | os.PathLike) -> pathlib.Path:
+    """Saves a Keras model to ``path`` (``.keras``) atomically: a hidden temporary file in
+    the same folder, then ``os.replace``; no partial file is left on failure. Returns the path."""
+    path = pathlib.Path(path)
+    _save_model(model, path)
+    return path
