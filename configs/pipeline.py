@@ -5,12 +5,31 @@ Named runs (``--config=configs/pipeline.py:<name>``):
 * ``smoke``: seconds; 4 synthetic patients x 1 slice at 64x64, 2 folds, a 2-level U-Net at
   32x32 for 2 epochs. The threshold ``dice/fg_macro>=0`` passes any model with a defined
   score: it checks the plumbing (blessing, push), not the science.
-* ``demo``: ~4-5 min on 2 shared CPU cores; 16 synthetic patients x 3 slices at 256x256,
-  4 folds, the ``seg_unet.py:cpu`` U-Net (128x128) for 24 epochs at Adam 2e-3, blessed at
-  ``pixel_accuracy>=0.85, dice/fg_macro>=0.1``: a demonstration gate, not a clinical one.
-  Measured 2026-11-23 (``python -m experiments.pipeline --config=configs/pipeline.py:demo``):
-  held-out pixel accuracy 0.929, Dice fg-macro 0.140, level accuracy 0.0 on 12 slices; with
-  the ``cpu`` schedule (6 epochs, 1e-3) Dice fg-macro was 0.042 and the model was not blessed.
+* ``demo``: 24 synthetic patients x 6 slices at 256x256, 4 folds (18 training / 6 held-out
+  patients), the ``seg_unet.py:cpu`` U-Net (widths 16..128, 128x128 input) for 20 epochs,
+  batch 8, Adam 3e-3, **cross-entropy + soft Dice loss**; classifiers: gradient boosting on
+  the geometry features and MobileNetV2 (random init, batch-norm momentum 0.9) on 32x64 crops
+  of the 3 central slices per disc, 8 epochs. Blessed at ``pixel_accuracy>=0.9,
+  dice/fg_macro>=0.5, level_accuracy>=0.7, grade/ensemble/accuracy>=0.4``: a gate the tuned
+  model passes with margin and a broken run fails (an all-background segmentation scores pixel
+  accuracy ~0.93 but Dice ~0; chance accuracy over 11 classes is 0.09, the majority class
+  0.20). Measured 2026-11-23 on the 2 shared cores (load 2-12 from other jobs), held-out
+  fold 0, 36 slices / 216 discs:
+
+  ==========================================  =========  ==========  =====
+  variant (24 x 6 slices, 128x128 input)      seg train  Dice fg-mac level
+  ==========================================  =========  ==========  =====
+  A: U-Net 16..128, 20 ep, batch 8, 3e-3, CE  973 s      0.234       0.005
+  B: U-Net 8..64, 40 ep, batch 8, 3e-3, CE    1118 s     0.124       0.000
+  C: A with CE + soft Dice (kept)             445 s      0.756       0.917
+  ==========================================  =========  ==========  =====
+
+  With plain cross-entropy the U-Net found vertebrae, sacrum and canal but no disc (the discs
+  are ~4 px high at 128 px and ~3 % of the pixels); the Dice term weights every class equally
+  (C: disc Dice 0.53-0.88, 5 of 216 discs missed). Classifiers (ground-truth masks, same
+  cohort, run B): geometry accuracy 0.704 / IoU 0.529 / F1 0.596, crop CNN 0.338 / 0.156 /
+  0.247, ensemble 0.718 / 0.538 / 0.603. Command:
+  ``python -m experiments.pipeline --config=configs/pipeline.py:demo --workdir=DIR``.
 * ``spider``: the converted SPIDER dataset (``spoils convert-spider --out runs/data/spider``),
   8 folds (the dataset's ``folds.json`` when it has one), ``seg_deeplabv3plus.py:cpu``,
   blessed at ``dice/fg_macro>=0.8, level_accuracy>=0.8`` (our policy, not from the paper).
@@ -25,9 +44,53 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import base, seg_deeplabv3plus, seg_unet
+from configs import base, grade_cnn, seg_deeplabv3plus, seg_unet
+from spoils_tf import bundle
 
 NAMES = ("smoke", "demo", "spider")
+
+
+def classifiers_config(name: str) -> ml_collections.ConfigDict:
+    """The ``classifiers`` section: the grading models the Trainer trains next to segmentation.
+
+    Both are trained on the training patients' ground-truth masks (features and crops of
+    every labelled disc slice) and pushed with the segmentation model as one bundle.
+    """
+    from spoils_tf.classical import models as cmodels
+    from spoils_tf.geometry import crops
+
+    c = ml_collections.ConfigDict()
+    c.enabled = True
+    c.target = "grade_class"          # grade_class (11 classes) | pfirrmann | binary
+    c.seed = 0
+    c.crop_size = crops.DEFAULT_SIZE  # (height, width) px of the disc crops (`spoils crops`)
+    c.margin_frac = crops.DEFAULT_MARGIN_FRAC
+    c.context_slices = 0              # 1: slices k-1, k, k+1 as channels
+    c.geometry = ml_collections.ConfigDict()
+    c.geometry.model = "gradient_boosting"   # the paper's; any classical.models.CLASSIFIERS name
+    c.geometry.params = ml_collections.ConfigDict(
+            dict(cmodels.CLASSIFIERS["gradient_boosting"].defaults))
+    c.geometry.class_weight = "balanced"     # "balanced" | "" (none)
+    c.geometry.columns = ()                   # () = the geometry module's feature list
+    # `spoils predict` measures the slice(s) it segments; a disc volume needs the whole
+    # series, so it is not a feature of the bundle's model (set () to keep it).
+    c.geometry.exclude_columns = ("disc_volume_mm3",)
+    c.geometry.add_level_index = False
+    cnn = grade_cnn.get_config("smoke" if name == "smoke" else "cpu")
+    c.cnn = ml_collections.ConfigDict({"model": cnn.model, "train": cnn.train})
+    c.cnn.model.input_height = 0      # 0 = the crop size above
+    c.cnn.model.input_width = 0
+    c.cnn.train.verbose = 0
+    # n > 0: the crop classifier trains on the n crops per (patient, level) nearest the
+    # patient's middle (mid-sagittal) slice, as configs/grade_cnn.py:cpu; 0 = every crop.
+    c.cnn_max_slices_per_patient = int(cnn.data.max_slices_per_patient)
+    if name == "smoke":
+        c.crop_size = (32, 64)
+        c.geometry.params.n_estimators = 10
+    elif name == "demo":
+        c.crop_size = (32, 64)        # synthetic 256 px slices: a disc is ~40 x 10 px
+        c.cnn.train.epochs = 8
+    return c
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -53,9 +116,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.evaluator.thresholds = "dice/fg_macro>=0.5"
     c.pusher = ml_collections.ConfigDict()
     c.pusher.base_dir = ""            # "" -> <workdir>/serving
-    c.pusher.model_name = "spoils_seg"
+    c.pusher.model_name = bundle.SEG  # with classifiers the bundle's names are used (bundle.py)
+    c.classifiers = classifiers_config(name)
     if name == "smoke":
-        c.examples.synthetic.update({"patients": 4, "slices_per_patient": 1, "size": 64})
+        # 128 px: at 64 px most synthetic discs are 2 px high, too small to measure or crop.
+        c.examples.synthetic.update({"patients": 4, "slices_per_patient": 1, "size": 128})
         c.examples.k = 2
         c.trainer = seg_unet.get_config("smoke")
         c.trainer.data.image_size = (32, 32)
@@ -65,12 +130,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.trainer.data.shuffle_buffer = 8
         c.evaluator.thresholds = "dice/fg_macro>=0"
     elif name == "demo":
+        c.examples.synthetic.update({"patients": 24, "slices_per_patient": 6})
         c.trainer = seg_unet.get_config("cpu")
         c.trainer.data.max_slices_per_patient = 0
-        c.trainer.train.epochs = 24
-        c.trainer.train.learning_rate = 2e-3
+        c.trainer.train.batch_size = 8
+        c.trainer.train.epochs = 20
+        c.trainer.train.learning_rate = 3e-3
+        c.trainer.train.loss = "ce+dice"
         c.trainer.train.verbose = 2
-        c.evaluator.thresholds = "pixel_accuracy>=0.85, dice/fg_macro>=0.1"
+        c.evaluator.thresholds = ("pixel_accuracy>=0.9, dice/fg_macro>=0.5, level_accuracy>=0.7, "
+                                  "grade/ensemble/accuracy>=0.4")
     else:
         c.examples.labelme_dir = base.DEFAULT_SPIDER_DATASET_DIR
         c.examples.k = 8

@@ -152,11 +152,10 @@ def load_segmenter(model_path: str | pathlib.Path, resize_mode: str = "letterbox
             return fn(**{serving.INPUT_NAME: tf.constant(rgb)})["label_map"].numpy()[0]
         return predict
     if model_path.suffix == ".keras":
-        import keras
-        import spoils_tf.models.deeplabv3plus  # noqa: F401  (registers the classes)
-        import spoils_tf.models.unet  # noqa: F401
+        import spoils_tf.models
         from spoils_tf.data import seg_pipeline
-        predictor = seg_pipeline.make_predictor(keras.saving.load_model(model_path), resize_mode)
+        predictor = seg_pipeline.make_predictor(spoils_tf.models.load_model(model_path),
+                                                resize_mode)
 
         def predict(grey):
             rgb = np.repeat(grey[None, :, :, None], 3, axis=-1)

@@ -186,11 +186,176 @@ def test_rename_no_replace_refuses_even_an_empty_target(tmp_path, monkeypatch, u
     assert (tmp_path / "new" / "f").read_text() == "x" and not src.exists()
 
 
+# === Bundle push (stand-in models: the Pusher only copies files) ===
+def _classifier(tmp_path: pathlib.Path, name: str) -> art.Model:
+    """A crop or geometry classifier Model artifact with stand-in files and card fields."""
+    from spoils_tf import bundle, labels
+
+    uri = tmp_path / name
+    export = uri / "export"
+    export.mkdir(parents=True)
+    if name == bundle.CROP:
+        (export / "model.keras").write_bytes(b"keras zip")
+        model_file = "model.keras"
+        card = {"target": "grade_class", "classes": list(labels.GRADE_CLASSES),
+                "crop_height": 64, "crop_width": 128, "context_slices": 0, "margin_frac": 0.15}
+    else:
+        (export / "model.skops").write_bytes(b"skops")
+        (export / "model.skops.json").write_text("{}")
+        model_file = "model.skops"
+        card = {"target": "grade_class", "classes": list(labels.GRADE_CLASSES),
+                "model_name": "gradient_boosting", "features": ["disc_height_mm", "tilt_deg"]}
+    model = art.Model(uri=str(uri), producer="Trainer", created=art.utc_now(), fingerprint=FP,
+                      config={"target": "grade_class"}, metrics={}, parents=("ex",),
+                      kind=bundle.KIND_OF[name], model_path=str(export / model_file),
+                      serving_model_dir=str(export), examples_uri="ex", model_file=model_file,
+                      card=card)
+    art.write_artifact(model)
+    return model
+
+
+def _bundle(tmp_path: pathlib.Path, blessed: bool = True):
+    from spoils_tf import bundle
+
+    models = {bundle.SEG: _model(tmp_path), bundle.CROP: _classifier(tmp_path, bundle.CROP),
+              bundle.GEOMETRY: _classifier(tmp_path, bundle.GEOMETRY)}
+    seg = models[bundle.SEG]
+    uri = tmp_path / f"bundle_blessing_{blessed}"
+    uri.mkdir()
+    (uri / (stages.BLESSED_FILE if blessed else stages.NOT_BLESSED_FILE)).touch()
+    b = art.ModelBlessing(uri=str(uri), producer="Evaluator", created=art.utc_now(),
+                          fingerprint=FP, config={}, metrics={"grade/ensemble/accuracy": 0.5},
+                          parents=(seg.uri,), blessed=blessed, checks=(),
+                          failed=() if blessed else ("grade/ensemble/accuracy >= 0.6 (got 0.5)",),
+                          model_uri=seg.uri, evaluation_uri="ev",
+                          model_uris=tuple(m.uri for m in models.values()))
+    art.write_artifact(b)
+    return models, b
+
+
+def test_push_bundle_twice_gives_versions_1_and_2_of_every_model_and_loads(tmp_path):
+    from spoils_tf import bundle
+
+    models, blessing = _bundle(tmp_path)
+    base = tmp_path / "serving"
+    first = stages.push_bundle(models, blessing, base)
+    assert {n: p.version for n, p in first.items()} == {n: 1 for n in bundle.MODEL_NAMES}
+    v1_card = bundle.card_path(base / bundle.CROP / "1").read_bytes()
+    second = stages.push_bundle(models, blessing, base)
+    assert {n: p.version for n, p in second.items()} == {n: 2 for n in bundle.MODEL_NAMES}
+    for name in bundle.MODEL_NAMES:
+        assert sorted(p.name for p in (base / name).iterdir()) == ["1", "2"]  # no temp folders
+    assert bundle.card_path(base / bundle.CROP / "1").read_bytes() == v1_card
+    loaded = bundle.load_bundle(base)
+    assert {n: m.version for n, m in loaded.items()} == {n: 2 for n in bundle.MODEL_NAMES}
+    geo = loaded[bundle.GEOMETRY]
+    assert geo.card["kind"] == "geometry_classifier" and geo.card["features"] == [
+            "disc_height_mm", "tilt_deg"]
+    assert geo.model_path.read_bytes() == b"skops"
+    assert (geo.version_dir / "model.skops.json").read_text() == "{}"   # the sidecar too
+    assert loaded[bundle.CROP].card["crop_width"] == 128
+    assert loaded[bundle.SEG].card["resize_mode"] == "letterbox"        # the documented default
+    # Each card names the versions pushed together and keeps only its own held-out metrics.
+    assert geo.card["bundle"]["versions"] == {n: 2 for n in bundle.MODEL_NAMES}
+    assert geo.card["metrics"] == {"grade/ensemble/accuracy": 0.5}
+    assert loaded[bundle.SEG].card["metrics"] == {}
+    assert stages.read_pushed(geo.version_dir).model_uri == models[bundle.GEOMETRY].uri
+
+
+def test_push_bundle_refuses_an_unblessed_bundle_and_pushes_nothing(tmp_path):
+    models, blessing = _bundle(tmp_path, blessed=False)
+    with pytest.raises(stages.NotBlessedError, match="grade/ensemble/accuracy >= 0.6"):
+        stages.push_bundle(models, blessing, tmp_path / "serving")
+    assert not (tmp_path / "serving").exists()
+
+
+def test_push_bundle_refuses_a_classifier_the_blessing_does_not_cover(tmp_path):
+    from spoils_tf import bundle
+
+    models, blessing = _bundle(tmp_path)
+    models[bundle.CROP] = _classifier(tmp_path / "other_run", bundle.CROP)
+    with pytest.raises(stages.NotBlessedError, match="is for model"):
+        stages.push_bundle(models, blessing, tmp_path / "serving")
+    assert not (tmp_path / "serving").exists()
+
+
+def test_push_bundle_collision_on_the_last_model_takes_the_others_back(tmp_path, monkeypatch):
+    from spoils_tf import bundle
+
+    models, blessing = _bundle(tmp_path)
+    base = tmp_path / "serving"
+    stages.push_bundle(models, blessing, base)                 # version 1 of each
+    real = stages.rename_no_replace
+
+    def collide_on_geometry(src, dst):                         # a concurrent pusher wins
+        if pathlib.Path(dst).parent.name == bundle.GEOMETRY:
+            raise FileExistsError(f"{dst} already exists")
+        real(src, dst)
+
+    monkeypatch.setattr(stages, "rename_no_replace", collide_on_geometry)
+    with pytest.raises(FileExistsError):
+        stages.push_bundle(models, blessing, base)
+    for name in bundle.MODEL_NAMES:                            # version 2 of none survives
+        assert sorted(p.name for p in (base / name).iterdir()) == ["1"]
+
+
+def test_push_bundle_rejects_a_model_under_the_wrong_name(tmp_path):
+    from spoils_tf import bundle
+
+    models, blessing = _bundle(tmp_path)
+    models[bundle.CROP], models[bundle.GEOMETRY] = models[bundle.GEOMETRY], models[bundle.CROP]
+    with pytest.raises(ValueError, match="must be 'crop_classifier'"):
+        stages.push_bundle(models, blessing, tmp_path / "serving")
+    with pytest.raises(ValueError, match="needs its segmentation model"):
+        stages.push_bundle({bundle.CROP: models[bundle.GEOMETRY]}, blessing, tmp_path / "s")
+
+
+def test_card_metrics_keep_each_models_own_keys():
+    metrics = {"dice/fg_macro": 0.7, "level_accuracy": 0.9, "grade/cnn/accuracy": 0.4,
+               "grade/geometry/accuracy": 0.5, "grade/ensemble/accuracy": 0.6,
+               "grade/eval_seconds": 3.0}
+    assert stages.card_metrics("segmentation", metrics) == {"dice/fg_macro": 0.7,
+                                                            "level_accuracy": 0.9}
+    assert stages.card_metrics("crop_classifier", metrics) == {"grade/cnn/accuracy": 0.4,
+                                                               "grade/ensemble/accuracy": 0.6}
+    assert stages.card_metrics("geometry_classifier", metrics) == {
+            "grade/geometry/accuracy": 0.5, "grade/ensemble/accuracy": 0.6}
+
+
+def test_grade_metric_keys_and_thresholds_on_them():
+    from spoils_tf import bundle
+
+    assert stages.grade_metric_keys({}) == []
+    keys = stages.grade_metric_keys({bundle.CROP: None, bundle.GEOMETRY: None})
+    assert len(keys) == 3 * len(stages.GRADE_METRICS)
+    assert "grade/ensemble/accuracy" in keys and "grade/cnn/f1_macro" in keys
+    only_geo = stages.grade_metric_keys({bundle.GEOMETRY: None})
+    assert not any(k.startswith(("grade/ensemble/", "grade/cnn/")) for k in only_geo)
+    ok, _, failed = stages.bless({"dice/fg_macro": 0.7, "grade/ensemble/accuracy": 0.15},
+                                 "dice/fg_macro>=0.6, grade/ensemble/accuracy>=0.2")
+    assert not ok and failed == ["grade/ensemble/accuracy >= 0.2 (got 0.15)"]
+
+
+def test_an_artifact_recorded_before_the_bundle_fields_still_reads(tmp_path):
+    model = _model(tmp_path)
+    path = pathlib.Path(model.uri) / art.METADATA_FILE
+    raw = json.loads(path.read_text())
+    del raw["model_file"], raw["card"]                 # a record from before these fields
+    path.write_text(json.dumps(raw))
+    again = art.read_artifact(model.uri, art.Model)
+    assert again.model_file == "." and again.card == {}
+    del raw["kind"]                                    # a field without a default: still required
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="field 'kind' is missing"):
+        art.read_artifact(model.uri)
+
+
 # === End to end ===
 def _smoke_config():
     from configs import pipeline
     c = pipeline.get_config("smoke")
     c.trainer.train.epochs = 1
+    c.classifiers.cnn.train.epochs = 1
     return c
 
 
@@ -204,6 +369,9 @@ def test_smoke_pipeline_end_to_end(tmp_path):
                                                       "pushed"))
     dataset = tmp_path / "synthetic"
     fingerprint = art.data_fingerprint(dataset)
+    from spoils_tf import bundle, labels
+    from spoils_tf.classical import io as cio
+
     # ExampleGen: 4 patients x 1 slice, 2 folds of 2 patients, the dataset's fingerprint.
     assert ex.metrics["patients"] == 4 and ex.metrics["slices"] == 4 and ex.bad_files == ()
     assert ex.metrics["slices_without_pixel_spacing"] == 0 and ex.metrics["issues"] == []
@@ -214,27 +382,81 @@ def test_smoke_pipeline_end_to_end(tmp_path):
         assert on_disk["fingerprint"] == fingerprint and on_disk["type"] == a.TYPE
         assert on_disk["config"]
     assert model.config["model"]["name"] == "unet" and model.config["fold"] == str(ex.eval_fold)
-    assert model.parents == (ex.uri,) and ev.parents == (model.uri, ex.uri)
+    classifiers = result["classifiers"]
+    assert set(classifiers) == {bundle.CROP, bundle.GEOMETRY}
+    assert model.parents == (ex.uri,) and ev.parents[:2] == (model.uri, ex.uri)
+    assert bl.model_uris == (model.uri, classifiers[bundle.CROP].uri,
+                             classifiers[bundle.GEOMETRY].uri)
+    # The classifiers were trained on the training patients only.
+    _, meta = cio.load_classifier(classifiers[bundle.GEOMETRY].model_path)
+    assert meta["classes"] == list(labels.GRADE_CLASSES)
+    assert classifiers[bundle.GEOMETRY].metrics["train_patients"] == len(ex.train_patients)
+    assert classifiers[bundle.CROP].metrics["train_patients"] <= len(ex.train_patients)
     # Evaluator: the 2 held-out slices; "dice/fg_macro>=0" blesses any defined score.
     assert ev.metrics["slices"] == 2.0
     assert bl.blessed and (pathlib.Path(bl.uri) / stages.BLESSED_FILE).is_file()
     assert pushed.version == 1 and (pathlib.Path(pushed.uri) / "saved_model.pb").is_file()
+
+    # The bundle: all three models at version 1, cards with the right kind/classes/features.
+    loaded = bundle.load_bundle(tmp_path / "serving")
+    assert {n: m.version for n, m in loaded.items()} == {n: 1 for n in bundle.MODEL_NAMES}
+    assert {n: m.card["kind"] for n, m in loaded.items()} == bundle.KIND_OF
+    for name in (bundle.CROP, bundle.GEOMETRY):
+        assert loaded[name].card["classes"] == list(labels.GRADE_CLASSES)
+        assert loaded[name].card["target"] == "grade_class"
+        assert loaded[name].card["data_fingerprint"] == fingerprint["sha256"]
+    geo_card = loaded[bundle.GEOMETRY].card
+    assert geo_card["features"] == meta["feature_names"]
+    assert "disc_height_mm" in geo_card["features"]
+    assert "disc_volume_mm3" not in geo_card["features"]        # excluded by the config
+    crop_card = loaded[bundle.CROP].card
+    assert [crop_card["crop_height"], crop_card["crop_width"]] == \
+        list(config.classifiers.crop_size)
+    assert crop_card["margin_frac"] == config.classifiers.margin_frac
+    assert crop_card["context_slices"] == 0
+    assert loaded[bundle.SEG].card["metrics"]["dice/fg_macro"] == ev.metrics["dice/fg_macro"]
+    assert (loaded[bundle.SEG].version_dir / loaded[bundle.SEG].card["keras_file"]).is_file()
+    assert crop_card["metrics"]["grade/cnn/n"] == ev.metrics["grade/cnn/n"]
+
+    # Classifier metrics are in the evaluation; n counts the held-out discs scored.
+    import pandas as pd
+    preds = pd.read_csv(pathlib.Path(ev.uri) / "grade_predictions.csv", dtype={"patient": str})
+    assert set(preds["patient"]) <= set(ex.eval_patients)
+    for short in ("cnn", "geometry", "ensemble"):
+        assert ev.metrics[f"grade/{short}/n"] == (preds["model"] == short).sum() > 0
+        assert 0.0 <= ev.metrics[f"grade/{short}/accuracy"] <= 1.0
+        assert f"grade/{short}/f1_macro" in ev.metrics and f"grade/{short}/iou_macro" in ev.metrics
+    # The ensemble is the mean of the two models' probabilities, disc by disc.
+    prob = [f"prob/{c}" for c in labels.GRADE_CLASSES]
+    by = {m: g.set_index(["patient", "slice", "level"])[prob] for m, g in preds.groupby("model")}
+    keys = by["ensemble"].index
+    mean = (by["cnn"].loc[keys].to_numpy() + by["geometry"].loc[keys].to_numpy()) / 2
+    np.testing.assert_allclose(by["ensemble"].to_numpy(), mean, atol=1e-6)
 
     # The pushed SavedModel serves uint8 images at their own resolution.
     served = tf.saved_model.load(pushed.uri).signatures["serving_default"]
     out = served(images=tf.zeros([1, 40, 30, 3], tf.uint8))
     assert out["label_map"].shape == (1, 40, 30)
 
-    # An impossible threshold: not blessed, the failed threshold recorded, the Pusher refuses.
-    _, bl2 = stages.evaluator(model, ex, "dice/fg_macro>=1.01", tmp_path / "Evaluator2")
-    assert not bl2.blessed and bl2.failed[0].startswith("dice/fg_macro >= 1.01 (got ")
+    # An impossible classifier threshold: not blessed, the failed threshold recorded, and the
+    # Pusher refuses every model of the bundle: nothing new is pushed, no classifier either.
+    _, bl2 = stages.evaluator(model, ex, "grade/ensemble/accuracy>=1.01", tmp_path / "Evaluator2",
+                              classifiers=classifiers)
+    assert not bl2.blessed and bl2.failed[0].startswith("grade/ensemble/accuracy >= 1.01 (got ")
     assert (pathlib.Path(bl2.uri) / stages.NOT_BLESSED_FILE).is_file()
     with pytest.raises(stages.NotBlessedError):
-        stages.pusher(model, bl2, tmp_path / "serving", "spoils_seg")
-    # Pushing the blessed model again makes version 2; version 1 is untouched.
+        stages.push_bundle({bundle.SEG: model, **classifiers}, bl2, tmp_path / "serving")
+    with pytest.raises(stages.NotBlessedError):
+        stages.pusher(classifiers[bundle.CROP], bl2, tmp_path / "serving", bundle.CROP)
+    assert {n: m.version for n, m in bundle.load_bundle(tmp_path / "serving").items()} == \
+        {n: 1 for n in bundle.MODEL_NAMES}
+    # A threshold on a classifier metric without classifiers is an unknown metric.
+    with pytest.raises(ValueError, match="not an evaluation metric"):
+        stages.evaluator(model, ex, "grade/ensemble/accuracy>=0", tmp_path / "Evaluator3")
+    # Pushing the blessed bundle again makes version 2 of every model; version 1 is untouched.
     v1_bytes = (pathlib.Path(pushed.uri) / "saved_model.pb").read_bytes()
-    again = stages.pusher(model, bl, tmp_path / "serving", "spoils_seg")
-    assert again.version == 2
+    again = stages.push_bundle({bundle.SEG: model, **classifiers}, bl, tmp_path / "serving")
+    assert {n: p.version for n, p in again.items()} == {n: 2 for n in bundle.MODEL_NAMES}
     assert (pathlib.Path(pushed.uri) / "saved_model.pb").read_bytes() == v1_bytes
     # A stage never writes over an existing artifact.
     with pytest.raises(FileExistsError):

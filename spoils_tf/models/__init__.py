@@ -63,3 +63,13 @@ def build_segmentation_model(model_config: Mapping[str, Any]) -> SegmentationMod
         return UNet(**kwargs)
     raise ValueError(f"config.model.name: unknown segmentation model {name!r}; "
                      f"expected one of {SEGMENTATION_MODELS}")
+
+
+def load_model(path, **kwargs) -> keras.Model:
+    """``keras.saving.load_model`` after registering every spoils_tf model and loss class.
+
+    The model classes are imported lazily elsewhere; a fresh process that only imports
+    ``spoils_tf.models`` would otherwise fail with "Could not locate class 'UNet'".
+    """
+    from spoils_tf.models import classifiers, deeplabv3plus, unet  # noqa: F401  (register)
+    return keras.saving.load_model(path, **kwargs)

@@ -186,10 +186,20 @@ class Model(Artifact):
     """A trained model (Trainer).
 
     Attributes:
-        kind: ``"segmentation"``.
-        model_path: the Keras model file (``.keras``).
-        serving_model_dir: the SavedModel for TF Serving (``spoils_tf.export.serving``).
+        kind: ``"segmentation" | "crop_classifier" | "geometry_classifier"`` (the model-card
+            kinds of ``spoils_tf.bundle``).
+        model_path: the model file the Evaluator loads (``.keras``; ``.skops`` for a
+            geometry classifier).
+        serving_model_dir: the folder the Pusher copies into a version folder: the SavedModel
+            for TF Serving (``spoils_tf.export.serving``), or a folder holding exactly the
+            classifier's files (``model.keras``; ``model.skops`` + ``model.skops.json``).
         examples_uri: the Examples it was trained on.
+        model_file: the model inside ``serving_model_dir`` as the model card names it
+            (``"."`` for a SavedModel, ``"model.keras"``, ``"model.skops"``).
+        card: the kind-specific model-card fields (``spoils_tf.bundle``: ``resize_mode``;
+            ``target, classes, crop_height, crop_width, context_slices, margin_frac``;
+            ``target, classes, model_name, features``), plus anything else a reader needs.
+            Records written before these two fields existed read as ``"."`` and ``{}``.
     """
 
     TYPE: ClassVar[str] = "Model"
@@ -198,6 +208,8 @@ class Model(Artifact):
     model_path: str
     serving_model_dir: str
     examples_uri: str
+    model_file: str = "."
+    card: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,11 +232,16 @@ class ModelEvaluation(Artifact):
 class ModelBlessing(Artifact):
     """The Evaluator's verdict. ``uri`` also holds an empty ``BLESSED`` or ``NOT_BLESSED`` file.
 
+    One blessing covers a whole model bundle: the segmentation model (``model_uri``) and the
+    classifiers evaluated with it; ``model_uris`` lists them all (segmentation first).
+
     Attributes:
         blessed: True only when every threshold was met.
         checks: one entry per threshold: ``{"metric", "op", "threshold", "value", "passed"}``.
         failed: ``"<metric> <op> <threshold> (got <value>)"`` for each failed check.
-        model_uri, evaluation_uri: the model judged and its evaluation.
+        model_uri, evaluation_uri: the (segmentation) model judged and its evaluation.
+        model_uris: every model the verdict covers (``()`` in records written before the
+            field existed: then only ``model_uri``).
     """
 
     TYPE: ClassVar[str] = "ModelBlessing"
@@ -234,6 +251,11 @@ class ModelBlessing(Artifact):
     failed: tuple[str, ...]
     model_uri: str
     evaluation_uri: str
+    model_uris: tuple[str, ...] = ()
+
+    def covers(self, model_uri: str) -> bool:
+        """True when this verdict is about the model at ``model_uri``."""
+        return model_uri == self.model_uri or model_uri in self.model_uris
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,7 +306,8 @@ def read_artifact(uri: str | pathlib.Path, expected: Optional[type[Artifact]] = 
 
     Raises:
         FileNotFoundError: no ``metadata.json`` (not an artifact, or a stage that did not finish).
-        ValueError: invalid JSON, unknown ``type``, missing fields, or not ``expected``.
+        ValueError: invalid JSON, unknown ``type``, missing fields (a field with a default may
+            be absent: records written before it existed), or not ``expected``.
     """
     path = pathlib.Path(uri) / METADATA_FILE
     if not path.is_file():
@@ -303,6 +326,9 @@ def read_artifact(uri: str | pathlib.Path, expected: Optional[type[Artifact]] = 
     kwargs = {}
     for field in dataclasses.fields(cls):
         if field.name not in raw:
+            if field.default is not dataclasses.MISSING or \
+                    field.default_factory is not dataclasses.MISSING:
+                continue
             raise ValueError(f"{path}: field {field.name!r} is missing from a {type_name} record")
         value = raw[field.name]
         if str(field.type).startswith("tuple") and isinstance(value, list):
