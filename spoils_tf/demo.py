@@ -6,7 +6,13 @@ Stages (each prints what it did; the numbers are the run's own):
   3. patient-level folds for each dataset;
   4. both TFDS datasets built offline;
   5. the geometry feature table for each dataset;
-  6. a summary table.
+  6. the TFX-style pipeline (``configs/pipeline.py:demo``) on a synthetic cohort:
+     ExampleGen -> Trainer (segmentation + both grading models) -> Evaluator (blessing)
+     -> Pusher (the model bundle in ``<out>/models``);
+  7. ``spoils predict`` on the mid-sagittal slice of one held-out patient, twice: end to end
+     (the bundle's segmentation) and with the annotated mask (``--mask``), so the grading and
+     decision stages are shown even when the demo-scale segmentation misses discs;
+  8. a summary table and the paths of the HTML reports.
 """
 
 from __future__ import annotations
@@ -62,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synth-patients", type=int, default=16)
     parser.add_argument("--synth-slices", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pipeline-config", default="demo",
+                        help="configs/pipeline.py run for stage 6 (smoke: seconds, for tests)")
+    parser.add_argument("--skip-pipeline", action="store_true",
+                        help="stop after stage 5 (no training, no predict)")
     args = parser.parse_args(argv)
 
     from spoils_tf.data import folds, spider, synthetic
@@ -120,12 +130,88 @@ def main(argv: list[str] | None = None) -> int:
                 return rc
             _done(t0)
 
+    reports: list[pathlib.Path] = []
+    if not args.skip_pipeline:
+        rc, reports = run_pipeline_and_predict(out, args.pipeline_config)
+        if rc != 0:
+            return rc
+
     _stage("summary")
     table = pd.DataFrame([summarize(d, n) for n, d in datasets.items()])
     print(table.to_string(index=False))
     table.to_csv(out / "summary.csv", index=False)
+    for path in reports:
+        print(f"HTML report: {path.resolve()}")
     print(f"\nspoils-demo: finished in {time.perf_counter() - t_start:.0f} s; outputs in {out}/")
     return 0
+
+
+def held_out_case(examples_dir: pathlib.Path, patients: list[str]) -> dict:
+    """The mid-sagittal slice of the first held-out patient: image, LabelMe file, spacing, scores.
+
+    Raises:
+        FileNotFoundError: the patient's mid-sagittal slice files are missing.
+    """
+    table = pd.read_csv(examples_dir / layout.PATIENTS_CSV, dtype={"patient": str})
+    patient = sorted(patients)[0]
+    row = table.set_index("patient").loc[patient]
+    stem = examples_dir / layout.LABELME_DIR / patient / f"{patient}_slice{int(row.midline_slice)}"
+    for suffix in (".png", ".json"):
+        if not stem.with_suffix(suffix).is_file():
+            raise FileNotFoundError(f"{stem.with_suffix(suffix)}: held-out slice not found")
+    case = {"patient": patient, "image": stem.with_suffix(".png"), "mask": stem.with_suffix(".json"),
+            "spacing": (float(row.pixel_spacing_row_mm), float(row.pixel_spacing_col_mm)),
+            "odi": None, "nrs": None}
+    clinical = examples_dir / "clinical.csv"
+    if clinical.is_file():
+        c = pd.read_csv(clinical, dtype={"patient": str}).set_index("patient")
+        if patient in c.index:
+            case["odi"], case["nrs"] = int(c.loc[patient, "odi"]), int(c.loc[patient, "nrs"])
+    return case
+
+
+def run_pipeline_and_predict(out: pathlib.Path, config_name: str
+                             ) -> tuple[int, list[pathlib.Path]]:
+    """Stages 6 and 7; returns (exit code, HTML report paths)."""
+    from configs import pipeline as pipeline_configs
+    from spoils_tf import predict
+    from spoils_tf.pipeline import stages
+
+    t0 = _stage(f"6. pipeline (configs/pipeline.py:{config_name}): ExampleGen -> Trainer -> "
+                "Evaluator -> Pusher")
+    config = pipeline_configs.get_config(config_name)
+    config.pusher.base_dir = str((out / "models").resolve())
+    result = stages.run_pipeline(config, out / "pipeline")
+    print(stages.summary_text(result))
+    _done(t0)
+    if not result["blessing"].blessed:
+        print("spoils-demo: the model was not blessed, so nothing was pushed and there is no "
+              "bundle for spoils predict (see the failed thresholds above)", file=sys.stderr)
+        return 1, []
+
+    examples = result["examples"]
+    case = held_out_case(pathlib.Path(examples.dataset_dir), list(examples.eval_patients))
+    models = pathlib.Path(config.pusher.base_dir)
+    reports = []
+    for name, mask in (("end_to_end", None), ("annotated_mask", case["mask"])):
+        t0 = _stage(f"7. spoils predict, held-out patient {case['patient']} ({name.replace('_', ' ')})")
+        report_dir = out / "reports" / name
+        report = predict.run_predict(case["image"], models, report_dir, odi=case["odi"],
+                                     nrs=case["nrs"], mask_path=mask,
+                                     pixel_spacing=case["spacing"])
+        print(f"    status {report['status']}; ODI {case['odi']}, NRS {case['nrs']}")
+        for disc in report.get("discs", []):
+            found = disc.get("predicted_class") or ("not graded" if disc.get("found")
+                                                     else "not found")
+            print(f"    {disc['level']}: {found}")
+        rec = report.get("recommendation") or {}
+        print(f"    recommendation: {rec.get('recommendation', 'none')} "
+              f"({rec.get('rule_id', report.get('status'))})")
+        timing = report.get("timing_ms", {})
+        print("    stage ms: " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items()))
+        reports.append(report_dir / "report.html")
+        _done(t0)
+    return 0, reports
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """The demo's summary counts come from the dataset files (checked on a tiny synthetic cohort)."""
 
+import json
+
 import pandas as pd
+import pytest
 
 from spoils_tf import demo, labels
 from spoils_tf.data import synthetic
@@ -19,3 +22,24 @@ def test_summary_counts_patients_slices_and_grade_classes(tmp_path):
     names = [item.split(":")[0] for item in row["grade_classes"].split()]
     assert names == sorted(names, key=labels.GRADE_CLASSES.index)
     assert sum(int(item.split(":")[1]) for item in row["grade_classes"].split()) == 12
+
+
+@pytest.mark.slow
+def test_demo_pipeline_pushes_a_bundle_and_writes_both_reports(tmp_path):
+    """Stages 6-7 with the smoke pipeline: a blessed bundle, then two HTML reports."""
+    from spoils_tf import bundle
+
+    rc, reports = demo.run_pipeline_and_predict(tmp_path, "smoke")
+    assert rc == 0
+    assert set(bundle.load_bundle(tmp_path / "models")) == set(bundle.MODEL_NAMES)
+    assert [p.parent.name for p in reports] == ["end_to_end", "annotated_mask"]
+    for path in reports:
+        assert path.is_file() and (path.parent / "report.json").is_file()
+    annotated = json.loads((tmp_path / "reports" / "annotated_mask" / "report.json").read_text())
+    # The annotated mask has every lumbar disc, so each is found and graded, and the synthetic
+    # clinical table gives ODI/NRS, so there is a recommendation.
+    assert annotated["status"] == "ok"
+    assert all(d["found"] and d["predicted_class"] in labels.GRADE_CLASSES
+               for d in annotated["discs"])
+    assert annotated["recommendation"]["recommendation"]
+    assert "supports" in (tmp_path / "reports" / "annotated_mask" / "report.html").read_text()
