@@ -28,6 +28,15 @@ Stages (``STAGES``, the keys of ``report["timing_ms"]``, milliseconds):
   are both given; otherwise the report says :data:`NO_SCORES_NOTE`.
 * ``write``: assembling the report (and, in :func:`run_predict`, rendering and writing it).
 
+Timing: :func:`run_predict` (hence the CLI) first runs :meth:`Predictor.warmup` on the input's
+size, so ``timing_ms`` holds no one-off graph tracing; the warm-up's own time is
+``report["warmup_ms"]`` and ``report["timing_ms_note"]`` says whether any stage includes
+tracing (:data:`TIMING_NOTE_WARM` or :data:`TIMING_NOTE_TRACED`).
+
+Uncertainty: each classifier entry of a disc (and its ensemble) carries ``"uncertain"``
+(:func:`is_uncertain`: largest probability below ``UNCERTAIN_FACTOR / number of classes``);
+the HTML page shows a caution next to that top-3.
+
 Status: ``"ok"``, or ``"no_disc"`` when no disc is found on any slice (report written, no
 grades, no recommendation, exit code 3). Bad input (not sagittal, no PixelSpacing, a picture
 without ``--pixel-spacing``, bad ODI/NRS, a bad bundle) is a ``ValueError`` naming the file
@@ -88,6 +97,14 @@ REPORT_FILES: dict[str, str] = {"json": "report.json", "html": "report.html",
 MIN_DISC_AREA_FRACTION = 0.25
 IMPLAUSIBLE_AREA_REASON = "disc_area_below_quarter_of_median_not_graded"
 PATIENT_KEY = "input"   # the one "patient" of the feature rows built at prediction time
+# A classifier is "uncertain" for a disc when its largest probability is below this many times
+# the uniform probability 1/C (project choice: with 11 classes, below 2/11 = 0.18, the model
+# hardly prefers any class; such an entry gets "uncertain": true and the page a caution).
+UNCERTAIN_FACTOR = 2.0
+# report["timing_ms_note"]: whether the stage times include one-off graph tracing.
+TIMING_NOTE_WARM = ("graph tracing excluded: every model used had already run on this image "
+                    "size (Predictor.warmup, or an earlier call)")
+TIMING_NOTE_TRACED = "includes one-off graph tracing (first run of the model on this size): {}"
 
 # Units of the measurement columns of spoils_tf.geometry.measure (and the volume columns).
 _EXACT_UNITS: dict[str, str] = {
@@ -146,6 +163,19 @@ def json_safe(obj: Any) -> Any:
 
 def _reasons(text: Any) -> list[str]:
     return [r for r in str(text or "").split(";") if r]
+
+
+def is_uncertain(probabilities: Sequence[float]) -> bool:
+    """True when the largest of ``probabilities`` (float [C], summing to 1) is below
+    ``UNCERTAIN_FACTOR / C``: the classifier barely prefers any class (nearly uniform).
+
+    Raises:
+        ValueError: ``probabilities`` is empty.
+    """
+    p = np.asarray(list(probabilities), np.float64)
+    if p.size == 0:
+        raise ValueError("probabilities: empty; expected one probability per class")
+    return bool(p.max() < UNCERTAIN_FACTOR / p.size)
 
 
 def _top(probs: Mapping[str, float], k: int = 3) -> list[list[Any]]:
@@ -272,6 +302,10 @@ class Predictor:
         if bundle.GEOMETRY in self.bundle:
             self.geometry = self._load_geometry(self.bundle[bundle.GEOMETRY])
         self.load_ms = _ms(t0)
+        # what has already run once (no graph tracing left to do): the segmenter per image
+        # size (H, W), the crop classifier (one fixed crop size)
+        self._seg_warm: set[tuple[int, int]] = set()
+        self._cnn_warm = False
 
     # --- loading ---
     def _load_segmenter(self, entry: bundle.BundleModel):
@@ -355,13 +389,28 @@ class Predictor:
         return _Classifier("geometry_classifier", entry, classes,
                            classes == labels.GRADE_CLASSES)
 
-    def warmup(self, shape_hw: tuple[int, int] = (512, 512)) -> None:
-        """Runs the segmenter on a blank slice and the crop classifier on a blank batch once,
-        so that one-off graph tracing is not counted in the stage timings (benchmarks)."""
-        self._segment_one(np.zeros(shape_hw, np.uint8))
-        if self.cnn is not None:
+    def warmup(self, shape_hw: tuple[int, int] = (512, 512), *, segment: bool = True
+               ) -> Optional[float]:
+        """Runs the segmenter on a blank ``uint8 [H, W]`` slice (unless ``segment`` is False:
+        a supplied mask) and the crop classifier on a blank batch once, so that one-off graph
+        tracing is not counted in the stage timings.
+
+        Returns:
+            the milliseconds it took, or None when there was nothing left to warm up.
+        """
+        shape = (int(shape_hw[0]), int(shape_hw[1]))
+        seg_todo = segment and shape not in self._seg_warm
+        if not seg_todo and (self.cnn is None or self._cnn_warm):
+            return None
+        t0 = time.perf_counter()
+        if seg_todo:
+            self._segment_one(np.zeros(shape, np.uint8))
+            self._seg_warm.add(shape)
+        if self.cnn is not None and not self._cnn_warm:
             spec = self._cnn_fn.input_signature[0]
             self._cnn_fn(np.zeros([1] + list(spec.shape[1:]), np.float32))
+            self._cnn_warm = True
+        return _ms(t0)
 
     # --- prediction ---
     def predict(self, slices: list[np.ndarray], spacing_mm: tuple[float, float], *,
@@ -404,6 +453,7 @@ class Predictor:
         """
         timing = {s: 0.0 for s in STAGES}
         notes: list[str] = []
+        traced: list[str] = []      # stages whose time includes one-off graph tracing
         t0 = time.perf_counter()
         odi_v, nrs_v = check_scores(odi, nrs)
         spacing = _check_spacing(spacing_mm, "pixel_spacing_mm")
@@ -436,7 +486,10 @@ class Predictor:
         # segment
         t0 = time.perf_counter()
         if masks is None:
+            if slices[0].shape not in self._seg_warm:
+                traced.append("segment")
             masks = [np.asarray(self._segment_one(s), np.int32) for s in slices]
+            self._seg_warm.add(tuple(slices[0].shape))
             segmentation = f"model {self.bundle[bundle.SEG].label}"
         else:
             masks = [m.astype(np.int32) for m in masks]
@@ -465,7 +518,8 @@ class Predictor:
         table = self._feature_table(results, offsets, ss)
         timing["geometry"] = _ms(t0)
         if ss is None and found_levels:
-            notes.append("slice spacing unknown: disc_volume_mm3 is NaN")
+            notes.append("Slice spacing unknown: the disc volume (disc_volume_mm3) could not "
+                         "be computed.")
 
         probs: dict[str, dict[str, np.ndarray]] = {}   # classifier key -> level -> [C]
         # crops + CNN
@@ -474,7 +528,10 @@ class Predictor:
             x, keys = self._crops(slices, offsets, per_level, found, notes)
             timing["crops"] = _ms(t0)
             t0 = time.perf_counter()
+            if not self._cnn_warm:
+                traced.append("classify_cnn")
             p = np.asarray(self._cnn_fn(x), np.float64)
+            self._cnn_warm = True
             probs["crop_classifier"] = self._average(p, keys)
             timing["classify_cnn"] = _ms(t0)
         if self.geometry is not None and found_levels:
@@ -483,8 +540,9 @@ class Predictor:
             probs["geometry_classifier"] = self._average(p, keys)
             timing["classify_geometry"] = _ms(t0)
             if "disc_volume_mm3" in self._geometry_features and len(slices) == 1:
-                notes.append("the geometry classifier uses disc_volume_mm3, here from the slice(s) "
-                             "read only; the training table summed every slice showing the disc")
+                notes.append("The geometry classifier uses the disc volume (disc_volume_mm3), "
+                             "here from the slice(s) read only; in training it summed every "
+                             "slice showing the disc.")
 
         # ensemble
         t0 = time.perf_counter()
@@ -527,6 +585,8 @@ class Predictor:
                               rec_note, odi_v, nrs_v, notes, source)
         report["model_load_ms"] = self.load_ms
         report["timing_ms"] = timing
+        report["timing_ms_note"] = (TIMING_NOTE_TRACED.format(", ".join(traced)) if traced
+                                    else TIMING_NOTE_WARM)
         report = json_safe(report)
         report["timing_ms"]["write"] = _ms(t0)
         return Prediction(report, masks, slices)
@@ -673,12 +733,14 @@ class Predictor:
                     "present": True, "model": clf.entry.label, "in_ensemble": clf.in_ensemble,
                     "classes": list(clf.classes), "probabilities": pr,
                     "predicted": max(pr, key=pr.get), "top3": _top(pr),
+                    "uncertain": is_uncertain(list(pr.values())),
                     "n_slices": len(found[d])}
             if d in ensemble:
                 pr = {c: float(v) for c, v in zip(labels.GRADE_CLASSES, ensemble[d])}
                 cls = max(pr, key=pr.get)
                 entry["ensemble"] = {"members": [c.key for c in members], "probabilities": pr,
-                                     "predicted": cls, "top3": _top(pr)}
+                                     "predicted": cls, "top3": _top(pr),
+                                     "uncertain": is_uncertain(list(pr.values()))}
                 entry["predicted_class"] = cls
                 entry["pfirrmann"] = labels.pfirrmann_of(cls)
                 entry["severity"] = labels.SEVERITY_NAMES[labels.severity_of(cls)]
@@ -861,31 +923,77 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _spread(ys: Sequence[float], gap: float, lo: float, hi: float) -> list[float]:
+    """``ys`` (ascending) moved as little as this greedy pass can so that neighbours are at
+    least ``gap`` apart and all lie in ``[lo, hi]`` (when ``hi - lo`` leaves room)."""
+    out = [max(lo, float(y)) for y in ys]
+    for k in range(1, len(out)):
+        out[k] = max(out[k], out[k - 1] + gap)
+    if out and out[-1] > hi:
+        out[-1] = hi
+        for k in range(len(out) - 2, -1, -1):
+            out[k] = min(out[k], out[k + 1] - gap)
+    return out
+
+
 def overlay_image(image: np.ndarray, mask: np.ndarray, report: Mapping[str, Any]) -> np.ndarray:
-    """``viz.overlay`` of the mid-sagittal slice with each disc's level and predicted class
-    written next to it: uint8 [H, W, 3] RGB."""
+    """``viz.overlay`` of the mid-sagittal slice with a black margin added on the left (the
+    anterior side) holding each disc's level and predicted class ("L4-L5 3M", or "L2-L3 not
+    graded"), joined by a thin leader line in the disc's colour to the disc's anterior end, so
+    no label covers the vertebral bodies or the spinal canal.
+
+    Args:
+        image: uint8 [H, W]; mask: int [H, W] class ids of that slice; report: the report
+            dict (its ``discs``: ``level``, ``predicted_class``).
+
+    Returns:
+        uint8 [H, W + margin, 3] RGB; ``margin`` fits the longest label (0 without discs in
+        ``mask``).
+    """
     import cv2
     from spoils_tf import viz
     rgb = np.ascontiguousarray(viz.overlay(image, mask))
-    scale = max(0.3, min(rgb.shape[:2]) / 700.0)
-    thick = max(1, int(round(scale * 2)))
+    h, w = rgb.shape[:2]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = max(0.4, min(h, w) / 1000.0)
+    thick = max(1, int(round(scale * 1.6)))
+    pad = max(4, int(round(8 * scale)))
+    items = []   # (row of the anterior end, col of the anterior end, text, colour)
     for d in report.get("discs", []):
-        m = d["measurements"]
-        r, c = m["centroid_row"]["value"], m["centroid_col"]["value"]
-        if r is None or c is None or d["measured_on_slice_offset"] != 0:
+        rows, cols = np.nonzero(mask == labels.SEG_ID[d["level"]])
+        if rows.size == 0:
             continue
-        text = d["level"] + (f" {d['predicted_class']}" if d.get("predicted_class") else "")
-        org = (int(c) + int(20 * scale) + 10, int(r) + int(5 * scale))
-        cv2.putText(rgb, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2,
-                    cv2.LINE_AA)
-        cv2.putText(rgb, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
-                    cv2.LINE_AA)
-    return rgb
+        r = float(rows.mean())
+        band = np.abs(rows - r) <= max(2.0, 0.15 * (rows.max() - rows.min()))
+        c_tip = int(cols[band].min()) if band.any() else int(cols.min())
+        r_tip = int(round(float(rows[band][cols[band] == c_tip].mean()))) if band.any() else int(r)
+        cls = d.get("predicted_class")
+        items.append((r_tip, c_tip, f"{d['level']} {cls}" if cls else f"{d['level']} not graded",
+                      labels.SEG_PALETTE[labels.SEG_ID[d["level"]]], bool(cls)))
+    if not items:
+        return rgb
+    items.sort()
+    sizes = [cv2.getTextSize(t, font, scale, thick) for _, _, t, _, _ in items]
+    text_h = max(sz[0][1] + sz[1] for sz in sizes)
+    margin = max(sz[0][0] for sz in sizes) + 3 * pad
+    canvas = np.zeros((h, w + margin, 3), np.uint8)
+    canvas[:, margin:] = rgb
+    ys = _spread([r for r, *_ in items], text_h + pad, text_h, h - pad)
+    for (r_tip, c_tip, text, colour, graded), y, ((tw, th), _) in zip(items, ys, sizes):
+        x_text = margin - 2 * pad - tw
+        rgb_colour = tuple(int(v) for v in colour)
+        tip = (margin + c_tip - 1, r_tip)
+        cv2.line(canvas, (margin - 2 * pad + pad // 2, int(y - th / 2)), tip, rgb_colour,
+                 max(1, thick // 2), cv2.LINE_AA)
+        cv2.circle(canvas, tip, max(2, thick), rgb_colour, -1, cv2.LINE_AA)
+        cv2.putText(canvas, text, (x_text, int(y)), font, scale,
+                    (255, 255, 255) if graded else (170, 170, 170), thick, cv2.LINE_AA)
+    return canvas
 
 
 def run_predict(input_path, models_dir, out_dir, *, odi=None, nrs=None, mask_path=None,
                 pixel_spacing=None, slices: int = 1, precision: str = "float32",
-                predictor: Optional[Predictor] = None) -> dict:
+                predictor: Optional[Predictor] = None, warmup: bool = True) -> dict:
     """Reads the input, runs :class:`Predictor`, writes the report files; returns the report.
 
     Writes ``out_dir/report.json``, ``report.html`` (``spoils_tf.report.render_html``),
@@ -896,6 +1004,10 @@ def run_predict(input_path, models_dir, out_dir, *, odi=None, nrs=None, mask_pat
     Args:
         predictor: an already loaded :class:`Predictor` (benchmarks); else one is loaded from
             ``models_dir`` with ``precision``.
+        warmup: run :meth:`Predictor.warmup` on the input's size before the timed stages, so
+            ``timing_ms`` excludes one-off graph tracing; its time is ``report["warmup_ms"]``
+            (None when nothing was left to warm up or ``warmup`` is False) and
+            ``report["timing_ms_note"]`` says whether tracing is included.
 
     Raises:
         FileNotFoundError, ValueError (incl. ``bundle.BundleError``): naming the file and field;
@@ -916,9 +1028,11 @@ def run_predict(input_path, models_dir, out_dir, *, odi=None, nrs=None, mask_pat
         desc["mask_sha256"] = mask_sha
     read_ms = _ms(t0)
     pred = predictor or Predictor(models_dir, precision=precision)
+    warmup_ms = pred.warmup(images[0].shape, segment=masks is None) if warmup else None
     result = pred.predict_full(images, spacing, odi=odi, nrs=nrs, masks=masks, source=desc,
                                slice_offsets=offsets, slice_spacing_mm=ss)
     report = result.report
+    report["warmup_ms"] = warmup_ms
     report["timing_ms"]["read"] = round(report["timing_ms"]["read"] + read_ms, 3)
     t0 = time.perf_counter()
     overlay_png = _png(overlay_image(result.slices[0], result.masks[0], report))

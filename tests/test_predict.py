@@ -7,6 +7,11 @@ with the level index, each with its model card (``spoils_tf.bundle.write_card``)
 checked: levels of the ground-truth mask, probabilities summing to 1, the ensemble equal to
 the mean of the two classifiers, the decision equal to ``clinical.rules.decide`` on the
 predicted classes; PHI absence; exit codes 2 / 3 and no files left on errors.
+
+The HTML page (``spoils_tf.report``) is checked on hand-made report dicts: levels as rows of
+the measurement table, only held-out metrics in the models table, the uncertainty caution, the
+grade-code explanation, plain-language reasons, and an overlay whose labels leave the spinal
+canal untouched.
 """
 
 from __future__ import annotations
@@ -169,6 +174,10 @@ def test_supplied_mask_report_levels_probabilities_ensemble_and_decision(predict
         assert d["predicted_class"] == labels.GRADE_CLASSES[int(np.argmax(ens))]
         assert d["measurements"]["disc_height_mm"]["unit"] == "mm"
         assert d["measurements"]["disc_height_mm"]["value"] > 0
+        for c in (d["classifiers"]["crop_classifier"], d["classifiers"]["geometry_classifier"],
+                  d["ensemble"]):
+            p = list(c["probabilities"].values())
+            assert c["uncertain"] == (max(p) < 2.0 / len(p))
         graded[d["level"]] = d["predicted_class"]
     expected = rules.decide(graded, 45, 7)
     rec = rep["recommendation"]
@@ -214,6 +223,9 @@ def test_untrained_segmenter_gives_no_disc_and_exit_3(models_dir, case, tmp_path
     assert rep["recommendation"] is None
     assert all(d["predicted_class"] is None for d in rep["discs"])
     assert "no_disc" in capsys.readouterr().out
+    # the CLI warms the models up on the input's size first: tracing is not in timing_ms
+    assert rep["warmup_ms"] > 0
+    assert rep["timing_ms_note"] == pr.TIMING_NOTE_WARM
 
 
 @pytest.mark.slow   # the module bundle fixture: ~40 s to build
@@ -296,6 +308,10 @@ def test_html_has_disclaimer_recommendation_and_no_url(models_dir, case, tmp_pat
     for c in labels.SEG_CLASSES[1:]:
         r, g, b = c.color
         assert f"rgb({r},{g},{b})" in page
+    key_table = _section(page, "<h2>Measurements", "<details>")
+    for d in rep["discs"]:
+        assert key_table.count(f'<th scope="row">{d["level"]}</th>') == 1, d["level"]
+    assert "<pre" not in page and "Recommendation:" not in page
 
 
 def test_report_escapes_html(case):
@@ -338,3 +354,189 @@ def test_a_speck_of_disc_label_is_not_graded():
     # with two discs there is no reference: nothing is dropped
     per_level = level_table({"L4-L5": 310.0, "L5-S1": 40.0})
     assert pr.Predictor._implausible_discs(per_level, {d: [0] for d in per_level}, 1) == []
+
+
+# === The HTML page on hand-made reports ===
+def _section(page: str, start: str, end: str) -> str:
+    i = page.index(start)
+    return page[i:page.index(end, i)]
+
+
+def _measurements(values: dict) -> dict:
+    """Every reported column, value None except those in ``values``."""
+    return {c: {"value": values.get(c), "unit": pr.unit_of(c)} for c in pr.measurement_columns()}
+
+
+def _clf(probs: list, uncertain: bool) -> dict:
+    pr_ = dict(zip(labels.GRADE_CLASSES, probs))
+    return {"present": True, "in_ensemble": True, "classes": list(labels.GRADE_CLASSES),
+            "probabilities": pr_, "top3": pr._top(pr_), "uncertain": uncertain}
+
+
+def _hand_report() -> dict:
+    n = labels.NUM_GRADE_CLASSES
+    uniform = [1.0 / n] * n
+    peaked = [0.0] * n
+    peaked[labels.GRADE_CLASS_ID["4M"]] = 0.9
+    peaked[labels.GRADE_CLASS_ID["4L"]] = 0.1
+    discs = []
+    for level, height in (("L3-L4", 10.04), ("L4-L5", 9.96), ("L5-S1", 7.0)):
+        discs.append({
+            "level": level, "found": True, "found_on_slice_offsets": [0],
+            "measured_on_slice_offset": 0,
+            "measurements": _measurements({"disc_height_mm": height, "disc_height_index": 0.456,
+                                           "disc_area_mm2": 301.6, "disc_volume_n_slices": 1.0}),
+            "reasons": ["volume_slice_spacing_missing"] + (
+                ["disc_specks_dropped"] if level == "L5-S1" else []),
+            "classifiers": {"crop_classifier": _clf(uniform, True),
+                            "geometry_classifier": _clf(peaked, False)},
+            "ensemble": {"probabilities": dict(zip(labels.GRADE_CLASSES, peaked)),
+                         "top3": pr._top(dict(zip(labels.GRADE_CLASSES, peaked))),
+                         "uncertain": False},
+            "predicted_class": "4M", "pfirrmann": 4, "severity": "moderate"})
+    discs.append({"level": "L2-L3", "found": False, "found_on_slice_offsets": [],
+                  "measured_on_slice_offset": 0, "measurements": _measurements({}),
+                  "reasons": ["disc_fragmented", "volume_slice_spacing_missing"],
+                  "classifiers": {"crop_classifier": {"present": True, "probabilities": None,
+                                                      "note": "disc not found: not classified"},
+                                  "geometry_classifier": {"present": False}},
+                  "ensemble": None, "predicted_class": None})
+    return {
+        "status": "ok", "status_message": "3 disc(s) found and graded", "disclaimer": "D",
+        "discs": discs,
+        "input": {"image_shape_hw": [256, 256], "pixel_spacing_mm": [1.2, 1.2],
+                  "slice_spacing_mm": None, "slices_used": {"count": 1, "offsets": [0]},
+                  "segmentation": "supplied mask"},
+        "recommendation": {"recommendation": "surgical_consultation", "rule_id": "X-1",
+                           "rule_source": "project", "reason": "r", "follow_up": "f",
+                           "worst_class": "4M", "tier": "surgical",
+                           "driving_discs": [["L5-S1", "4M"]], "odi": 46.0, "nrs": 7,
+                           "text": "Recommendation: surgical_consultation\n..."},
+        "models": {
+            "segmentation": {"present": True, "label": "spoils_seg v1",
+                             "metrics": {"dice/fg_macro": 0.5589, "dice/L4-L5": 0.53,
+                                         "train_seconds": 99.0}},
+            "crop_classifier": {"present": True, "label": "spoils_grade_cnn v1",
+                                "metrics": {"loss_first_epoch": 2.6187, "loss_last_epoch": 2.57,
+                                            "train_seconds": 104.79,
+                                            "grade/cnn/accuracy": 0.4123,
+                                            "grade/ensemble/f1_macro": 0.3}},
+            "geometry_classifier": {"present": True, "label": "spoils_grade_geometry v1",
+                                    "metrics": {"loss_last_epoch": 1.0}},
+            "ensemble": {"members": ["crop_classifier", "geometry_classifier"]},
+            "precision": {"requested": "float32", "crop_classifier": "float32"}},
+        "timing_ms": {s: 1.0 for s in pr.STAGES},
+    }
+
+
+def test_measurement_table_has_levels_as_rows_with_units_and_rounding():
+    from spoils_tf import report as report_mod
+    rep = _hand_report()
+    page = report_mod.render_html(rep, b"\x89PNG")
+    key_table = _section(page, "<h2>Measurements", "<details>")
+    for d in rep["discs"]:
+        assert key_table.count(f'<th scope="row">{d["level"]}</th>') == 1, d["level"]
+        assert f"<th>{d['level']}</th>" not in key_table      # not a column
+    assert "Disc height (mm)" in key_table and "Area (mm²)" in key_table
+    # 1 decimal for mm (10.04 -> 10.0, 9.96 -> 10.0), 2 for ratios, integers for areas
+    assert key_table.count(">10.0</td>") == 2 and ">0.46</td>" in key_table
+    assert ">302</td>" in key_table and "disc_height_mm" not in key_table
+    full = _section(page, "<details>", "</details>")
+    assert "All measurements" in full and "Slices in the disc volume" in full
+    assert ">1</td>" in full and ">1.00</td>" not in full           # a count is an integer
+    # reason codes: a plain phrase, the code only in a tooltip
+    assert 'title="disc_fragmented">disc label split into pieces' in full
+    assert ">disc_fragmented<" not in page
+    assert "All levels: <span" in full       # the reason every disc shares, once
+    assert full.count("volume_slice_spacing_missing") == 1
+
+
+def test_reason_phrases_and_value_formatting():
+    from spoils_tf import report as report_mod
+    assert report_mod.reason_phrase("vert_below_missing") == ("vertebral body below not in the "
+                                                              "segmentation")
+    assert "not graded" in report_mod.reason_phrase(pr.IMPLAUSIBLE_AREA_REASON)
+    assert report_mod.reason_phrase("some_new_code") == "some new code"
+    assert report_mod.format_value(12.345, "mm") == "12.3"
+    assert report_mod.format_value(0.456, "ratio") == "0.46"
+    assert report_mod.format_value(301.6, "mm²") == "302"
+    assert report_mod.format_value(2.0, "slices") == "2"
+    assert report_mod.format_value(None, "mm") == "n/a"
+    assert report_mod.format_value(float("nan"), "mm") == "n/a"
+
+
+def test_models_table_shows_held_out_metrics_only():
+    from spoils_tf import report as report_mod
+    page = report_mod.render_html(_hand_report(), b"\x89PNG")
+    models = _section(page, "<h2>Models", "<h2>Input")
+    for key in ("loss_first_epoch", "loss_last_epoch", "train_seconds", "104.79", "2.6187"):
+        assert key not in models, key
+    assert "Accuracy: 0.41" in models
+    assert "Macro F1 (ensemble of the classifiers): 0.30" in models
+    assert "Dice, mean over anatomical structures: 0.56" in models
+    assert "Dice per structure: L4-L5 0.53" in models
+    # the geometry card has only a training log
+    assert models.count("no held-out evaluation recorded") == 1
+    assert report_mod.held_out_metrics({"train_seconds": 3.0, "eval_seconds": 1.0}) == []
+
+
+def test_uncertain_flag_rule_and_caution():
+    from spoils_tf import report as report_mod
+    n = labels.NUM_GRADE_CLASSES                    # 11: the limit is 2/11 = 0.1818...
+    assert pr.is_uncertain([1.0 / n] * n)
+    assert pr.is_uncertain([0.18] + [0.82 / (n - 1)] * (n - 1))
+    assert not pr.is_uncertain([0.19] + [0.81 / (n - 1)] * (n - 1))
+    assert not pr.is_uncertain([0.7, 0.2, 0.1])     # 3 classes: limit 2/3
+    assert pr.is_uncertain([0.6, 0.3, 0.1])
+    with pytest.raises(ValueError, match="probabilities"):
+        pr.is_uncertain([])
+    page = report_mod.render_html(_hand_report(), b"\x89PNG")
+    grades = _section(page, "<h2>Disc grades", "<h2>Measurements")
+    # the crop classifier is uniform (uncertain) on the 3 graded discs, the geometry one is not
+    assert grades.count("this model is uncertain for this disc") == 3
+    assert "the ensemble is uncertain" not in grades
+
+
+def test_grade_explanation_and_plain_recommendation():
+    from spoils_tf import report as report_mod
+    assert report_mod.grade_explanation("4M") == "4M = Pfirrmann grade 4, moderate severity"
+    assert report_mod.grade_explanation("1L") == "1L = Pfirrmann grade 1, low severity"
+    with pytest.raises(ValueError):
+        report_mod.grade_explanation("6X")
+    page = report_mod.render_html(_hand_report(), b"\x89PNG")
+    rec = _section(page, '<div class="recommendation">', "</div>")
+    assert "L5-S1: 4M = Pfirrmann grade 4, moderate severity" in rec
+    assert "not covered by the SPOILS paper; project rule" in rec
+    assert "project choice" not in page
+    assert page.count("Recommendation") == 1        # the heading only, not repeated in the box
+    assert "Surgical consultation" in rec and "<pre" not in page
+    assert "Oswestry Disability Index 46 %" in rec and "NRS 7/10" in rec
+    inp = _section(page, "<h2>Input", "</table>")
+    assert "1 slice (the mid-sagittal one)" in inp
+    assert "unknown" in inp and "null" not in inp and "{" not in inp
+    grades = _section(page, "<h2>Disc grades", "<h2>Measurements")
+    assert "Pfirrmann grade 4, moderate severity" in grades
+
+
+def test_overlay_labels_sit_in_a_left_margin_and_leave_the_canal_alone(case):
+    from spoils_tf import viz
+    image, mask = case
+    levels = [d for d in labels.DISC_NAMES if np.any(mask == labels.SEG_ID[d])]
+    rep = {"discs": [{"level": d, "predicted_class": "3M" if k else None}
+                     for k, d in enumerate(levels)]}
+    out = pr.overlay_image(image, mask, rep)
+    plain = viz.overlay(image, mask)
+    h, w = mask.shape
+    margin = out.shape[1] - w
+    assert out.shape[0] == h and margin > 0
+    right = out[:, margin:]
+    canal = mask == labels.CANAL_ID
+    assert canal.any()
+    np.testing.assert_array_equal(right[canal], plain[canal])   # the canal is untouched
+    for v in labels.VERTEBRA_IDS:                                 # so are the bodies, nearly
+        body = mask == v
+        if body.any():
+            assert np.mean(np.any(right[body] != plain[body], axis=-1)) < 0.02
+    # white text in the margin for each graded disc, grey for the ungraded one
+    assert np.any(np.all(out[:, :margin] == 255, axis=-1))
+    assert out[:, :margin].any(axis=-1).sum() > 50 * len(levels)
