@@ -346,3 +346,85 @@ def test_median_matches_numpy():
             assert measure._median(x) == float(np.median(x))
     assert measure._median(np.array([1.0, 2.0, 4.0, 10.0])) == 3.0
     assert math.isnan(measure._median(np.array([1.0, np.nan, 3.0])))
+
+
+def test_class_boxes_hand_numbers():
+    # Id 1 at rows 1-2, cols 1-3; id 2 a single pixel at (4, 0); id 3 absent; 0 elsewhere.
+    m8 = np.zeros((5, 5), np.uint8)
+    m8[1:3, 1:4] = 1
+    m8[4, 0] = 2
+    boxes = measure._class_boxes(m8, 4)
+    assert boxes.tolist() == [[0, 5, 0, 5], [1, 3, 1, 4], [4, 5, 0, 1], [0, 0, 0, 0]]
+    assert measure._class_boxes(np.zeros((0, 0), np.uint8), 4).tolist() == [[0, 0, 0, 0]] * 4
+    with pytest.raises(ValueError, match="64 ids"):
+        measure._class_boxes(m8, 65)
+
+
+def test_main_component_several_blobs_hand_numbers():
+    # Class pixels in a 12 x 14 image: a 4 x 5 block (20 px) at rows 2-5, cols 3-7, a 3 x 3
+    # block (9 px, >= max(8, 5 % of 20): not a speck) at rows 8-10, cols 9-11, one speck at
+    # (0, 13) on the border.
+    mask = np.zeros((12, 14), bool)
+    mask[2:6, 3:8] = True
+    mask[8:11, 9:12] = True
+    mask[0, 13] = True
+    for keep_largest, problem in ((True, ""), (False, "fragmented")):
+        s = measure._extract(mask, "x", keep_largest)
+        assert (s.n_pixels, s.specks, s.problem) == (20, 1, problem)
+        rr, cc = np.nonzero(mask[:7])            # the kept block, row-major
+        rr, cc = rr[cc < 9], cc[cc < 9]
+        assert s.rows.tolist() == rr.tolist() and s.cols.tolist() == cc.tolist()
+        # Its ROI is the block's own bounding box plus a 1-pixel margin: rows 1-6, cols 2-8.
+        assert s.offset == (1, 2) and s.roi.shape == (6, 7) and s.roi.sum() == 20.0
+    # One component: the ROI is the class crop, no specks; at the border -> touches_border.
+    single = np.zeros((6, 6), bool)
+    single[0:3, 1:5] = True
+    s = measure._extract(single, "y", False)
+    assert (s.n_pixels, s.specks, s.problem, s.offset, s.roi.shape) == (
+        12, 0, "touches_border", (0, 0), (4, 6))
+    assert measure._extract(np.zeros((4, 4), bool), "z", False).problem == "missing"
+
+
+def test_crossings_strided_equals_crossings_of_transposed_grids():
+    # Two grids stacked as _resample_stack does (3 x 4 and 2 x 3, padded to 4 columns): the
+    # column crossings read with strides must equal _crossings of the transposed grids.
+    rng = np.random.default_rng(0)
+    g1 = (rng.integers(0, 1025, (3, 4)) / 1024).astype(np.float32)
+    g2 = (rng.integers(0, 1025, (2, 3)) / 1024).astype(np.float32)
+    g1[:, 2] = 0.0                                   # an empty column
+    vals = np.zeros((5, 4), np.float32)
+    vals[:3, :4], vals[3:5, :3] = g1, g2
+    vals_t = np.zeros((7, 3), np.float32)
+    vals_t[:4, :3], vals_t[4:7, :2] = g1.T, g2.T
+    want = measure._crossings(vals_t)
+    inside_t = np.ascontiguousarray(vals_t >= 0.5)
+    inside_t[4:7, 2] = False
+    base = np.array([0, 1, 2, 3, 12, 13, 14])         # row r: vals[offset + j, column]
+    got = measure._crossings_strided(vals.ravel(), inside_t, base, 4,
+                                     np.array([3, 3, 3, 3, 2, 2, 2]))
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(w, g)
+    assert 2 not in got[2].tolist()                  # the empty column has no crossing
+
+
+def test_segment_counts_and_row_ends_hand_numbers():
+    mask = np.array([True, False, True, True, False, True])
+    counts = measure._segment_counts(mask, np.array([0, 2, 2, 5, 6]))
+    assert counts.tolist() == [1, 0, 2, 1]
+    s = measure._extract(np.array([[0, 1, 1, 1], [0, 0, 1, 0], [1, 1, 0, 0]], bool), "r", True)
+    # Pixels (row-major): (0,1) (0,2) (0,3) (1,2) (2,0) (2,1): rows start at 0, 3, 4.
+    assert sorted(s.row_ends().tolist()) == [0, 2, 3, 3, 4, 5]
+
+
+def test_band_max_a_hand_numbers():
+    # A 3 x 3 block at rows 1-3, cols 2-4 (1 mm pixels) in the identity frame (u = +x,
+    # v = -y, origin 0): a = col, b = -row. Band b in [-2, -1] (rows 1-2): max a = 4; band
+    # b in [-10, -9]: no pixel -> None.
+    mask = np.zeros((6, 7), bool)
+    mask[1:4, 2:5] = True
+    s = measure._extract(mask, "b", True)
+    fr = measure.Frame.from_u(np.zeros(2), np.array([1.0, 0.0]))
+    got = measure._band_max_a([(s, fr, -2.0, -1.0), (s, fr, -10.0, -9.0),
+                               (s, fr, -3.0, -3.0)], (1.0, 1.0))
+    assert got == [4.0, None, 4.0]
+    assert measure._band_max_a([], (1.0, 1.0)) == []

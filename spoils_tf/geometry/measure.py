@@ -65,16 +65,24 @@ several blobs yields NaN for the measurements that depend on it and a short code
 ``reason`` (codes joined by ``;``); nothing raises except a missing pixel spacing or a
 malformed mask.
 
-Speed (benchmarks/bench_geometry.py: 10-14 ms CPU per SPIDER slice on one core of a shared
-machine, 0.69 x the per-structure version's time): a slice's numpy work is batched across its
-structures rather than run once per structure, since numpy's per-call overhead, not
-arithmetic, dominated. The grids of all discs (then of all vertebral bodies) are resampled
-into one stacked array (``_resample_stack``), and their edge crossings, median-filtered ends,
-edge fits and canal runs each come from a few whole-slice numpy calls (``_extents``,
-``_canal_runs``). Results are bit-identical to resampling each structure alone (grid values
-are multiples of 1/1024 from OpenCV's fixed-point bilinear weights, so their sums do not
-depend on summation order); the edge fits' least-squares sums are accumulated in another
-order, which moves the fitted ends by < 1e-12 mm.
+Speed (benchmarks/bench_geometry.py, ``--reference`` for an interleaved comparison with another
+version: 9.4-11 ms CPU per SPIDER slice (median of per-slice minima; 13-14 ms median) on one
+core of a machine at load 3, 0.96-0.97 x the previous version's time, itself 0.69 x the
+per-structure version's): a slice's numpy work is batched across its structures rather than run
+once per structure. The grids of all discs (then of all vertebral bodies) are resampled into
+one stacked array (``_resample_stack``), and their edge crossings, median-filtered ends, edge
+fits and canal runs each come from a few whole-slice numpy calls (``_extents``,
+``_canal_runs``); the column crossings transpose only the 0/1 inside masks and read the values
+from the stack (``_crossings_strided``); grid extents come from the rows' end pixels
+(``Structure.row_ends``). Every class's bounding box comes from one bit-set pass
+(``_class_boxes``), and each class is labelled once on its own crop (``_main_component``). The
+vertebral margins for the bulge (``_band_max_a``) and the signal-intensity columns
+(``_signals``) are computed for all discs at once. What remains is mostly data-bound
+(resampling, crossings, per-pixel projections) rather than per-call overhead. Results are
+bit-identical to resampling each structure alone (grid values are multiples of 1/1024 from
+OpenCV's fixed-point bilinear weights, so their sums do not depend on summation order, nor on
+whether a zero neighbour lies inside or outside the ROI); the edge fits' least-squares sums are
+accumulated in another order, which moves the fitted ends by < 1e-12 mm.
 """
 
 from __future__ import annotations
@@ -277,7 +285,9 @@ class Structure:
         slice)."""
         cached = getattr(self, "_median", None)
         if cached is None or cached[0] is not img:
-            cached = (img, _median(img[self.rows, self.cols].astype(np.float32)))
+            # A flat take: the same values as img[rows, cols], about half the cost.
+            flat = img.ravel()[self.rows * img.shape[1] + self.cols]
+            cached = (img, _median(flat.astype(np.float32)))
             self._median = cached
         return cached[1]
 
@@ -297,6 +307,18 @@ class Structure:
             cached = (spacing, self.cols * spacing[1], self.rows * spacing[0])
             self._xy = cached
         return cached[1], cached[2]
+
+    def row_ends(self) -> np.ndarray:
+        """int [2 * R] indices of the first and the last pixel of each of the R pixel rows
+        (the pixels are in row-major order), cached. A function linear in (x, y), such as a
+        frame coordinate, takes its minimum and maximum over a row at the row's first or
+        last pixel, so these are all the candidates for its extremes over the structure."""
+        cached = getattr(self, "_row_ends", None)
+        if cached is None:
+            brk = np.flatnonzero(self.rows[1:] != self.rows[:-1])
+            cached = np.concatenate([[0], brk, brk + 1, [self.rows.size - 1]])
+            self._row_ends = cached
+        return cached
 
     def xy_mm(self, spacing: tuple[float, float]) -> np.ndarray:
         """float64 [N, 2] pixel centres (x, y) in mm."""
@@ -323,39 +345,107 @@ def _extract(class_mask: np.ndarray, name: str, keep_largest_only: bool,
     """
     x, y, w, h = cv2.boundingRect(class_mask.view(np.uint8))
     if w == 0 or h == 0:
-        return Structure(name, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), None, (0, 0),
-                         "missing")
+        return _missing(name)
     Hc, Wc = class_mask.shape
-    H, W = class_mask.shape if full_shape is None else full_shape
     r0, c0 = max(0, y - 1), max(0, x - 1)
     r1, c1 = min(Hc, y + h + 1), min(Wc, x + w + 1)
-    roi = class_mask[r0:r1, c0:c1].view(np.uint8)
-    r0 += offset[0]
-    c0 += offset[1]
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(roi, connectivity=8)
-    areas = stats[1:, cv2.CC_STAT_AREA].tolist()
-    k = areas.index(max(areas)) + 1  # the first largest, as np.argmax
-    largest = int(areas[k - 1])
-    others = areas[:k - 1] + areas[k:]
-    speck_limit = max(MIN_FRAGMENT_PIXELS, FRAGMENT_FRACTION * largest)
+    return _main_component(class_mask[r0:r1, c0:c1], (r0 + offset[0], c0 + offset[1]), name,
+                           keep_largest_only, class_mask.shape if full_shape is None
+                           else full_shape)
+
+
+def _missing(name: str) -> Structure:
+    """The Structure of a class with no pixel (problem "missing")."""
+    return Structure(name, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), None, (0, 0),
+                     "missing")
+
+
+def _main_component(roi: np.ndarray, origin: tuple[int, int], name: str,
+                    keep_largest_only: bool, full_shape: tuple[int, int]) -> Structure:
+    """``_extract`` of a class from its bounding crop.
+
+    Args:
+        roi: bool [h, w] class mask holding every pixel of the class (at least one) and a
+            1-pixel margin around them (clipped at the image border); its pixel (0, 0) is
+            image pixel ``origin`` (row, col).
+        name, keep_largest_only: as ``_extract``; full_shape: the image's (H, W).
+
+    One ``cv2.connectedComponents`` pass labels the crop and one ``cv2.findNonZero`` lists
+    the class pixels (row-major, as ``np.flatnonzero``). A class that is one 8-connected
+    component (nearly always) is then done. With several components, their areas are counted
+    from the labels of the listed pixels (``connectedComponentsWithStats`` costs 2-4 times a
+    plain labelling on fragmented crops) and the kept one is cut out of the label image on
+    its own bounding box plus a 1-pixel margin, so its float ROI (``Structure.roi``, read
+    with zeros outside) covers only that component; the resampled grids do not change, since
+    every sample reads 0 outside the component either way and bilinear sums of 0/1 values
+    with 1/1024-multiple weights are exact.
+    """
+    roi8 = roi.view(np.uint8)
+    H, W = full_shape
+    n, lab = cv2.connectedComponents(roi8, connectivity=8)
+    xy = cv2.findNonZero(roi8)[:, 0, :]                 # int32 [N, 2] (col, row)
+    specks = 0
     problem = ""
-    specks = sum(1 for a in others if a < speck_limit)
-    if not keep_largest_only and any(a >= speck_limit for a in others):
-        problem = "fragmented"
-    comp = lab == k
-    # Pixel indices in row-major order (as np.nonzero, which is slower on 2-D masks).
-    rr, cc = np.divmod(np.flatnonzero(comp), comp.shape[1])
-    rr += r0
-    cc += c0
+    r0, c0 = origin
+    if n <= 2:
+        comp = roi8
+    else:
+        labs = lab[xy[:, 1], xy[:, 0]]
+        areas = np.bincount(labs, minlength=n)[1:].tolist()
+        k = areas.index(max(areas)) + 1  # the first largest, as np.argmax
+        largest = int(areas[k - 1])
+        others = areas[:k - 1] + areas[k:]
+        speck_limit = max(MIN_FRAGMENT_PIXELS, FRAGMENT_FRACTION * largest)
+        specks = sum(1 for a in others if a < speck_limit)
+        if not keep_largest_only and any(a >= speck_limit for a in others):
+            problem = "fragmented"
+        xy = xy[labs == k]
+        y0, x0 = max(0, int(xy[0, 1]) - 1), max(0, int(xy[:, 0].min()) - 1)
+        comp = (lab[y0:int(xy[-1, 1]) + 2, x0:int(xy[:, 0].max()) + 2] == k).view(np.uint8)
+        r0, c0 = r0 + y0, c0 + x0
+    rr = xy[:, 1].astype(np.int64)
+    cc = xy[:, 0].astype(np.int64)
+    rr += origin[0]
+    cc += origin[1]
+    largest = rr.size
     if not problem and largest < MIN_STRUCTURE_PIXELS:
         problem = "too_small"
-    # Bounding box of the kept component (from its stats) against the image border.
-    top, left = int(stats[k, cv2.CC_STAT_TOP]) + r0, int(stats[k, cv2.CC_STAT_LEFT]) + c0
-    bottom = top + int(stats[k, cv2.CC_STAT_HEIGHT]) - 1
-    right = left + int(stats[k, cv2.CC_STAT_WIDTH]) - 1
-    if not problem and (top == 0 or left == 0 or bottom == H - 1 or right == W - 1):
+    # Bounding box of the kept component against the image border.
+    if not problem and (int(rr[0]) == 0 or int(cc.min()) == 0 or int(rr[-1]) == H - 1
+                        or int(cc.max()) == W - 1):
         problem = "touches_border"
     return Structure(name, largest, rr, cc, comp.astype(np.float32), (r0, c0), problem, specks)
+
+
+def _class_boxes(m8: np.ndarray, n_ids: int) -> np.ndarray:
+    """Bounding box of every id of a small-integer label image, in one pass.
+
+    Each pixel becomes the bit ``1 << id``; OR-reducing those along rows and along columns
+    gives, per row and per column, the set of ids in it, hence each id's first/last row and
+    column (two reductions instead of a compare and a ``cv2.boundingRect`` per class).
+
+    Args:
+        m8: uint8 [h, w] ids in ``0..n_ids - 1``; n_ids: at most 64.
+
+    Returns:
+        int64 [n_ids, 4] (r0, r1, c0, c1), rows r0 <= r < r1 and columns c0 <= c < c1 hold
+        every pixel of the id; (0, 0, 0, 0) for an absent id.
+    """
+    if n_ids > 64:
+        raise ValueError(f"_class_boxes: at most 64 ids fit in a bit set, got {n_ids}")
+    dtype = np.uint16 if n_ids <= 16 else np.uint32 if n_ids <= 32 else np.uint64
+    boxes = np.zeros((n_ids, 4), np.int64)
+    if m8.size == 0:
+        return boxes
+    bits = np.left_shift(dtype(1), m8, dtype=dtype)
+    shifts = np.arange(n_ids, dtype=dtype)
+    for axis, (lo, hi) in ((1, (0, 1)), (0, (2, 3))):
+        has = ((np.bitwise_or.reduce(bits, axis=axis)[:, None] >> shifts) & 1).astype(bool)
+        present = has.any(axis=0)                               # [n_ids]
+        n = has.shape[0]
+        boxes[:, lo] = np.where(present, has.argmax(axis=0), 0)
+        boxes[:, hi] = np.where(present, n - has[::-1].argmax(axis=0), 0)
+    return boxes
 
 
 def _pca_frame(s: Structure, spacing: tuple[float, float]) -> Frame:
@@ -473,7 +563,11 @@ def _resample_stack(structs: Sequence[Structure], frames: Sequence[Frame],
     pad = 1.5 * max(spacing)
     specs = []
     for s, fr in zip(structs, frames):
-        a, b = s.project(fr, spacing)
+        # The extremes along u and v are taken at the rows' end pixels (Structure.row_ends):
+        # the same projected values, a few hundred instead of thousands.
+        x, y = s.x_y_mm(spacing)
+        ends = s.row_ends()
+        a, b = fr.project_xy(x[ends], y[ends])
         a_lo, a_hi, b_lo, b_hi = a.min() - pad, a.max() + pad, b.min() - pad, b.max() + pad
         specs.append((float(a_lo), float(b_hi), _grid_size(a_lo, a_hi, step),
                       _grid_size(b_lo, b_hi, step)))
@@ -514,14 +608,26 @@ def _extents(structs: Sequence[Structure], frames: Sequence[Frame],
     win = max(1, int(round(max(spacing) / step)))
     # Crossings along u of all grid rows, and along v of all grid columns: the rows of the
     # transposed grids, stacked likewise (structure k's at t_offsets[k]:t_offsets[k + 1]).
-    first, last, rows = _crossings(vals)
+    inside = vals >= 0.5
+    first, last, rows = _crossings(vals, inside)
+    # Only the 0/1 inside masks are transposed (a quarter of the float grids' bytes); the
+    # values at the crossings are read from the untransposed stack.
     nas = [sp[2] for sp in specs]
+    nbs = [sp[3] for sp in specs]
     t_offsets = np.cumsum([0] + nas)
-    vals_t = np.zeros((int(t_offsets[-1]), max(sp[3] for sp in specs)), np.float32)
-    for k, (_, _, na, nb) in enumerate(specs):
-        vals_t[t_offsets[k]:t_offsets[k + 1], :nb] = cv2.transpose(
-            vals[offsets[k]:offsets[k + 1], :na])
-    top_all, bottom_all, cols = _crossings(vals_t)
+    inside_t = np.zeros((int(t_offsets[-1]), max(nbs)), np.uint8)
+    inside8 = inside.view(np.uint8)
+    for k, (na, nb) in enumerate(zip(nas, nbs)):
+        inside_t[t_offsets[k]:t_offsets[k + 1], :nb] = cv2.transpose(
+            inside8[offsets[k]:offsets[k + 1], :na])
+    na_max = vals.shape[1]
+    # Row r of the transposed stack (structure k, grid column i): sample j at
+    # vals[offsets[k] + j, i], of nb samples.
+    seg_t = np.repeat(np.arange(n), nas)
+    col_t = np.arange(int(t_offsets[-1])) - t_offsets[:-1][seg_t]
+    top_all, bottom_all, cols = _crossings_strided(
+        vals.ravel(), inside_t.view(np.bool_), offsets[:-1][seg_t] * na_max + col_t, na_max,
+        np.array(nbs)[seg_t])
     row_starts = rows.searchsorted(offsets)
     col_starts = cols.searchsorted(t_offsets)
     if (np.diff(row_starts) == 0).any():  # cannot happen for >= MIN_STRUCTURE_PIXELS
@@ -686,6 +792,39 @@ def _crossings(f: np.ndarray,
     return first, last, rows
 
 
+def _crossings_strided(flat: np.ndarray, inside: np.ndarray, base: np.ndarray, stride: int,
+                       length: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_crossings`` of rows stored with a stride: row r's sample j is
+    ``flat[base[r] + j * stride]`` for j < ``length[r]`` and reads 0 beyond (the columns of
+    the stacked grids, without transposing the float values).
+
+    Args:
+        flat: float32 [M] the values; inside: bool [rows, n] (C-contiguous) row r's samples
+            >= 0.5, False beyond ``length[r]`` (n >= every length); base: int [rows];
+        stride: int; length: int [rows].
+
+    Returns:
+        As ``_crossings``: (first float64 [k], last float64 [k], rows int64 [k]), the same
+        float operations on the same float32 values, so the same bits.
+    """
+    n_rows, n = inside.shape
+    i = inside.argmax(axis=1)
+    rows = np.flatnonzero(inside[np.arange(n_rows), i])
+    k = (n - 1) - cv2.flip(inside.view(np.uint8), 1).view(np.bool_).argmax(axis=1)[rows]
+    i = i[rows]
+    base = base[rows]
+    length = length[rows]
+    prev = flat[base + np.maximum(i - 1, 0) * stride]
+    prev[i == 0] = 0.0
+    cur = flat[base + i * stride]
+    first = i - 1 + (0.5 - prev) / np.maximum(cur - prev, 1e-6)
+    nxt = flat[base + np.minimum(k + 1, length - 1) * stride]
+    nxt[k + 1 >= length] = 0.0
+    cur = flat[base + k * stride]
+    last = k + (cur - 0.5) / np.maximum(cur - nxt, 1e-6)
+    return first, last, rows
+
+
 def _segment_median_ends(first: np.ndarray, last: np.ndarray, starts: np.ndarray,
                          win: int) -> tuple[np.ndarray, np.ndarray]:
     """(min of ``first``, max of ``last``) of each segment ``[starts[k], starts[k + 1])`` of
@@ -823,13 +962,23 @@ def gmm_peak_gaps(values_list: Sequence[np.ndarray], n_bins: int = 32,
     out: list[float] = [float("nan") if a.size < 2 else 0.0 for a in arrays]
     if all(a.dtype == np.uint8 for a in arrays):
         # uint8 grey values (the usual case): all histograms from one table of per-value counts.
-        ok = [i for i, a in enumerate(arrays) if a.size >= 2 and a.min() != a.max()]
+        sized = [i for i, a in enumerate(arrays) if a.size >= 2]
+        if not sized:
+            return out
+        table = np.stack([np.bincount(arrays[i].ravel(), minlength=256) for i in sized])
+        # Each array's min and max grey value: its first and last non-empty table entry.
+        nonempty = table > 0                                          # [B, 256]
+        lo_i = nonempty.argmax(axis=1)
+        hi_i = 255 - nonempty[:, ::-1].argmax(axis=1)
+        varied = lo_i != hi_i                                         # constant arrays: gap 0
+        ok = [i for i, v in zip(sized, varied.tolist()) if v]
         if not ok:
             return out
-        table = np.stack([np.bincount(arrays[i].ravel(), minlength=256) for i in ok])  # [B, 256]
+        if len(ok) < len(sized):
+            table, lo_i, hi_i = table[varied], lo_i[varied], hi_i[varied]
         nzb, nzv = np.nonzero(table)
-        lo_v = np.array([int(arrays[i].min()) for i in ok], np.float64)
-        hi_v = np.array([int(arrays[i].max()) for i in ok], np.float64)
+        lo_v = lo_i.astype(np.float64)
+        hi_v = hi_i.astype(np.float64)
         edges = np.linspace(lo_v, hi_v, n_bins + 1, axis=1)  # [B, n_bins + 1]
         x = nzv.astype(np.float64)
         lo, hi = lo_v[nzb], hi_v[nzb]
@@ -874,25 +1023,34 @@ def gmm_peak_gaps(values_list: Sequence[np.ndarray], n_bins: int = 32,
                     ((centres - mu[:, 1:]) ** 2 * wh).sum(axis=1) / s_hi], axis=1)
     var = np.maximum(var, floor)
     pi = np.stack([np.where(low, w, 0.0).sum(axis=1), np.where(low, 0.0, w).sum(axis=1)], axis=1)
-    pi = np.clip(pi / total, 1e-3, 1.0)
+    pi = np.minimum(np.maximum(pi / total, 1e-3), 1.0)  # np.clip without its overhead
     cc = centres[:, :, None]                          # [B, n_bins, 1]
     active = np.ones(len(hists), bool)
+    # The sums over the two components (max, sum of a length-2 axis) are written out as
+    # a + b: the same float operations as the reductions, with fewer numpy calls.
     for _ in range(n_iter):
         d = cc - mu[:, None, :]
-        logp = (-0.5 / var)[:, None, :] * (d * d) + (np.log(pi) - 0.5 * np.log(var))[:, None, :]
-        logp -= logp.max(axis=2, keepdims=True)
+        d *= d
+        logp = (-0.5 / var)[:, None, :] * d
+        logp += (np.log(pi) - 0.5 * np.log(var))[:, None, :]
+        logp -= np.maximum(logp[:, :, :1], logp[:, :, 1:])
         r = np.exp(logp)
-        r *= (w / r.sum(axis=2))[:, :, None]          # responsibilities x bin counts
+        r *= (w / (r[:, :, 0] + r[:, :, 1]))[:, :, None]   # responsibilities x bin counts
         nk = r.sum(axis=1) + 1e-12                    # [B, 2]
-        new_pi = nk / nk.sum(axis=1, keepdims=True)
+        new_pi = nk / (nk[:, :1] + nk[:, 1:])
         new_mu = (r * cc).sum(axis=1) / nk
         d = cc - new_mu[:, None, :]
-        new_var = np.maximum((r * d * d).sum(axis=1) / nk, floor)
+        r *= d
+        r *= d
+        new_var = np.maximum(r.sum(axis=1) / nk, floor)
         done = (np.abs(new_mu - mu) < tol[:, None]).all(axis=1)
-        upd = active[:, None]
-        mu = np.where(upd, new_mu, mu)
-        var = np.where(upd, new_var, var)
-        pi = np.where(upd, new_pi, pi)
+        if active.all():
+            mu, var, pi = new_mu, new_var, new_pi
+        else:
+            upd = active[:, None]
+            mu = np.where(upd, new_mu, mu)
+            var = np.where(upd, new_var, var)
+            pi = np.where(upd, new_pi, pi)
         active &= ~done
         if not active.any():
             break
@@ -1014,6 +1172,8 @@ def measure_slice_detailed(mask: np.ndarray, pixel_spacing_mm: Sequence[float],
         img = np.asarray(image)
         if img.ndim == 3:
             img = img[..., 0]
+        # C order, so that grey values are read by flat index (img.ravel() is then a view).
+        img = np.ascontiguousarray(img)
         if img.shape != mask.shape:
             raise ValueError(f"image shape {img.shape} != mask shape {mask.shape}")
         if np.issubdtype(img.dtype, np.integer) and img.dtype.itemsize <= 2:
@@ -1047,20 +1207,27 @@ def measure_slice_detailed(mask: np.ndarray, pixel_spacing_mm: Sequence[float],
         crop_off = (cr0, cc0)
     else:
         m8c = m8
-    present_counts = np.bincount(m8c.ravel(), minlength=labels.NUM_SEG_CLASSES + 1)
-    present_counts[0] += m8.size - m8c.size
+    # Bounding box of every class in the crop (row r0:r1, col c0:c1); r1 == 0: absent.
+    boxes = _class_boxes(m8c, labels.NUM_SEG_CLASSES + 1).tolist()
 
     def present(name: str) -> bool:
-        i = labels.SEG_ID[name]
-        return bool(present_counts[i]) if i < labels.NUM_SEG_CLASSES else False
+        return boxes[labels.SEG_ID[name]][1] > 0
 
     cache: dict[str, Structure] = {}
+    Hc, Wc = m8c.shape
 
     def structure(name: str) -> Structure:
         if name not in cache:
-            keep_largest = name in labels.VERTEBRA_NAMES
-            cache[name] = _extract(m8c == labels.SEG_ID[name], name, keep_largest,
-                                   crop_off, m8.shape)
+            i = labels.SEG_ID[name]
+            r0, r1, c0, c1 = boxes[i]
+            if r1 == 0:
+                cache[name] = _missing(name)
+            else:
+                # The class's bounding crop plus a 1-pixel margin (clipped), as _extract.
+                r0, c0, r1, c1 = max(0, r0 - 1), max(0, c0 - 1), min(Hc, r1 + 1), min(Wc, c1 + 1)
+                cache[name] = _main_component(m8c[r0:r1, c0:c1] == i,
+                                              (r0 + crop_off[0], c0 + crop_off[1]), name,
+                                              name in labels.VERTEBRA_NAMES, m8.shape)
         return cache[name]
 
     disc_frames: dict[str, Frame] = {}
@@ -1098,6 +1265,25 @@ def measure_slice_detailed(mask: np.ndarray, pixel_spacing_mm: Sequence[float],
     canal_runs = (dict(zip(measured, _canal_runs(canal, [disc_frames[d] for d in measured],
                                                  spacing, step, mask.shape)))
                   if canal is not None and canal.n_pixels else {})
+    # Per measured disc, its usable neighbouring vertebral bodies [(side, name)], their
+    # posterior margins (bulge) and the signal columns, each for all discs at once.
+    usable: dict[str, list[tuple[str, str]]] = {}
+    bulge_keys: list[tuple[str, str]] = []
+    bulge_items: list[tuple[Structure, Frame, float, float]] = []
+    for d in measured:
+        usable[d] = [(side, v) for side, v in zip(("above", "below"), labels.disc_neighbours(d))
+                     if v is not None and not vert_res[v][2]]
+        ext = disc_extents[d]
+        half = 0.5 * (ext.b_sup - ext.b_inf) + BULGE_BAND_MM
+        for side, v in usable[d]:
+            bulge_keys.append((d, side))
+            bulge_items.append((structure(v), disc_frames[d], 0.0, half) if side == "above"
+                               else (structure(v), disc_frames[d], -half, 0.0))
+    margin_a = dict(zip(bulge_keys, _band_max_a(bulge_items, spacing)))
+    signals = dict(zip(measured, _signals(
+        img, img_int, [(structure(d), disc_frames[d], disc_extents[d],
+                        [structure(v) for _, v in usable[d]]) for d in measured],
+        canal, spacing))) if img is not None else {}
     results: list[DiscResult] = []
     vert_lengths: dict[str, tuple[float, float]] = {}  # vertebra -> (mean_h, mean_width)
     # (row, grey values, csf) for the mixture fits, run for all discs at once after the loop.
@@ -1152,21 +1338,10 @@ def measure_slice_detailed(mask: np.ndarray, pixel_spacing_mm: Sequence[float],
             reasons.append("dhi_no_vertebra")
 
         # --- bulge: posterior disc end beyond the vertebral posterior margins ---
-        margins = []
-        half = 0.5 * (ext.b_sup - ext.b_inf) + BULGE_BAND_MM
         # Half a pixel along u: pixel centres lie on average half a pixel inside the edge.
         half_px_u = 0.5 * (abs(fr.u[0]) * spacing[1] + abs(fr.u[1]) * spacing[0])
-        for side, vname in (("above", above), ("below", below)):
-            if side not in vfr:
-                continue
-            vs = structure(vname)
-            lo, hi = (0.0, half) if side == "above" else (-half, 0.0)
-            sl = _band_slice(vs, fr, spacing, lo, hi)
-            vx, vy = vs.x_y_mm(spacing)
-            va, vb = fr.project_xy(vx[sl], vy[sl])
-            band = (vb >= 0.0) & (vb <= half) if side == "above" else (vb <= 0.0) & (vb >= -half)
-            if band.any():
-                margins.append(float(va[band].max()) + half_px_u)
+        margins = [margin_a[(d, side)] + half_px_u for side in ("above", "below")
+                   if side in vfr and margin_a[(d, side)] is not None]
         if margins:
             row["disc_bulge_mm"] = ext.a_post - _mean_of(margins)
         else:
@@ -1187,9 +1362,11 @@ def measure_slice_detailed(mask: np.ndarray, pixel_spacing_mm: Sequence[float],
         if img is None:
             reasons.append("no_image")
         else:
-            _signal(row, reasons, img, img_int, gmm_pending, s, fr, ext, canal,
-                    [structure(vfr_name) for side, vfr_name
-                     in (("above", above), ("below", below)) if side in vfr], spacing)
+            values, why, gmm_vals = signals[d]
+            row.update(values)
+            reasons.extend(why)
+            if gmm_vals is not None:
+                gmm_pending.append((row, gmm_vals, values["csf_si_median"]))
         row["reason"] = ";".join(reasons)
         results.append(DiscResult(row, DiscGeometry(fr, ext, vfr, vext, canal_run, spacing)))
     if gmm_pending:
@@ -1274,55 +1451,170 @@ def _canal_runs(canal: Structure, frames: Sequence[Frame], spacing: tuple[float,
     return out
 
 
-def _signal(row: dict[str, Any], reasons: list[str], img: np.ndarray,
-            img_int: Optional[np.ndarray],
-            gmm_pending: list[tuple[dict[str, Any], np.ndarray, float]], s: Structure, fr: Frame,
-            ext: Extent, canal: Optional[Structure], verts: list[Structure],
-            spacing: tuple[float, float]) -> None:
-    """Fills the disc_si_* / csf / vert signal columns of ``row`` in place.
+def _band_points(items: Sequence[tuple[Structure, Frame, float, float]],
+                 spacing: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, list[slice],
+                                                         np.ndarray]:
+    """The pixels of several structures that may lie in a band of another frame, projected
+    into that frame, for all items at once.
 
-    ``img``: [H, W] grey image as given, read at the structures' pixels as float32;
-    ``img_int``: the same image when it holds small integers (else None), whose grey values
-    give a faster but identical histogram. The mixture fit is queued on ``gmm_pending``
-    (row, values, csf) for the caller to run for all discs."""
-    raw_vals = img[s.rows, s.cols]
-    disc_vals = raw_vals.astype(np.float32)
-    row["disc_si_mean"] = float(_array_mean(disc_vals))
-    csf = float("nan")
+    Args:
+        items: (structure, frame, b_lo, b_hi): the structure's pixels in
+            ``_band_slice(structure, frame, spacing, b_lo, b_hi)`` (a superset of those with
+            b in [b_lo, b_hi] mm; the caller makes the exact test).
+        spacing: (row, col) mm.
+
+    Returns:
+        (a float64 [N], b float64 [N] mm in each item's frame, the items' index slices into
+        their structure's pixels, starts int [n + 1] of each item's points in a and b). Each
+        point's (a, b) is ``Frame.project_xy``'s, elementwise the same float operations.
+    """
+    sls, xs, ys, per_point = [], [], [], []
+    for st, fr, lo, hi in items:
+        sl = _band_slice(st, fr, spacing, lo, hi)
+        x, y = st.x_y_mm(spacing)
+        sls.append(sl)
+        xs.append(x[sl])
+        ys.append(y[sl])
+        per_point.append((float(fr.origin[0]), float(fr.origin[1]), float(fr.u[0]),
+                          float(fr.u[1])))
+    lengths = [x.size for x in xs]
+    starts = np.zeros(len(items) + 1, np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    ox, oy, u0, u1 = (np.repeat(c, lengths) for c in np.array(per_point).T)
+    dx = np.concatenate(xs) - ox
+    dy = np.concatenate(ys) - oy
+    a = dx * u0
+    a += dy * u1
+    b = dx * u1
+    b -= dy * u0
+    return a, b, sls, starts
+
+
+def _band_max_a(items: Sequence[tuple[Structure, Frame, float, float]],
+                spacing: tuple[float, float]) -> list[Optional[float]]:
+    """For each (structure, frame, b_lo, b_hi): the largest ``a`` (mm along the frame's u) of
+    the structure's pixel centres with b_lo <= b <= b_hi, or None if there is none (a
+    vertebral body's posterior margin read in a disc frame, for the bulge)."""
+    if not items:
+        return []
+    a, b, _, starts = _band_points(items, spacing)
+    lo = np.repeat([it[2] for it in items], np.diff(starts))
+    hi = np.repeat([it[3] for it in items], np.diff(starts))
+    a_in = np.where((b >= lo) & (b <= hi), a, -np.inf)
+    out: list[Optional[float]] = [None] * len(items)
+    nonempty = np.flatnonzero(np.diff(starts) > 0)
+    if nonempty.size:
+        for k, m in zip(nonempty.tolist(),
+                        np.maximum.reduceat(a_in, starts[nonempty]).tolist()):
+            if m > -math.inf:
+                out[k] = m
+    return out
+
+
+def _segment_counts(mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """int64 [n] number of True entries of bool ``mask`` [N] in each segment
+    ``starts[k]:starts[k + 1]`` (int [n + 1], ascending; empty segments count 0)."""
+    cum = np.zeros(mask.size + 1, np.int64)
+    np.cumsum(mask, out=cum[1:])
+    return cum[starts[1:]] - cum[starts[:-1]]
+
+
+_SignalResult = tuple[dict[str, float], list[str], Optional[np.ndarray]]
+
+
+def _signals(img: np.ndarray, img_int: Optional[np.ndarray],
+             discs: Sequence[tuple[Structure, Frame, Extent, list[Structure]]],
+             canal: Optional[Structure], spacing: tuple[float, float]) -> list[_SignalResult]:
+    """The disc_si_* / csf / vert signal columns of every measured disc of a slice.
+
+    The grey values of all discs are read at once, the canal pixels in every disc's height
+    band projected at once (``_band_points``) and the nucleus/annulus masks made at once;
+    what remains per disc are its means and medians, each a numpy reduction over that
+    disc's own values (the same arithmetic as one disc at a time).
+
+    Args:
+        img: [H, W] grey image as given, read at the structures' pixels as float32.
+        img_int: the same image when it holds small integers (else None), whose grey values
+            give a faster but identical mixture histogram.
+        discs: per disc (structure, frame, extent, usable adjacent vertebral bodies).
+        canal: the canal structure, or None when absent; spacing: (row, col) mm.
+
+    Returns:
+        Per disc: (columns disc_si_mean, csf_si_median, vert_si_median, disc_si_csf_ratio,
+        disc_si_vert_ratio and, when its regions are large enough,
+        disc_si_inner_outer_diff; reason codes; the grey values for the mixture fit
+        (``gmm_peak_gaps``), or None when too few).
+    """
+    n = len(discs)
+    if n == 0:
+        return []
+    W = img.shape[1]
+    flat_img = img.ravel()
+    # Grey values of every disc pixel (disc k's at d_starts[k]:d_starts[k + 1]).
+    d_lengths = [st.rows.size for st, _, _, _ in discs]
+    d_starts = np.zeros(n + 1, np.int64)
+    np.cumsum(d_lengths, out=d_starts[1:])
+    rows = np.concatenate([st.rows for st, _, _, _ in discs])
+    cols = np.concatenate([st.cols for st, _, _, _ in discs])
+    raw_all = flat_img[rows * W + cols]
+    vals_all = raw_all.astype(np.float32)
+    # Cerebrospinal fluid: canal pixels posterior to each disc within its height band.
+    csf = [float("nan")] * n
     if canal is not None and canal.n_pixels:
-        half = 0.5 * (ext.b_sup - ext.b_inf)
-        sl = _band_slice(canal, fr, spacing, -half, half)
-        cx, cy = canal.x_y_mm(spacing)
-        a, b = fr.project_xy(cx[sl], cy[sl])
-        sel = (a > 0) & (np.abs(b) <= half)
-        if np.count_nonzero(sel) >= MIN_SI_PIXELS:
-            csf = _median(img[canal.rows[sl][sel], canal.cols[sl][sel]].astype(np.float32))
-    if not (csf > 0):
-        reasons.append("csf_reference_missing")
-        csf = float("nan")
-    row["csf_si_median"] = csf
-    vmeds = [v.median_of(img) for v in verts if v.n_pixels >= MIN_SI_PIXELS]
-    vref = _mean_of(vmeds) if vmeds else float("nan")
-    if not (vref > 0):
-        reasons.append("vertebra_reference_missing")
-        vref = float("nan")
-    row["vert_si_median"] = vref
-    row["disc_si_csf_ratio"] = row["disc_si_mean"] / csf
-    row["disc_si_vert_ratio"] = row["disc_si_mean"] / vref
-    a, _ = s.project(fr, spacing)
-    t = (a - ext.a_ant) / (ext.a_post - ext.a_ant)
+        halves = [0.5 * (ext.b_sup - ext.b_inf) for _, _, ext, _ in discs]
+        a, b, sls, c_starts = _band_points(
+            [(canal, fr, -h, h) for (_, fr, _, _), h in zip(discs, halves)], spacing)
+        sel = (a > 0) & (np.abs(b) <= np.repeat(halves, np.diff(c_starts)))
+        c_rows = np.concatenate([canal.rows[sl] for sl in sls])
+        c_cols = np.concatenate([canal.cols[sl] for sl in sls])
+        counts = _segment_counts(sel, c_starts)
+        for k in range(n):
+            s0, s1 = int(c_starts[k]), int(c_starts[k + 1])
+            if s1 > s0 and counts[k] >= MIN_SI_PIXELS:
+                keep = sel[s0:s1]
+                csf[k] = _median(flat_img[c_rows[s0:s1][keep] * W + c_cols[s0:s1][keep]]
+                                 .astype(np.float32))
+    # Nucleus (t in [0.3, 0.7]) and annulus (t < 0.15 or t > 0.85) masks of all discs.
+    a_all = np.concatenate([st.project(fr, spacing)[0] for st, fr, _, _ in discs])
+    a_ant = np.repeat([ext.a_ant for _, _, ext, _ in discs], d_lengths)
+    span = np.repeat([ext.a_post - ext.a_ant for _, _, ext, _ in discs], d_lengths)
+    t = (a_all - a_ant) / span
     inner = (t >= 0.3) & (t <= 0.7)
     outer = (t < 0.15) | (t > 0.85)
-    if np.count_nonzero(inner) >= MIN_SI_PIXELS and np.count_nonzero(outer) >= MIN_SI_PIXELS:
-        diff = _array_mean(disc_vals[inner]) - _array_mean(disc_vals[outer])
-        row["disc_si_inner_outer_diff"] = float(diff) / csf
-    else:
-        reasons.append("si_regions_too_small")
-    if disc_vals.size >= MIN_GMM_PIXELS:
-        gmm_vals = disc_vals if img_int is None else raw_vals
-        gmm_pending.append((row, gmm_vals, csf))
-    else:
-        reasons.append("si_gmm_too_few_pixels")
+    n_inner = _segment_counts(inner, d_starts).tolist()
+    n_outer = _segment_counts(outer, d_starts).tolist()
+    out: list[_SignalResult] = []
+    for k, (st, fr, ext, verts) in enumerate(discs):
+        s0, s1 = int(d_starts[k]), int(d_starts[k + 1])
+        disc_vals = vals_all[s0:s1]
+        values: dict[str, float] = {"disc_si_mean": float(_array_mean(disc_vals))}
+        why: list[str] = []
+        c = csf[k]
+        if not (c > 0):
+            why.append("csf_reference_missing")
+            c = float("nan")
+        values["csf_si_median"] = c
+        vmeds = [v.median_of(img) for v in verts if v.n_pixels >= MIN_SI_PIXELS]
+        vref = _mean_of(vmeds) if vmeds else float("nan")
+        if not (vref > 0):
+            why.append("vertebra_reference_missing")
+            vref = float("nan")
+        values["vert_si_median"] = vref
+        values["disc_si_csf_ratio"] = values["disc_si_mean"] / c
+        values["disc_si_vert_ratio"] = values["disc_si_mean"] / vref
+        if n_inner[k] >= MIN_SI_PIXELS and n_outer[k] >= MIN_SI_PIXELS:
+            diff = (_array_mean(disc_vals[inner[s0:s1]])
+                    - _array_mean(disc_vals[outer[s0:s1]]))
+            values["disc_si_inner_outer_diff"] = float(diff) / c
+        else:
+            why.append("si_regions_too_small")
+        gmm_vals = None
+        if disc_vals.size >= MIN_GMM_PIXELS:
+            gmm_vals = disc_vals if img_int is None else raw_all[s0:s1]
+        else:
+            why.append("si_gmm_too_few_pixels")
+        out.append((values, why, gmm_vals))
+    return out
 
 
 def measure_slice(mask: np.ndarray, pixel_spacing_mm: Sequence[float],
