@@ -56,7 +56,8 @@ th.num { text-align: right; }
 .recommendation .action { font-size: 1.15em; font-weight: bold; }
 .muted { color: #666; } .small { font-size: 0.8em; }
 .caution { color: #a05a00; font-weight: bold; }
-img.overlay { max-width: 100%; height: auto; border: 1px solid #888; }
+img.overlay { width: min(100%, 720px); height: auto; border: 1px solid #888;
+              image-rendering: auto; }
 details { margin: 0.6em 0; } summary { cursor: pointer; font-weight: bold; }
 ul.reasons { margin: 0.2em 0; padding-left: 1.2em; }
 @media print {
@@ -123,19 +124,16 @@ _UNIT_FORMAT: dict[str, tuple[str, int]] = {
 }
 
 # Held-out evaluation metric (last part of a card metric key) -> (label, decimals).
+# The short list shown to a reader (the card keeps every metric; report.json has the card).
 HELD_OUT_METRICS: dict[str, tuple[str, int]] = {
-    "accuracy": ("Accuracy", 2), "balanced_accuracy": ("Balanced accuracy", 2),
-    "f1_macro": ("Macro F1", 2), "iou_macro": ("Macro IoU", 2),
+    "accuracy": ("Accuracy", 2), "iou_macro": ("Macro IoU", 2), "f1_macro": ("Macro F1", 2),
     "kappa_quadratic": ("Quadratic-weighted kappa", 2), "auroc_macro": ("Macro AUROC", 2),
-    "brier": ("Brier score", 3), "log_loss": ("Log loss", 2),
-    "n": ("Discs evaluated", 0), "n_unlabelled": ("Discs without a label", 0),
-    "n_unmatched": ("Discs graded by one model only", 0),
+    "n": ("Discs evaluated", 0), "level_accuracy": ("Disc level accuracy", 2),
+    "pixel_accuracy": ("Pixel accuracy", 2),
 }
 # Per-class segmentation metrics (first part of the key) and their summaries.
-_SEG_METRICS: dict[str, str] = {"dice": "Dice", "iou": "IoU", "precision": "Precision",
-                                "recall": "Recall"}
-_SEG_SUMMARIES: dict[str, str] = {"fg_macro": "mean over anatomical structures",
-                                  "macro": "mean incl. background"}
+_SEG_METRICS: dict[str, str] = {"dice": "Dice"}
+_SEG_SUMMARIES: dict[str, str] = {"fg_macro": "mean over anatomical structures"}
 _METRIC_GROUPS: dict[str, str] = {"cnn": "this model", "geometry": "this model",
                                   "ensemble": "ensemble of the classifiers"}
 
@@ -234,8 +232,8 @@ def held_out_metrics(metrics: Optional[Mapping[str, Any]]) -> list[tuple[str, st
     """The held-out evaluation metrics of a model card as ``(label, value text)`` pairs.
 
     Kept: keys whose last part is in :data:`HELD_OUT_METRICS` (``grade/cnn/accuracy``,
-    ``accuracy``) and per-class / summary segmentation metrics (``dice/L4-L5``,
-    ``dice/fg_macro``). Everything else (training logs: ``loss_first_epoch``,
+    ``accuracy``; the ensemble's own keys are left to the ensemble line) and the Dice per
+    structure and its mean (``dice/L4-L5``, ``dice/fg_macro``). Everything else (training logs: ``loss_first_epoch``,
     ``train_seconds``, ``eval_seconds``, ...) and non-numbers are left out; None/NaN values of
     kept keys read ``n/a``.
     """
@@ -245,6 +243,8 @@ def held_out_metrics(metrics: Optional[Mapping[str, Any]]) -> list[tuple[str, st
         parts = str(key).split("/")
         if isinstance(value, (dict, list, str, bool)):
             continue
+        if len(parts) >= 2 and parts[-2] == "ensemble":
+            continue              # the ensemble's metrics are the same on every member's card
         if parts[-1] in HELD_OUT_METRICS:
             label, digits = HELD_OUT_METRICS[parts[-1]]
             group = _METRIC_GROUPS.get(parts[-2]) if len(parts) >= 2 else None
@@ -494,6 +494,16 @@ def _models(report: Mapping[str, Any]) -> str:
     ens_text = (f"Ensemble: equal-weight mean of the probabilities of {' and '.join(members)}, "
                 "each averaged over the slices the disc was found on." if members
                 else "Ensemble: none (no 11-class grade classifier).")
+    ens_metrics = next((m.get("metrics") for k in ("crop_classifier", "geometry_classifier")
+                        if isinstance((m := models.get(k, {})).get("metrics"), Mapping)
+                        and any(str(key).startswith("grade/ensemble/") for key in m["metrics"])),
+                       None)
+    if members and ens_metrics:
+        shown = held_out_metrics({key.replace("grade/ensemble/", "grade/model/"): v
+                                  for key, v in ens_metrics.items()
+                                  if str(key).startswith("grade/ensemble/")})
+        if shown:
+            ens_text += " Held-out evaluation: " + "; ".join(f"{a} {b}" for a, b in shown) + "."
     prec = dict(models.get("precision", {}))
     requested = prec.pop("requested", None)
     prec_text = (f"Computation precision requested: {requested}"
