@@ -292,8 +292,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(format_table(out["results"]))
         seg_status = sorted({st for r in out["results"]
                              for st in r["variants"]["segmented"]["status"]})
-        print(f"seg = the random-weight model segments the slice (report status "
-              f"{'/'.join(seg_status)}: its label map is noise); gt mask = the ground-truth "
+        who = ("the bundle's model" if args.models else
+               "the random-weight model (its label map is noise)")
+        print(f"seg = {who} segments the slice (report status "
+              f"{'/'.join(seg_status)}); gt mask = the ground-truth "
               f"label map is supplied (no segmentation; the later stages run on "
               f"{len(out['input']['gt_discs'])} discs)")
         print(out["verdict"])
