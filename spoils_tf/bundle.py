@@ -10,13 +10,16 @@ keeps its own ``assets.extra/spoils_model.json`` next to it)::
     DIR/spoils_grade_geometry/<v>/  model.skops + model.skops.json (spoils_tf.classical.io),
                                     kind "geometry_classifier"
 
-Card fields (JSON object):
+Card fields (JSON object; writers may add more, e.g. ``bundle.versions``, the versions pushed
+together):
 
 * all kinds: ``format`` (:data:`CARD_FORMAT`), ``kind``, ``model_file`` (relative to the version
   directory; ``"."`` for a SavedModel), ``created`` (UTC ISO time), ``metrics`` (held-out
   metrics, may be empty), ``data_fingerprint`` (sha256 of the training data or ``""``),
   ``config`` (the resolved training config, plain JSON);
-* ``segmentation``: ``resize_mode``;
+* ``segmentation``: ``resize_mode``; optional ``keras_file`` (a ``.keras`` copy in the version
+  directory, which ``spoils predict --precision bfloat16`` rebuilds under ``mixed_bfloat16``;
+  without it the SavedModel runs as exported);
 * ``crop_classifier``: ``target`` (``grade_class | pfirrmann | binary``), ``classes`` (in
   output order), ``crop_height``, ``crop_width`` (px, the ``spoils crops`` size),
   ``context_slices`` (0 or 1), ``margin_frac``;
