@@ -986,7 +986,12 @@ def gmm_peak_gaps(values_list: Sequence[np.ndarray], n_bins: int = 32,
         nzb, nzv = np.nonzero(table)
         lo_v = lo_i.astype(np.float64)
         hi_v = hi_i.astype(np.float64)
-        edges = np.linspace(lo_v, hi_v, n_bins + 1, axis=1)  # [B, n_bins + 1]
+        # np.linspace(lo_v, hi_v, n_bins + 1, axis=1) [B, n_bins + 1], written out as numpy
+        # computes it (arange x step + start, last = stop): the same floats, a third the cost.
+        edges = np.arange(n_bins + 1.0)[:, None] * ((hi_v - lo_v) / n_bins)
+        edges += lo_v
+        edges[-1] = hi_v
+        edges = edges.T
         x = nzv.astype(np.float64)
         lo, hi = lo_v[nzb], hi_v[nzb]
         # numpy's uniform-bin assignment (as in _uniform_histogram), row by row.
@@ -1487,7 +1492,7 @@ def _band_points(items: Sequence[tuple[Structure, Frame, float, float]],
     lengths = [x.size for x in xs]
     starts = np.zeros(len(items) + 1, np.int64)
     np.cumsum(lengths, out=starts[1:])
-    ox, oy, u0, u1 = (np.repeat(c, lengths) for c in np.array(per_point).T)
+    ox, oy, u0, u1 = np.repeat(np.array(per_point), lengths, axis=0).T
     dx = np.concatenate(xs) - ox
     dy = np.concatenate(ys) - oy
     a = dx * u0
