@@ -13,30 +13,18 @@
 
 from __future__ import annotations
 
-import logging
+from absl import app
 
-from absl import app, flags
-from ml_collections import config_flags
+from experiments import common
 
-_CONFIG = config_flags.DEFINE_config_file(
-        "config", None, "experiment config, e.g. configs/grade_geometry.py:smoke",
-        lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory")
-_FOLD = flags.DEFINE_string("fold", None, "fold(s) to run: N, a list N,M or 'all' "
-                            "(default: config.fold, which is 'all')")
-flags.mark_flags_as_required(["config", "workdir"])
+_FLAGS = common.define_flags("configs/grade_geometry.py:smoke")
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.getLogger().setLevel(logging.INFO)
+    config = common.config_from_flags(argv, _FLAGS)
     from spoils_tf.train import grade_geometry_lib
 
-    config = _CONFIG.value
-    if _FOLD.value is not None:
-        config.fold = _FOLD.value
-    result = grade_geometry_lib.run(config, _WORKDIR.value)
+    result = grade_geometry_lib.run(config, _FLAGS.workdir.value)
     print(result["markdown"])
 
 

@@ -19,27 +19,23 @@ when they were trained and evaluated but not blessed (so scripts can tell the tw
 
 from __future__ import annotations
 
-import logging
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import app
 
-_CONFIG = config_flags.DEFINE_config_file(
-        "config", None, "pipeline config, e.g. configs/pipeline.py:smoke", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory (one run_<n>/ per call)")
-flags.mark_flags_as_required(["config", "workdir"])
+from experiments import common
+
+_FLAGS = common.define_flags("configs/pipeline.py:smoke", fold=False,
+                             workdir_help="output directory (one run_<n>/ per call)")
 
 NOT_BLESSED_EXIT = 3
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.getLogger().setLevel(logging.INFO)
+    config = common.config_from_flags(argv, _FLAGS)
     from spoils_tf.pipeline import stages
 
-    result = stages.run_pipeline(_CONFIG.value, _WORKDIR.value)
+    result = stages.run_pipeline(config, _FLAGS.workdir.value)
     print(stages.summary_text(result))
     if result["pushed"] is None:
         sys.exit(NOT_BLESSED_EXIT)

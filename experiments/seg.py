@@ -9,31 +9,20 @@
 
 from __future__ import annotations
 
-import logging
-
 from absl import app, flags
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-        "config", None, "experiment config, e.g. configs/seg_deeplabv3plus.py:smoke",
-        lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory")
-_FOLD = flags.DEFINE_string("fold", None, "fold(s) to run: N, N,M or 'all' (default: config.fold)")
+from experiments import common
+
+_FLAGS = common.define_flags("configs/seg_deeplabv3plus.py:smoke")
 _STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
                               "tf.distribute strategy")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.getLogger().setLevel(logging.INFO)
+    config = common.config_from_flags(argv, _FLAGS)
     from spoils_tf.train import seg_lib
 
-    config = _CONFIG.value
-    if _FOLD.value is not None:
-        config.fold = _FOLD.value
-    result = seg_lib.run(config, _WORKDIR.value, strategy_name=_STRATEGY.value)
+    result = seg_lib.run(config, _FLAGS.workdir.value, strategy_name=_STRATEGY.value)
     if result["summary"] is not None:
         print(seg_lib.table_markdown(result["summary"]))
     else:

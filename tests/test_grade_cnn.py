@@ -320,7 +320,7 @@ def test_config_variants():
 @pytest.mark.slow  # a fresh interpreter importing TensorFlow: ~15-40 s on 2 shared cores
 def test_experiment_entry_point(tmp_path):
     result = subprocess.run(
-            [sys.executable, "experiments/grade_cnn.py", "--config=configs/grade_cnn.py:smoke",
+            [sys.executable, "-m", "experiments.grade_cnn", "--config=configs/grade_cnn.py:smoke",
              f"--workdir={tmp_path}", "--fold=2", "--config.train.epochs=1"],
             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
