@@ -15,8 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from dicom_writer import write_mr_slice
 
 from spoils_tf.data import dicom_io
 
@@ -36,38 +35,11 @@ def slice_pixels(k: int) -> np.ndarray:
 
 def write_slice(path: pathlib.Path, k: int, *, iop=SAGITTAL, spacing_between=3.0, series_uid=None,
                 series_number=2, pixel_spacing=(0.5, 0.7), position=True, extra=None) -> pathlib.Path:
-    """One classic MR slice, explicit VR little endian, at k * spacing_between along the normal."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = MRImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    for key, value in PHI.items():
-        setattr(ds, key, value)
-    ds.Modality = "MR"
-    ds.Manufacturer = "TestVendor"
-    ds.MagneticFieldStrength = 1.5
-    ds.SeriesInstanceUID = series_uid or "1.2.826.0.1.3680043.8.498.1"
-    ds.SeriesNumber = series_number
-    ds.InstanceNumber = k + 1
-    ds.ImageOrientationPatient = [float(v) for v in iop]
-    normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
-    if position:
-        ds.ImagePositionPatient = [float(v) for v in normal * k * spacing_between]
-    if pixel_spacing is not None:
-        ds.PixelSpacing = [float(v) for v in pixel_spacing]
-    ds.SliceThickness = 3.0
-    ds.Rows, ds.Columns = ROWS, COLS
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    for key, value in (extra or {}).items():
-        setattr(ds, key, value)
-    ds.PixelData = slice_pixels(k).tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
-    return path
+    """One classic MR slice (``slice_pixels(k)``) at k * spacing_between along the normal."""
+    return write_mr_slice(path, slice_pixels(k), k, iop=iop, phi=PHI,
+                          spacing_between=spacing_between, pixel_spacing=pixel_spacing,
+                          series_uid=series_uid or "1.2.826.0.1.3680043.8.498.1",
+                          series_number=series_number, position=position, extra=extra)
 
 
 def write_series(folder: pathlib.Path, n: int = 5, order=None, prefix="im", **kwargs) -> pathlib.Path:

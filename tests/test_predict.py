@@ -22,6 +22,7 @@ import re
 
 import numpy as np
 import pytest
+from dicom_writer import write_mr_slice
 
 from spoils_tf import bundle, labels
 from spoils_tf import predict as pr
@@ -107,37 +108,12 @@ def predictor(models_dir):
 
 def _write_dicom_series(folder: pathlib.Path, image: np.ndarray, iop, n: int = 3,
                         spacing=SPACING) -> pathlib.Path:
-    """``n`` classic MR slices of ``image`` (uint16) with the PHI fields set."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
+    """``n`` classic MR slices of ``image`` (stored x 4 as uint16) with the PHI fields set."""
     folder.mkdir(parents=True)
-    normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
     for k in range(n):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        path = folder / f"im{k:03d}.dcm"
-        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        for key, value in PHI.items():
-            setattr(ds, key, value)
-        ds.Modality = "MR"
-        ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.7"
-        ds.SeriesNumber = 3
-        ds.InstanceNumber = k + 1
-        ds.ImageOrientationPatient = [float(v) for v in iop]
-        ds.ImagePositionPatient = [float(v) for v in normal * k * 4.0]
-        ds.PixelSpacing = [float(v) for v in spacing]
-        ds.SliceThickness = 4.0
-        ds.Rows, ds.Columns = image.shape
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.PixelData = (image.astype(np.uint16) * 4).tobytes()
-        ds.save_as(str(path), enforce_file_format=True)
+        write_mr_slice(folder / f"im{k:03d}.dcm", image.astype(np.uint16) * 4, k, iop=iop,
+                       phi=PHI, spacing_between=4.0, pixel_spacing=spacing, slice_thickness=4.0,
+                       series_uid="1.2.826.0.1.3680043.8.498.7", series_number=3)
     return folder
 
 
