@@ -223,11 +223,13 @@ def _grid_to_pixel(frame: Frame, spacing: tuple[float, float], a0: float, b1: fl
     whose pixel (0, 0) is image pixel ``offset_rc``: grid sample ``[j, i]`` lies at
     ``a = a0 + i * step``, ``b = b1 - j * step`` mm in ``frame`` (``cv2.WARP_INVERSE_MAP``)."""
     sr, sc = spacing
-    u, v, o = frame.u, frame.v, frame.origin
-    p0 = o + a0 * u + b1 * v
+    # Python floats: the same IEEE operations as numpy's on the 2-vectors, a tenth the cost.
+    (u0, u1), (v0, v1), (o0, o1) = frame.u.tolist(), frame.v.tolist(), frame.origin.tolist()
+    p0x = o0 + a0 * u0 + b1 * v0
+    p0y = o1 + a0 * u1 + b1 * v1
     return np.array([
-        [step * u[0] / sc, -step * v[0] / sc, p0[0] / sc - offset_rc[1]],
-        [step * u[1] / sr, -step * v[1] / sr, p0[1] / sr - offset_rc[0]],
+        [step * u0 / sc, -step * v0 / sc, p0x / sc - offset_rc[1]],
+        [step * u1 / sr, -step * v1 / sr, p0y / sr - offset_rc[0]],
     ], np.float64)
 
 
