@@ -348,6 +348,17 @@ def test_median_matches_numpy():
     assert math.isnan(measure._median(np.array([1.0, np.nan, 3.0])))
 
 
+def test_median_grey_by_counting_matches_numpy():
+    assert measure._median_grey(np.array([3, 1, 2, 10], np.uint8)) == 2.5
+    assert measure._median_grey(np.array([7], np.uint8)) == 7.0
+    assert measure._median_grey(np.array([0, 255], np.uint8)) == 127.5
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 4, 7, 10, 999, 1000):
+        for dtype in (np.uint8, np.uint16, np.float64):
+            x = (rng.random(n) * 250).astype(dtype)
+            assert measure._median_grey(x) == float(np.median(x.astype(np.float32))), (n, dtype)
+
+
 def test_class_boxes_hand_numbers():
     # Id 1 at rows 1-2, cols 1-3; id 2 a single pixel at (4, 0); id 3 absent; 0 elsewhere.
     m8 = np.zeros((5, 5), np.uint8)

@@ -296,7 +296,7 @@ class Structure:
         if cached is None or cached[0] is not img:
             # A flat take: the same values as img[rows, cols], about half the cost.
             flat = img.ravel()[self.rows * img.shape[1] + self.cols]
-            cached = (img, _median(flat.astype(np.float32)))
+            cached = (img, _median_grey(flat))
             self._median = cached
         return cached[1]
 
@@ -907,6 +907,22 @@ def _median(x: np.ndarray) -> float:
     if not inexact:  # np.mean of integers accumulates in float64
         return (float(part[h - 1]) + float(part[h])) / 2.0
     return float((part[h - 1] + part[h]) / 2)
+
+
+def _median_grey(values: np.ndarray) -> float:
+    """``float(np.median(values.astype(np.float32)))`` of non-empty 1-D grey values: for uint8
+    by counting (the k-th smallest value is the first whose cumulative count exceeds k; the mean
+    of two integers <= 255 is exact in float32), a few times faster than a partition; other
+    dtypes through ``_median``."""
+    if values.dtype != np.uint8:
+        return _median(values.astype(np.float32))
+    cum = np.cumsum(np.bincount(values))
+    n = values.size
+    h = n // 2
+    if n % 2:
+        return float(cum.searchsorted(h, side="right"))
+    lo, hi = cum.searchsorted([h - 1, h], side="right").tolist()
+    return (lo + hi) / 2.0
 
 
 def _uniform_histogram(x: np.ndarray, lo: float, hi: float, n_bins: int,
@@ -1586,8 +1602,7 @@ def _signals(img: np.ndarray, img_int: Optional[np.ndarray],
             s0, s1 = int(c_starts[k]), int(c_starts[k + 1])
             if s1 > s0 and counts[k] >= MIN_SI_PIXELS:
                 keep = sel[s0:s1]
-                csf[k] = _median(flat_img[c_rows[s0:s1][keep] * W + c_cols[s0:s1][keep]]
-                                 .astype(np.float32))
+                csf[k] = _median_grey(flat_img[c_rows[s0:s1][keep] * W + c_cols[s0:s1][keep]])
     # Nucleus (t in [0.3, 0.7]) and annulus (t < 0.15 or t > 0.85) masks of all discs.
     a_all = np.concatenate([st.project(fr, spacing)[0] for st, fr, _, _ in discs])
     a_ant = np.repeat([ext.a_ant for _, _, ext, _ in discs], d_lengths)
