@@ -171,21 +171,6 @@ def test_pusher_rename_collision_is_an_error_and_leaves_nothing(tmp_path, monkey
     assert (v1 / "saved_model.pb").read_bytes() == b"old model"
 
 
-@pytest.mark.parametrize("use_renameat2", [True, False])
-def test_rename_no_replace_refuses_even_an_empty_target(tmp_path, monkeypatch, use_renameat2):
-    if not use_renameat2:                # the portable fallback (check, then os.rename)
-        monkeypatch.setattr(stages, "_renameat2", lambda: None)
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    src.mkdir()
-    (src / "f").write_text("x")
-    dst.mkdir()                         # plain os.rename would silently replace this one
-    with pytest.raises(FileExistsError):
-        stages.rename_no_replace(src, dst)
-    assert (src / "f").is_file() and list(dst.iterdir()) == []
-    stages.rename_no_replace(src, tmp_path / "new")
-    assert (tmp_path / "new" / "f").read_text() == "x" and not src.exists()
-
-
 # === Bundle push (stand-in models: the Pusher only copies files) ===
 def _classifier(tmp_path: pathlib.Path, name: str) -> art.Model:
     """A crop or geometry classifier Model artifact with stand-in files and card fields."""
@@ -280,19 +265,19 @@ def test_push_bundle_refuses_a_classifier_the_blessing_does_not_cover(tmp_path):
 
 
 def test_push_bundle_collision_on_the_last_model_takes_the_others_back(tmp_path, monkeypatch):
-    from spoils_tf import bundle
+    from spoils_tf import bundle, fileio
 
     models, blessing = _bundle(tmp_path)
     base = tmp_path / "serving"
     stages.push_bundle(models, blessing, base)                 # version 1 of each
-    real = stages.rename_no_replace
+    real = fileio.rename_no_replace
 
     def collide_on_geometry(src, dst):                         # a concurrent pusher wins
         if pathlib.Path(dst).parent.name == bundle.GEOMETRY:
             raise FileExistsError(f"{dst} already exists")
         real(src, dst)
 
-    monkeypatch.setattr(stages, "rename_no_replace", collide_on_geometry)
+    monkeypatch.setattr(fileio, "rename_no_replace", collide_on_geometry)
     with pytest.raises(FileExistsError):
         stages.push_bundle(models, blessing, base)
     for name in bundle.MODEL_NAMES:                            # version 2 of none survives

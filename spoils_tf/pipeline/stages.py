@@ -25,7 +25,7 @@ No dependency on the ``tfx`` package. Each stage takes typed artifacts
   card (``spoils_tf.bundle.write_card``): version = one more than the highest existing integer
   version; the copy is staged in a hidden temporary folder in ``<base_dir>/<model_name>/``
   (TF Serving ignores non-integer names) and renamed into place with
-  :func:`rename_no_replace`, so an existing version is never overwritten and a failed push
+  ``spoils_tf.fileio.rename_no_replace``, so an existing version is never overwritten and a failed push
   leaves no partial version. :func:`push_bundle` pushes the three models of a blessed run
   (segmentation, crop and geometry classifier) under the names of ``spoils_tf.bundle``: all
   three are staged first, then renamed one after the other; if a rename fails, the versions
@@ -40,8 +40,6 @@ mapping ``{metric: value}``, meaning ``>=``); each metric is a key of the evalua
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import json
 import logging
@@ -56,7 +54,8 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
-from spoils_tf import bundle
+from spoils_tf import bundle, fileio
+from spoils_tf.fileio import rename_no_replace
 from spoils_tf.data import layout
 from spoils_tf.pipeline import artifacts as art
 
@@ -160,58 +159,6 @@ def bless(metrics: Mapping[str, float], thresholds: Union[str, Mapping[str, Any]
         if not passed:
             failed.append(f"{metric} {op} {threshold:g} (got {value:.6g})")
     return not failed, checks, failed
-
-
-def rename_no_replace(src: Union[str, os.PathLike], dst: Union[str, os.PathLike]) -> None:
-    """Renames ``src`` to ``dst`` atomically, failing if ``dst`` exists (even as an empty folder).
-
-    Uses Linux ``renameat2(..., RENAME_NOREPLACE)``; where that is unavailable (other systems,
-    file systems without it) it checks ``dst`` and calls ``os.rename``, which refuses a
-    non-empty ``dst`` folder but would replace an empty one created in between.
-
-    Raises:
-        FileExistsError: ``dst`` exists.
-        OSError: any other failure of the rename.
-    """
-    src, dst = os.fspath(src), os.fspath(dst)
-    renameat2 = _renameat2()
-    if renameat2 is not None:
-        at_fdcwd, rename_noreplace = -100, 1
-        if renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), rename_noreplace) == 0:
-            return
-        err = ctypes.get_errno()
-        if err == errno.EEXIST:
-            raise FileExistsError(errno.EEXIST, f"{dst} already exists; not overwriting it", dst)
-        if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-            raise OSError(err, f"rename {src} -> {dst}: {os.strerror(err)}")
-    if os.path.lexists(dst):
-        raise FileExistsError(errno.EEXIST, f"{dst} already exists; not overwriting it", dst)
-    try:
-        os.rename(src, dst)
-    except OSError as e:
-        if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
-            raise FileExistsError(errno.EEXIST, f"{dst} already exists; not overwriting it",
-                                  dst) from e
-        raise
-
-
-_RENAMEAT2: list = []
-
-
-def _renameat2():
-    """libc's ``renameat2`` (glibc >= 2.28) or None."""
-    if not _RENAMEAT2:
-        fn = None
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            fn = libc.renameat2
-            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                           ctypes.c_uint]
-            fn.restype = ctypes.c_int
-        except (OSError, AttributeError):
-            fn = None
-        _RENAMEAT2.append(fn)
-    return _RENAMEAT2[0]
 
 
 def existing_versions(model_dir: Union[str, os.PathLike]) -> list[int]:
@@ -1114,7 +1061,6 @@ def push_bundle(models: Mapping[str, art.Model], blessing: art.ModelBlessing,
     metrics = evaluation.metrics if evaluation is not None else blessing.metrics
     versions = {n: next_version(base / n) for n in names}
     staged: list[tuple[str, pathlib.Path, art.PushedModel]] = []
-    published: list[tuple[pathlib.Path, art.PushedModel]] = []
     try:
         for name in names:
             tmp, pushed = _stage(models[name], blessing, base, name, metrics,
@@ -1123,19 +1069,11 @@ def push_bundle(models: Mapping[str, art.Model], blessing: art.ModelBlessing,
             if pushed.version != versions[name]:
                 raise FileExistsError(errno.EEXIST, f"{base / name}: version {versions[name]} "
                                       "was taken while pushing; push again", str(base / name))
-        for name, tmp, pushed in staged:
-            rename_no_replace(tmp, pushed.uri)
-            published.append((tmp, pushed))
     except BaseException:
-        for tmp, pushed in reversed(published):
-            try:
-                os.rename(pushed.uri, tmp)          # take it back out of sight, then remove
-            except OSError:
-                log.error("Pusher: could not withdraw %s after a failed bundle push",
-                          pushed.uri)
         for _, tmp, _ in staged:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+    fileio.publish_all_or_none([(tmp, pushed.uri) for _, tmp, pushed in staged])
     out = {name: pushed for name, _, pushed in staged}
     log.info("Pusher: bundle %s -> %s", ", ".join(f"{n} v{p.version}" for n, p in out.items()),
              base)
