@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "segment one image with a trained model (mask, overlay, areas)"),
     "predict": ("spoils_tf.predict:main",
                 "one patient's MRI -> PHI-free report.json / report.html / overlay"),
+    "bundle": ("spoils_tf.assemble:main",
+               "publish experiment-trained models as a model bundle for `spoils predict`"),
     "decide": ("spoils_tf.clinical.cli:main",
                "decision support from a grade class + ODI + NRS"),
 }
