@@ -67,7 +67,7 @@ def json_default(o: Any) -> Any:
 
 
 # === Publishing folders ===
-def rename_no_replace(src: Union[str, os.PathLike], dst: Union[str, os.PathLike]) -> None:
+def rename_no_replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Renames ``src`` to ``dst`` atomically, failing if ``dst`` exists (even as an empty folder).
 
     Uses Linux ``renameat2(..., RENAME_NOREPLACE)``; where that is unavailable (other systems,

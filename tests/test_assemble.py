@@ -12,6 +12,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from tiny_models import tiny_geometry_classifier
 
 from spoils_tf import assemble, bundle, labels
 
@@ -24,10 +25,8 @@ def runs(tmp_path_factory):
     import keras
 
     from spoils_tf.classical import io as cio
-    from spoils_tf.classical import models as cmodels
     from spoils_tf.models.classifiers import DiscClassifier
     from spoils_tf.models.unet import UNet
-    from spoils_tf.train import grade_geometry_lib as ggl
 
     root = tmp_path_factory.mktemp("runs")
     keras.utils.set_random_seed(0)
@@ -45,13 +44,7 @@ def runs(tmp_path_factory):
     DiscClassifier(backbone="cnn", target="grade11", input_height=32, input_width=64,
                    input_channels=1, cnn_filters=(4, 8)).save(cnn_dir / "model.keras")
 
-    df = ggl.add_level_index(ggl.synthetic_feature_table(n_patients=6, slices_per_patient=1))
-    feats = list(ggl.default_feature_columns()) + [ggl.LEVEL_INDEX_COLUMN]
-    y = cmodels.target_labels(df, "grade_class")
-    lab = np.asarray([v is not None for v in y])
-    gb = cmodels.build_classifier("gradient_boosting", {"n_estimators": 5, "max_depth": 2},
-                                  classes=labels.GRADE_CLASSES)
-    gb.fit(df.loc[lab, feats].astype(np.float64), y[lab])
+    gb, feats = tiny_geometry_classifier()
     geo = cio.save_classifier(gb, root / "grade_geometry" / "models" / "grade_class" /
                               "gradient_boosting.skops", feature_names=feats,
                               target="grade_class", classes=labels.GRADE_CLASSES,

@@ -22,6 +22,7 @@ import re
 
 import numpy as np
 import pytest
+from tiny_models import tiny_geometry_classifier
 from dicom_writer import write_mr_slice
 
 from spoils_tf import bundle, labels
@@ -54,11 +55,9 @@ def models_dir(tmp_path_factory):
     import keras
 
     from spoils_tf.classical import io as cio
-    from spoils_tf.classical import models as cmodels
     from spoils_tf.export import serving
     from spoils_tf.models.classifiers import DiscClassifier
     from spoils_tf.models.unet import UNet
-    from spoils_tf.train import grade_geometry_lib as ggl
 
     base = tmp_path_factory.mktemp("bundle")
     keras.utils.set_random_seed(0)
@@ -84,13 +83,7 @@ def models_dir(tmp_path_factory):
                                 "crop_height": 32, "crop_width": 64, "context_slices": 0,
                                 "margin_frac": 0.15, "metrics": {"accuracy": 0.2}, **common})
     # Geometry classifier: gradient boosting (5 trees) on the synthetic feature table.
-    df = ggl.add_level_index(ggl.synthetic_feature_table(n_patients=6, slices_per_patient=1))
-    feats = list(ggl.default_feature_columns()) + [ggl.LEVEL_INDEX_COLUMN]
-    y = cmodels.target_labels(df, "grade_class")
-    lab = np.asarray([v is not None for v in y])
-    gb = cmodels.build_classifier("gradient_boosting", {"n_estimators": 5, "max_depth": 2},
-                                  classes=labels.GRADE_CLASSES)
-    gb.fit(df.loc[lab, feats].astype(np.float64), y[lab])
+    gb, feats = tiny_geometry_classifier()
     geo_dir = base / bundle.GEOMETRY / "1"
     cio.save_classifier(gb, geo_dir / "model.skops", feature_names=feats, target="grade_class",
                         classes=labels.GRADE_CLASSES)
