@@ -63,7 +63,7 @@ sys.path.insert(0, str(_HERE))
 import numpy as np  # noqa: E402
 
 from bench_seg import machine_info  # noqa: E402
-from spoils_tf import bundle, labels  # noqa: E402
+from spoils_tf import labels  # noqa: E402
 from spoils_tf import predict as pr  # noqa: E402
 from spoils_tf.train import common  # noqa: E402
 
@@ -75,47 +75,38 @@ VARIANTS = ("segmented", "supplied_mask", "e2e_segmented", "e2e_supplied_mask")
 
 # === Bundle ===
 def build_bundle(base: pathlib.Path, size: int, seed: int = 0) -> pathlib.Path:
-    """Writes the three-model bundle of the module docstring under ``base``; returns ``base``."""
+    """Writes the three-model bundle of the module docstring under ``base`` (saved as model
+    files, then published with ``spoils bundle``'s ``assemble_bundle``); returns ``base``."""
     import keras
 
+    from spoils_tf import assemble
     from spoils_tf.classical import io as cio
     from spoils_tf.classical import models as cmodels
-    from spoils_tf.export import serving
     from spoils_tf.models.classifiers import DiscClassifier
     from spoils_tf.models.deeplabv3plus import DeepLabV3Plus
     from spoils_tf.train import grade_geometry_lib as ggl
 
     keras.utils.set_random_seed(seed)
-    common_fields = {"created": "1970-01-01T00:00:00Z", "data_fingerprint": "",
-                     "config": {"note": "bench_predict: random weights"}, "metrics": {}}
-    seg = DeepLabV3Plus(input_shape=(size, size, 3), encoder="resnet50", encoder_weights=None)
-    seg_dir = serving.export_saved_model(seg, base, bundle.SEG, version=1)
-    seg.save(seg_dir / "model.keras")
-    bundle.write_card(seg_dir, {"kind": "segmentation", "model_file": ".",
-                                "keras_file": "model.keras", "resize_mode": "letterbox",
-                                **common_fields})
-    cnn = DiscClassifier(backbone="mobilenetv2", target="grade11", input_height=CROP_SIZE[0],
-                         input_width=CROP_SIZE[1], input_channels=1, backbone_weights=None)
-    cnn_dir = base / bundle.CROP / "1"
-    cnn_dir.mkdir(parents=True)
-    cnn.save(cnn_dir / "model.keras")
-    bundle.write_card(cnn_dir, {"kind": "crop_classifier", "model_file": "model.keras",
-                                "target": "grade_class", "classes": list(labels.GRADE_CLASSES),
-                                "crop_height": CROP_SIZE[0], "crop_width": CROP_SIZE[1],
-                                "context_slices": 0, "margin_frac": 0.15, **common_fields})
-    table = ggl.add_level_index(ggl.synthetic_feature_table(n_patients=20, slices_per_patient=1))
-    feats = list(ggl.default_feature_columns()) + [ggl.LEVEL_INDEX_COLUMN]
-    y = cmodels.target_labels(table, "grade_class")
-    labelled = np.asarray([v is not None for v in y])
-    gb = cmodels.build_classifier("gradient_boosting", {}, classes=labels.GRADE_CLASSES)
-    gb.fit(table.loc[labelled, feats].astype(np.float64), y[labelled])
-    geo_dir = base / bundle.GEOMETRY / "1"
-    cio.save_classifier(gb, geo_dir / "model.skops", feature_names=feats, target="grade_class",
-                        classes=labels.GRADE_CLASSES)
-    bundle.write_card(geo_dir, {"kind": "geometry_classifier", "model_file": "model.skops",
-                                "target": "grade_class", "classes": list(labels.GRADE_CLASSES),
-                                "model_name": "gradient_boosting", "features": feats,
-                                **common_fields})
+    files = pathlib.Path(tempfile.mkdtemp(prefix="bench_predict_models_"))
+    try:
+        DeepLabV3Plus(input_shape=(size, size, 3), encoder="resnet50",
+                      encoder_weights=None).save(files / "seg.keras")
+        DiscClassifier(backbone="mobilenetv2", target="grade11", input_height=CROP_SIZE[0],
+                       input_width=CROP_SIZE[1], input_channels=1,
+                       backbone_weights=None).save(files / "cnn.keras")
+        table = ggl.add_level_index(ggl.synthetic_feature_table(n_patients=20,
+                                                                slices_per_patient=1))
+        feats = list(ggl.default_feature_columns()) + [ggl.LEVEL_INDEX_COLUMN]
+        y = cmodels.target_labels(table, "grade_class")
+        labelled = np.asarray([v is not None for v in y])
+        gb = cmodels.build_classifier("gradient_boosting", {}, classes=labels.GRADE_CLASSES)
+        gb.fit(table.loc[labelled, feats].astype(np.float64), y[labelled])
+        cio.save_classifier(gb, files / "gb.skops", feature_names=feats, target="grade_class",
+                            classes=labels.GRADE_CLASSES, extra={"model": "gradient_boosting"})
+        assemble.assemble_bundle(base, seg=files / "seg.keras", crop=files / "cnn.keras",
+                                 geometry=files / "gb.skops", resize_mode="letterbox")
+    finally:
+        shutil.rmtree(files, ignore_errors=True)
     return base
 
 
