@@ -15,6 +15,8 @@ Named experiments (``--config=configs/grade_cnn.py:<name>``):
 
 Override any field with ``--config.x=y``, e.g. ``--config.data.crops_dir=runs/crops``,
 ``--config.model.backbone=vgg16``, ``--config.model.target=pfirrmann5``,
+``--config.train.learning_rate=1e-4`` (needed for VGG16 from random init: it has no batch
+norm, and at the default 1e-3 it diverged on SPIDER, loss 27, one class predicted),
 ``--config.split=slice`` (LEAKAGE MODE: slice-level random folds that ignore patients, for
 comparison with a slice-level CV only; every output is labelled as leaky).
 
