@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import math
 import pathlib
@@ -53,10 +52,6 @@ SEG_KERAS_FILE = "model.keras"
 CROP_MODEL_FILE = "model.keras"
 GEOMETRY_MODEL_FILE = "model.skops"
 SEG_CARD_METRICS = ("pixel_accuracy", "dice/fg_macro", "level_accuracy")
-
-
-def _sha256(path: pathlib.Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _run_config(model_path: pathlib.Path) -> tuple[Optional[dict], Optional[pathlib.Path]]:
@@ -88,7 +83,7 @@ def _fold_metrics(model_path: pathlib.Path, keys: tuple[str, ...]) -> dict[str, 
 def _common(source: pathlib.Path, config: Optional[dict], metrics: dict) -> dict[str, Any]:
     return {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "data_fingerprint": "", "config": config or {}, "metrics": metrics,
-            "source_model": {"file": source.name, "sha256": _sha256(source)}}
+            "source_model": {"file": source.name, "sha256": fileio.sha256_file(source)}}
 
 
 def _stage_seg(path: pathlib.Path, stage: pathlib.Path, version: int,

@@ -10,12 +10,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import logging
 import os
 import pathlib
 import shutil
 import tempfile
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -64,6 +65,26 @@ def json_default(o: Any) -> Any:
     if isinstance(o, (tuple, set)):
         return list(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+# === Hashes ===
+_HASH_CHUNK = 1 << 20
+
+
+def sha256_of_files(paths: Iterable[str | os.PathLike]) -> str:
+    """Hex sha256 of the files' bytes, concatenated in the given order (read in 1 MiB
+    blocks, so a large model file is never held in memory)."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while block := f.read(_HASH_CHUNK):
+                h.update(block)
+    return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of one file's bytes."""
+    return sha256_of_files([path])
 
 
 # === Publishing folders ===

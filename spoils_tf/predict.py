@@ -59,7 +59,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
-import hashlib
 import io
 import json
 import math
@@ -786,13 +785,8 @@ class Predictor:
 # === Files ===
 def _sha256_of(path: pathlib.Path) -> str:
     """sha256 of a file's bytes, or of a folder's files' bytes in sorted relative-path order."""
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for p in files:
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    return fileio.sha256_of_files(
+            [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()))
 
 
 def read_input(input_path, *, pixel_spacing=None, slices: int = 1

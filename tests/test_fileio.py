@@ -1,3 +1,4 @@
+import hashlib
 import pathlib
 
 import pytest
@@ -65,3 +66,24 @@ def test_publish_all_or_none_takes_back_what_it_published(tmp_path, monkeypatch)
     fileio.publish_all_or_none(staged)
     assert (tmp_path / "a" / "f").read_text() == "a" and (tmp_path / "b" / "f").read_text() == "b"
     assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_sha256_file_matches_the_published_digest_and_reads_in_blocks(tmp_path):
+    # FIPS 180-2 test vector: sha256("abc").
+    (tmp_path / "abc").write_bytes(b"abc")
+    assert fileio.sha256_file(tmp_path / "abc") == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    # Larger than one read block: the same digest as hashing the bytes at once.
+    data = bytes(range(256)) * 5000  # 1.28 MB > the 1 MiB block
+    (tmp_path / "big").write_bytes(data)
+    assert fileio.sha256_file(tmp_path / "big") == hashlib.sha256(data).hexdigest()
+
+
+def test_sha256_of_files_is_the_digest_of_the_concatenation_in_order(tmp_path):
+    (tmp_path / "a").write_bytes(b"ab")
+    (tmp_path / "b").write_bytes(b"c")
+    # "ab" + "c" = "abc": the FIPS 180-2 vector above.
+    assert fileio.sha256_of_files([tmp_path / "a", tmp_path / "b"]) == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    assert fileio.sha256_of_files([tmp_path / "b", tmp_path / "a"]) == hashlib.sha256(
+        b"cab").hexdigest()

@@ -37,7 +37,6 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 METADATA_FILE = "metadata.json"
 MANIFEST_FILE = "files.tsv"
-_CHUNK = 1 << 20
 
 
 # === Files ===
@@ -75,14 +74,6 @@ def to_plain_config(config: Any) -> dict[str, Any]:
 
 
 # === Fingerprint ===
-def _sha256_file(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def data_files(root: str | pathlib.Path) -> list[tuple[str, int, str]]:
     """``(relative POSIX path, size in bytes, sha256)`` of every non-hidden file, sorted.
 
@@ -97,7 +88,7 @@ def data_files(root: str | pathlib.Path) -> list[tuple[str, int, str]]:
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or not path.is_file():
             continue
-        rows.append((rel.as_posix(), path.stat().st_size, _sha256_file(path)))
+        rows.append((rel.as_posix(), path.stat().st_size, fileio.sha256_file(path)))
     return sorted(rows)
 
 

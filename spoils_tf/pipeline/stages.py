@@ -25,8 +25,8 @@ No dependency on the ``tfx`` package. Each stage takes typed artifacts
   card (``spoils_tf.bundle.write_card``): version = one more than the highest existing integer
   version; the copy is staged in a hidden temporary folder in ``<base_dir>/<model_name>/``
   (TF Serving ignores non-integer names) and renamed into place with
-  ``spoils_tf.fileio.rename_no_replace``, so an existing version is never overwritten and a failed push
-  leaves no partial version. :func:`push_bundle` pushes the three models of a blessed run
+  ``fileio.rename_no_replace``, so an existing version is never overwritten and a failed
+  push leaves no partial version. :func:`push_bundle` pushes the three models of a blessed run
   (segmentation, crop and geometry classifier) under the names of ``spoils_tf.bundle``: all
   three are staged first, then renamed one after the other; if a rename fails, the versions
   this call already renamed are taken back, so a bundle is published whole or not at all.
@@ -55,7 +55,6 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 
 from spoils_tf import bundle, fileio
-from spoils_tf.fileio import rename_no_replace
 from spoils_tf.data import layout
 from spoils_tf.pipeline import artifacts as art
 
@@ -992,7 +991,7 @@ def pusher(model: art.Model, blessing: art.ModelBlessing, base_dir: Union[str, o
     the push record (``assets.extra/metadata.json``, the ``PushedModel`` artifact) and the
     model card (``bundle.card_path``, :func:`model_card`; its ``metrics`` are
     ``evaluation``'s held-out metrics, or the blessing's checked metrics when no evaluation
-    is given), then renamed to the next integer version with :func:`rename_no_replace`. On
+    is given), then renamed to the next integer version with ``fileio.rename_no_replace``. On
     any failure the temporary folder is removed: no partial version is ever visible.
 
     Returns:
@@ -1011,7 +1010,7 @@ def pusher(model: art.Model, blessing: art.ModelBlessing, base_dir: Union[str, o
     metrics = evaluation.metrics if evaluation is not None else blessing.metrics
     tmp, pushed = _stage(model, blessing, pathlib.Path(base_dir).resolve(), model_name, metrics)
     try:
-        rename_no_replace(tmp, pushed.uri)
+        fileio.rename_no_replace(tmp, pushed.uri)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

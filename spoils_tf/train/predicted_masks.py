@@ -53,7 +53,6 @@ import argparse
 import collections
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import pathlib
@@ -109,15 +108,6 @@ class FoldModel:
     test_patients: tuple[str, ...]
     n_train_patients: int
     heldout: dict[str, float]
-
-
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _resolve(path_text: str, seg_workdir: pathlib.Path) -> pathlib.Path:
@@ -233,7 +223,7 @@ def check_fold_models(data_dir: str | os.PathLike, seg_workdir: str | os.PathLik
                     "been rewritten since, so the split the models saw is unknown. Retrain, or "
                     "pass --allow-newer-folds if only the file's time changed (e.g. a copy)")
         models[k] = FoldModel(
-                fold=k, model_path=model_path.resolve(), sha256=sha256_of(model_path),
+                fold=k, model_path=model_path.resolve(), sha256=fileio.sha256_file(model_path),
                 test_patients=tuple(test), n_train_patients=len(train),
                 heldout={key: float(metrics.get(key, float("nan")))
                          for key in ("dice/fg_macro", "level_accuracy", "slices")})
@@ -423,7 +413,7 @@ def predict_dataset(data_dir: str | os.PathLike, seg_workdir: str | os.PathLike,
                 "seg_workdir": str(seg_workdir.resolve()),
                 "resize_mode": resize_mode,
                 "folds_file": str((data_dir / layout.FOLDS_JSON).resolve()),
-                "folds_sha256": sha256_of(data_dir / layout.FOLDS_JSON),
+                "folds_sha256": fileio.sha256_file(data_dir / layout.FOLDS_JSON),
                 "run_folds_file": str(run_path.resolve()),
                 "k": folds.k,
                 "folds": {str(k): {"model": str(m.model_path), "model_sha256": m.sha256,
