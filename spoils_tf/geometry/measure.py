@@ -70,18 +70,17 @@ several blobs yields NaN for the measurements that depend on it and a short code
 ``reason`` (codes joined by ``;``); nothing raises except a missing pixel spacing or a
 malformed mask.
 
-Speed (benchmarks/bench_geometry.py, ``--reference`` for an interleaved comparison with another
-version: 9.4-11 ms CPU per SPIDER slice (median of per-slice minima; 13-14 ms median) on one
-core of a machine at load 3, 0.96-0.97 x the previous version's time, itself 0.69 x the
-per-structure version's): a slice's numpy work is batched across its structures rather than run
-once per structure. The grids of all discs (then of all vertebral bodies) are resampled into
-one stacked array (``_resample_stack``), and their edge crossings, median-filtered ends, edge
-fits and canal runs each come from a few whole-slice numpy calls (``_extents``,
-``_canal_runs``); the column crossings transpose only the 0/1 inside masks and read the values
-from the stack (``_crossings_strided``); grid extents come from the rows' end pixels
-(``Structure.row_ends``). Every class's bounding box comes from one bit-set pass
-(``_class_boxes``), and each class is labelled once on its own crop (``_main_component``). The
-vertebral margins for the bulge (``_band_max_a``) and the signal-intensity columns
+Speed (``benchmarks/bench_geometry.py``; numbers, machine and load in BUILD.md and
+``benchmarks/results/bench_geometry.json``; ``--reference`` times another version of this
+module interleaved, for comparisons on a shared machine): a slice's numpy work is batched
+across its structures rather than run once per structure. The grids of all discs (then of all
+vertebral bodies) are resampled into one stacked array (``_resample_stack``), and their edge
+crossings, median-filtered ends, edge fits and canal runs each come from a few whole-slice
+numpy calls (``_extents``, ``_canal_runs``); the column crossings transpose only the 0/1 inside
+masks and read the values from the stack (``_crossings_strided``); grid extents come from the
+rows' end pixels (``Structure.row_ends``). Every class's bounding box comes from one bit-set
+pass (``_class_boxes``), and each class is labelled once on its own crop (``_main_component``).
+The vertebral margins for the bulge (``_band_max_a``) and the signal-intensity columns
 (``_signals``) are computed for all discs at once. What remains is mostly data-bound
 (resampling, crossings, per-pixel projections) rather than per-call overhead. Results are
 bit-identical to resampling each structure alone (grid values are multiples of 1/1024 from
