@@ -786,7 +786,7 @@ class Predictor:
 def _sha256_of(path: pathlib.Path) -> str:
     """sha256 of a file's bytes, or of a folder's files' bytes in sorted relative-path order."""
     return fileio.sha256_of_files(
-            [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()))
+        [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()))
 
 
 def read_input(input_path, *, pixel_spacing=None, slices: int = 1

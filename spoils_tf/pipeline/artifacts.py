@@ -32,8 +32,9 @@ import hashlib
 import json
 import math
 import pathlib
-from spoils_tf import fileio
 from typing import Any, ClassVar, Mapping, Optional, Sequence
+
+from spoils_tf import fileio
 
 METADATA_FILE = "metadata.json"
 MANIFEST_FILE = "files.tsv"
