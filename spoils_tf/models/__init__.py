@@ -73,3 +73,17 @@ def load_model(path, **kwargs) -> keras.Model:
     """
     from spoils_tf.models import classifiers, deeplabv3plus, unet  # noqa: F401  (register)
     return keras.saving.load_model(path, **kwargs)
+
+
+def with_input_size(model: keras.Model, size_hw) -> keras.Model:
+    """The same network rebuilt for input ``(H, W)`` with ``model``'s weights (a model built
+    for a fixed size, such as DeepLabV3+, applied to a slice of another size).
+
+    Raises:
+      ValueError: the size does not suit the architecture (the model's own message).
+    """
+    config = model.get_config()
+    config["input_shape"] = (int(size_hw[0]), int(size_hw[1]), int(model.input_shape[-1]))
+    rebuilt = type(model).from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt

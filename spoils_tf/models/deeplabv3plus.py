@@ -136,7 +136,8 @@ class DeepLabV3Plus(SegmentationModel):
 
     Args:
       num_classes: number of output classes (default ``labels.NUM_SEG_CLASSES``).
-      input_shape: ``(H, W, 3)``; H and W must be multiples of 32 for resnet50 (of
+      input_shape: ``(H, W, 3)`` (``(H, W, 1)`` also for the mini encoder); H and W must be
+        multiples of 32 for resnet50 (of
         ``output_stride`` and 4 for mini).
       encoder: ``"resnet50"`` (keras.applications) or ``"mini"``.
       encoder_weights: None, ``"imagenet"`` or a local ``.h5`` / ``.weights.h5`` path (resnet50
@@ -164,8 +165,10 @@ class DeepLabV3Plus(SegmentationModel):
         input_shape = tuple(int(s) for s in input_shape)
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
-        if len(input_shape) != 3 or input_shape[-1] != 3:
-            raise ValueError(f"input_shape must be (H, W, 3), got {input_shape}")
+        channels = (3,) if encoder == "resnet50" else (1, 3)
+        if len(input_shape) != 3 or input_shape[-1] not in channels:
+            raise ValueError(f"input_shape must be (H, W, C) with C in {channels} for encoder "
+                             f"{encoder!r}, got {input_shape}")
         total_stride = max(32 if encoder == "resnet50" else output_stride, 4)
         if input_shape[0] % total_stride or input_shape[1] % total_stride:
             raise ValueError(f"input_shape {input_shape[:2]} must be divisible by "
