@@ -209,3 +209,78 @@ class SegmentationMetrics:
         out["discs"] = float(self.discs)
         out["discs_missed"] = float(self.missed)
         return out
+
+
+# === Tissue level (bodies, discs, canal merged) ===
+TISSUE_NAMES: tuple[str, ...] = ("background", "vertebra", "disc", "canal")
+
+
+def tissue_map(mask: np.ndarray) -> np.ndarray:
+    """``int [..., H, W]`` 14-class ids -> ``uint8`` tissue ids (index into ``TISSUE_NAMES``):
+    every vertebral body 1, every disc 2, the canal 3, the rest 0."""
+    lut = np.zeros(labels.NUM_SEG_CLASSES, np.uint8)
+    for c in labels.SEG_CLASSES:
+        if c.kind in TISSUE_NAMES:
+            lut[c.id] = TISSUE_NAMES.index(c.kind)
+    return lut[np.asarray(mask)]
+
+
+def disc_detection(true_mask: np.ndarray, pred_mask: np.ndarray,
+                   min_covered: float = 0.5) -> dict[str, int]:
+    """How many annotated discs the prediction finds, whatever level it names them.
+
+    Every 8-connected component of a disc class in ``true_mask`` ``[H, W]`` is one disc; it is
+    **detected** when at least ``min_covered`` of its pixels are predicted as some disc class.
+
+    Returns:
+      ``{"discs": int, "detected": int}``.
+    """
+    t, p = np.asarray(true_mask), np.asarray(pred_mask)
+    if t.shape != p.shape:
+        raise ValueError(f"true_mask shape {t.shape} != pred_mask shape {p.shape}")
+    pred_disc = np.isin(p, labels.DISC_IDS)
+    structure = np.ones((3, 3), bool)
+    discs = detected = 0
+    for level in labels.DISC_IDS:
+        components, n = scipy.ndimage.label(t == level, structure=structure)
+        if not n:
+            continue
+        sizes = np.bincount(components.ravel(), minlength=n + 1)
+        hits = np.bincount(components.ravel(), weights=pred_disc.ravel(), minlength=n + 1)
+        discs += n
+        detected += int(np.sum(hits[1:] >= min_covered * sizes[1:]))
+    return {"discs": discs, "detected": detected}
+
+
+class TwoLevelMetrics:
+    """14-class and tissue-level scores plus level accuracy and disc detection, pooled.
+
+    >>> m = TwoLevelMetrics()
+    >>> m.update(y_true, y_pred)     # int [H, W] each, one slice
+    >>> m.result()   # {"dice/fg_macro", "tissue/dice/fg_macro", "level_accuracy",
+    ...              #  "disc_detection", ...}
+    """
+
+    def __init__(self):
+        self.classes = SegmentationMetrics()
+        self.tissue = SegmentationMetrics(len(TISSUE_NAMES), TISSUE_NAMES)
+        self.discs = self.detected = 0
+
+    def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+        """Adds one slice (``int [H, W]`` masks of the same shape)."""
+        self.classes.update(y_true, y_pred)
+        self.tissue.update(tissue_map(y_true), tissue_map(y_pred))
+        det = disc_detection(y_true, y_pred)
+        self.discs += det["discs"]
+        self.detected += det["detected"]
+
+    def result(self) -> dict[str, float]:
+        """``SegmentationMetrics.result()`` keys, the tissue ones prefixed ``tissue/``, and
+        ``disc_detection`` = detected / annotated discs."""
+        out = self.classes.result()
+        tissue = self.tissue.result()
+        out.update({f"tissue/{k}": v for k, v in tissue.items()
+                    if not k.startswith(("level_accuracy", "discs"))})
+        out["disc_detection"] = self.detected / self.discs if self.discs else float("nan")
+        out["discs_detected"] = float(self.detected)
+        return out
