@@ -43,6 +43,12 @@ def seg_data_config() -> ml_collections.ConfigDict:
     d.augment = ml_collections.ConfigDict(dict(seg_pipeline.DEFAULT_AUGMENT))
     d.synthetic = ml_collections.ConfigDict(
             {"patients": 16, "slices_per_patient": 3, "seed": 0})
+    # Fixed-spacing patch training (spoils_tf/train/seg_spacing_lib.py) when > 0: every slice
+    # resampled to this pixel size in mm, random patches of patch_size (H, W) pixels.
+    d.target_spacing_mm = 0.0
+    d.patch_size = (320, 256)
+    from spoils_tf.data import spacing_pipeline
+    d.patch_augment = ml_collections.ConfigDict(dict(spacing_pipeline.DEFAULT_PATCH_AUGMENT))
     return d
 
 
@@ -60,4 +66,12 @@ def train_config() -> ml_collections.ConfigDict:
     t.monitor_test_fold = False  # also evaluate the test fold each epoch (monitoring only)
     t.verbose = 1                # Keras progress bars
     t.eval_batch_size = 1
+    # Step-counted training (fixed-spacing path only): steps in chunks of steps_per_epoch,
+    # warm-up then cosine | poly decay to learning_rate * final_lr_fraction at the last step.
+    t.steps = 0
+    t.steps_per_epoch = 50
+    t.schedule = "cosine"
+    t.warmup_steps = 50
+    t.final_lr_fraction = 0.01
+    t.eval_every_epochs = 0        # held-out curve every n "epochs" (0 = off)
     return t

@@ -42,7 +42,8 @@ def define_flags(config_example: str, *, fold: bool = True,
     fold_flag = None
     if fold:
         fold_flag = flags.DEFINE_string(
-                "fold", None, "fold(s) to run: N, a list N,M or 'all' (default: config.fold)")
+                "fold", None, "fold(s) to run: N, a list N,M, 'all', or 'final' (fixed-spacing "
+                "segmentation: train on every patient) (default: config.fold)")
     flags.mark_flags_as_required(["config", "workdir"])
     return ExperimentFlags(config, workdir, fold_flag)
 

@@ -50,6 +50,7 @@ PAPER_CV: dict[str, float] = {"accuracy": 98.7, "precision": 96.95, "recall": 97
                               "dice": 96.9, "iou": 94.8}
 # Which of our keys each paper column is compared with (the paper does not define its
 # averaging; we report pixel accuracy and foreground-macro means, background excluded).
+FINAL = "final"   # --fold=final: train on every patient (the shipped model), no held-out fold
 TABLE_KEYS: dict[str, str] = {"accuracy": "pixel_accuracy", "precision": "precision/fg_macro",
                               "recall": "recall/fg_macro", "dice": "dice/fg_macro",
                               "iou": "iou/fg_macro"}
@@ -346,6 +347,13 @@ def run(config, workdir: str | pathlib.Path, *, examples=None, folds=None,
         ``.split(i)``) instead of loading them from ``config.data`` (tests, notebooks).
       strategy_name: ``spoils_tf.train.common.STRATEGIES``.
     """
+    spacing_path = float(config.data.get("target_spacing_mm", 0.0)) > 0
+    if str(config.fold).strip() == FINAL and not spacing_path:
+        raise ValueError("--fold=final (train on every patient) needs a fixed-spacing config "
+                         "(config.data.target_spacing_mm > 0), e.g. configs/seg_unet.py:spider_cpu")
+    if spacing_path:
+        from spoils_tf.train import seg_spacing_lib
+        seg_spacing_lib.check_schedule(config.train)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     common.save_config(config, workdir)
@@ -361,6 +369,13 @@ def run(config, workdir: str | pathlib.Path, *, examples=None, folds=None,
             examples, _ = tfds_builder.load_dataset(dataset_dir, tfds_dir, tfds_config)
         if folds is None:
             folds = ensure_folds(dataset_dir, config)
+    if str(config.fold).strip() == FINAL:
+        from spoils_tf.train import seg_spacing_lib
+        final_dir = workdir / FINAL
+        metrics = seg_spacing_lib.train_fold(config, final_dir, examples,
+                                             sorted(folds.assignment), [])
+        common.write_json(final_dir / "metrics.json", metrics)
+        return {"folds": {}, "final": metrics, "summary": None}
     keys = central_slice_keys(examples, int(config.data.max_slices_per_patient))
     results: dict[int, dict[str, Any]] = {}
     for fold in parse_fold_spec(config.fold, folds.k):
@@ -374,14 +389,23 @@ def run(config, workdir: str | pathlib.Path, *, examples=None, folds=None,
         train_patients, test_patients = folds.split(fold)
         log.info("fold %d: %d train / %d test patients", fold, len(train_patients),
                  len(test_patients))
-        metrics = train_fold(config, fold_dir, examples, train_patients, test_patients,
-                             keys=keys, strategy=strategy)
+        if spacing_path:
+            from spoils_tf.train import seg_spacing_lib
+            metrics = seg_spacing_lib.train_fold(config, fold_dir, examples, train_patients,
+                                                 test_patients)
+        else:
+            metrics = train_fold(config, fold_dir, examples, train_patients, test_patients,
+                                 keys=keys, strategy=strategy)
         metrics["fold"] = fold
         metrics["precision_policy"] = precision
         common.write_json(done, metrics)
         results[fold] = metrics
     summary = None
-    if len(results) > 1:
+    if len(results) > 1 and spacing_path:
+        from spoils_tf.train import seg_spacing_report
+        summary = seg_spacing_report.summarize(results)
+        seg_spacing_report.write_tables(summary, workdir)
+    elif len(results) > 1:
         summary = summarize(results)
         write_tables(summary, workdir)
     return {"folds": results, "summary": summary}
