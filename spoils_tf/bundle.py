@@ -14,10 +14,12 @@ Card fields (JSON object; writers may add more, e.g. ``bundle.versions``, the ve
 together):
 
 * all kinds: ``format`` (:data:`CARD_FORMAT`), ``kind``, ``model_file`` (relative to the version
-  directory; ``"."`` for a SavedModel), ``created`` (UTC ISO time), ``metrics`` (held-out
+  directory; ``"."`` for a SavedModel), optional ``sha256`` (checked at load by
+  :func:`check_sha256`), ``created`` (UTC ISO time), ``metrics`` (held-out
   metrics, may be empty), ``data_fingerprint`` (sha256 of the training data or ``""``),
   ``config`` (the resolved training config, plain JSON);
-* ``segmentation``: ``resize_mode``; optional ``keras_file`` (a ``.keras`` copy in the version
+* ``segmentation``: ``resize_mode`` (``"spacing"`` with ``target_spacing_mm`` for a model trained
+  at a fixed pixel size, ``spoils_tf.data.spacing_pipeline``); optional ``keras_file`` (a ``.keras`` copy in the version
   directory, which ``spoils predict --precision bfloat16`` rebuilds under ``mixed_bfloat16``;
   without it the SavedModel runs as exported);
 * ``crop_classifier``: ``target`` (``grade_class | pfirrmann | binary``), ``classes`` (in
@@ -116,6 +118,11 @@ def validate_card(card: Mapping[str, Any], source: str) -> dict[str, Any]:
     for key in _REQUIRED[kind]:
         if key not in card:
             raise BundleError(f"{source}: field {key!r} is missing (required for kind {kind!r})")
+    if kind == "segmentation" and card["resize_mode"] == "spacing":
+        target = card.get("target_spacing_mm")
+        if not isinstance(target, (int, float)) or not target > 0:
+            raise BundleError(f"{source}: field 'target_spacing_mm' is {target!r}; a "
+                              "'spacing' segmentation model needs its training pixel size in mm")
     if "classes" in _REQUIRED[kind] and (not isinstance(card["classes"], list)
                                          or len(card["classes"]) < 2):
         raise BundleError(f"{source}: field 'classes' must be a list of at least 2 class names")
@@ -179,7 +186,30 @@ def latest(base_dir: Union[str, os.PathLike], name: str) -> Optional[BundleModel
     if not entry.model_path.exists():
         raise BundleError(f"{card_path(version_dir)}: field 'model_file' names "
                           f"{entry.model_path}, which does not exist")
+    check_sha256(entry)
     return entry
+
+
+def check_sha256(entry: BundleModel) -> None:
+    """Compares a model file with its card's optional ``sha256`` (hex digest of the file named
+    by ``model_file``; of all files below it concatenated in sorted path order, model card
+    excluded, for a folder).
+
+    Raises:
+        BundleError: the digests differ (a damaged or replaced model file; names both).
+    """
+    expected = entry.card.get("sha256")
+    if not expected:
+        return
+    path = entry.model_path
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and CARD_DIR not in p.parts)
+        actual = fileio.sha256_of_files(files)
+    else:
+        actual = fileio.sha256_file(path)
+    if actual != expected:
+        raise BundleError(f"{card_path(entry.version_dir)}: field 'sha256' is {expected}, but "
+                          f"{path} hashes to {actual}: the model file is damaged or was replaced")
 
 
 def load_bundle(models_dir: Union[str, os.PathLike]) -> dict[str, BundleModel]:

@@ -27,6 +27,7 @@ and ``<stem>_areas.json`` (per class: pixel count and, when the spacing is known
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import sys
@@ -154,8 +155,12 @@ def load_segmenter(model_path: str | pathlib.Path, resize_mode: str = "letterbox
     if model_path.suffix == ".keras":
         import spoils_tf.models
         from spoils_tf.data import seg_pipeline
-        predictor = seg_pipeline.make_predictor(spoils_tf.models.load_model(model_path),
-                                                resize_mode)
+        model = spoils_tf.models.load_model(model_path)
+        if None in tuple(model.input_shape[1:3]):
+            raise ValueError(f"{model_path}: the model takes slices of any size at a fixed pixel "
+                             "spacing; give its training pixel size with --target-spacing-mm "
+                             "(or use its model bundle, whose card records it)")
+        predictor = seg_pipeline.make_predictor(model, resize_mode)
 
         def predict(grey):
             rgb = np.repeat(grey[None, :, :, None], 3, axis=-1)
@@ -163,6 +168,107 @@ def load_segmenter(model_path: str | pathlib.Path, resize_mode: str = "letterbox
         return predict
     raise ValueError(f"{model_path}: expected a .keras file or a SavedModel version directory "
                      "(with saved_model.pb)")
+
+
+# === Fixed-spacing models: orientation and anatomical levels ===
+# how the input differed from display orientation, per levels.ORIENTATIONS name
+ORIENTATION_WORDS: dict[str, str] = {"as_is": "in display orientation",
+                                     "flip_lr": "mirrored left-right",
+                                     "flip_ud": "upside down (mirrored top-bottom)",
+                                     "rot180": "rotated by 180 degrees"}
+
+
+class OrientationError(ValueError):
+    """The slice's orientation could not be read from the anatomy: refused, nothing written."""
+
+
+@dataclasses.dataclass
+class Segmentation:
+    """One slice segmented by a fixed-spacing model.
+
+    Attributes:
+        image: ``uint8 [H', W']`` the slice in display orientation (superior up, anterior
+            left): the input, flipped when ``orientation`` is not ``"as_is"``.
+        label_map: ``int32 [H', W']`` class ids of ``labels`` after the level labelling.
+        orientation: the flip that was undone (``levels.ORIENTATIONS``).
+        orientation_note: why that orientation was chosen.
+        levels: the ``levels.LevelResult`` (flags, chain, dropped components).
+    """
+
+    image: np.ndarray
+    label_map: np.ndarray
+    orientation: str
+    orientation_note: str
+    levels: Any
+
+
+class SpacingSegmenter:
+    """A model trained at a fixed pixel size (``spoils_tf.data.spacing_pipeline``) with the
+    anatomical level labelling (``spoils_tf.levels``) and orientation check around it.
+
+    Args:
+        model_path: a ``.keras`` file, or a SavedModel exported with ``resize_mode="spacing"``.
+        target_spacing_mm: the training pixel size (the model card's ``target_spacing_mm``).
+        orientation: ``"auto"`` tries the four flips of ``levels.ORIENTATIONS`` and keeps the
+            one whose anatomy reads correctly (refusing the slice when that is ambiguous);
+            ``"as_is"`` trusts the input to be in display orientation (one network pass).
+
+    Call: ``(uint8 [H, W], (row_mm, col_mm)) -> Segmentation``.
+
+    Raises (call): OrientationError: ``"auto"`` and the anatomy does not say which way is up.
+    """
+
+    def __init__(self, model_path: str | pathlib.Path, target_spacing_mm: float, *,
+                 orientation: str = "auto"):
+        import tensorflow as tf
+        from spoils_tf import levels
+        if orientation not in ("auto", "as_is"):
+            raise ValueError(f"orientation: {orientation!r}; expected auto | as_is")
+        self.orientation = orientation
+        model_path = pathlib.Path(model_path)
+        if not model_path.exists():
+            raise FileNotFoundError(f"{model_path}: model not found")
+        if model_path.is_dir() and (model_path / "saved_model.pb").is_file():
+            from spoils_tf.export import serving
+            fn = tf.saved_model.load(str(model_path)).signatures[serving.SIGNATURE_NAME]
+
+            def probs(grey, spacing):
+                return fn(image=tf.constant(grey), pixel_spacing_mm=tf.constant(
+                        spacing, tf.float32))["probabilities"].numpy()
+        elif model_path.suffix == ".keras":
+            import spoils_tf.models
+            from spoils_tf.data import spacing_pipeline
+            predict = spacing_pipeline.make_spacing_predictor(
+                    spoils_tf.models.load_model(model_path, compile=False), float(target_spacing_mm))
+
+            def probs(grey, spacing):
+                return np.asarray(predict(grey, np.asarray(spacing, np.float32)))
+        else:
+            raise ValueError(f"{model_path}: expected a .keras file or a SavedModel version "
+                             "directory (with saved_model.pb)")
+        self.probabilities = probs
+        self._levels = levels
+
+    def __call__(self, grey: np.ndarray, spacing_mm: tuple[float, float]) -> Segmentation:
+        levels = self._levels
+        grey = np.ascontiguousarray(grey, np.uint8)
+        names = levels.ORIENTATIONS if self.orientation == "auto" else ("as_is",)
+        results = {}
+        for name in names:
+            image = np.ascontiguousarray(levels.orient(grey, name))
+            results[name] = (image, levels.assign_levels(self.probabilities(image, spacing_mm),
+                                                         spacing_mm))
+        if self.orientation == "as_is":
+            image, result = results["as_is"]
+            return Segmentation(image, result.label_map, "as_is", "taken as given", result)
+        decision = levels.choose_orientation({n: r for n, (_, r) in results.items()})
+        if not decision.confident:
+            raise OrientationError(
+                    "cannot tell which way is up and which way is anterior from the anatomy "
+                    f"({decision.reason}); refusing to report levels. Give the slice in display "
+                    "orientation (superior at the top, anterior on the left)")
+        image, result = results[decision.name]
+        return Segmentation(image, result.label_map, decision.name, decision.reason, result)
 
 
 # === Outputs ===
@@ -186,64 +292,221 @@ def _png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def segment_file(image_path: str | pathlib.Path, model_path: str | pathlib.Path,
+def _stem(path: pathlib.Path) -> str:
+    return path.name[:-7] if path.name.lower().endswith(".nii.gz") else path.stem
+
+
+def _write_outputs(out_dir: pathlib.Path, stem: str, grey: np.ndarray, mask: np.ndarray,
+                   result: dict[str, Any]) -> None:
+    """The four output files of one slice, each written atomically."""
+    from spoils_tf import viz
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fileio.atomic_write_bytes(out_dir / f"{stem}_input.png", _png_bytes(grey))
+    fileio.atomic_write_bytes(out_dir / f"{stem}_mask.png", _png_bytes(mask))
+    fileio.atomic_write_bytes(out_dir / f"{stem}_overlay.png", _png_bytes(viz.overlay(grey, mask)))
+    fileio.atomic_write_bytes(out_dir / f"{stem}_areas.json",
+                              (json.dumps(result, indent=2) + "\n").encode("utf-8"))
+
+
+class Segmenter:
+    """``spoils segment``'s model, loaded once for any number of slices.
+
+    ``model_path`` may be a ``.keras`` file, an exported SavedModel version folder, a model
+    bundle (``spoils_tf.bundle``: its latest ``spoils_seg`` version, card and checksum
+    checked) or None for the shipped SPIDER model (``spoils_tf.weights``). Models trained at a
+    fixed pixel size (card or SavedModel metadata ``resize_mode: "spacing"``, or a ``.keras`` with
+    ``target_spacing_mm``) run :class:`SpacingSegmenter` and need the pixel spacing; older
+    letterbox models run :func:`load_segmenter`.
+
+    Raises:
+      FileNotFoundError, ValueError (incl. ``bundle.BundleError``): naming the path and field.
+    """
+
+    def __init__(self, model_path: Optional[str | pathlib.Path] = None, *,
+                 resize_mode: str = "letterbox", target_spacing_mm: float = 0.0,
+                 orientation: str = "auto"):
+        from spoils_tf import bundle
+        if model_path is None:
+            from spoils_tf import weights
+            model_path = weights.DEFAULT_BUNDLE
+        path = pathlib.Path(model_path)
+        if path.is_dir() and (path / bundle.SEG).is_dir():
+            entry = bundle.load_bundle(path)[bundle.SEG]
+            path, card = entry.model_path, entry.card
+            resize_mode = str(card["resize_mode"])
+            target_spacing_mm = float(card.get("target_spacing_mm") or 0.0)
+            self.label = entry.label
+        else:
+            meta = path / "assets.extra" / "spoils_model.json"
+            if path.is_dir() and meta.is_file():
+                info = json.loads(meta.read_text())
+                resize_mode = str(info.get("resize_mode", resize_mode))
+                target_spacing_mm = float(info.get("target_spacing_mm") or 0.0)
+            elif target_spacing_mm > 0:
+                resize_mode = "spacing"
+            self.label = str(path)
+        self.path = path
+        self.spacing_mode = resize_mode == "spacing"
+        self.target_spacing_mm = target_spacing_mm
+        if self.spacing_mode:
+            self._run = SpacingSegmenter(path, target_spacing_mm, orientation=orientation)
+        else:
+            self._run = load_segmenter(path, resize_mode)
+
+    def warmup(self, shape_hw: tuple[int, int]) -> None:
+        """Runs the network once on a blank slice of this size (graph tracing)."""
+        blank = np.zeros(tuple(int(v) for v in shape_hw), np.uint8)
+        if self.spacing_mode:
+            self._run.probabilities(blank, (1.0, 1.0))
+        else:
+            self._run(blank)
+
+    def __call__(self, grey: np.ndarray, spacing_mm: Optional[tuple[float, float]],
+                 source: str = "") -> Segmentation:
+        """Segments one slice.
+
+        Raises:
+          ValueError: a fixed-spacing model and no pixel spacing (names ``source``);
+            OrientationError: the orientation cannot be read from the anatomy.
+        """
+        if not self.spacing_mode:
+            return Segmentation(grey, np.asarray(self._run(grey), np.int32), "as_is",
+                                "taken as given (letterbox model)", None)
+        if spacing_mm is None:
+            raise ValueError(f"{source}: field 'pixel spacing' is unknown; this model works in "
+                             "millimetres: give --pixel-spacing ROW_MM COL_MM")
+        return self._run(grey, spacing_mm)
+
+
+def segment_file(image_path: str | pathlib.Path, model_path: str | pathlib.Path | None,
                  out_dir: str | pathlib.Path, *, resize_mode: str = "letterbox",
-                 pixel_spacing_mm: Optional[tuple[float, float]] = None) -> dict[str, Any]:
+                 pixel_spacing_mm: Optional[tuple[float, float]] = None,
+                 segmenter: Optional[Segmenter] = None) -> dict[str, Any]:
     """Segments one image and writes the four outputs (module docstring).
+
+    Args:
+      segmenter: a loaded :class:`Segmenter` (batch use); else one is loaded from
+        ``model_path`` / ``resize_mode``.
 
     Returns:
       the areas JSON content (also written to ``<stem>_areas.json``).
 
     Raises:
-      FileNotFoundError, ValueError: from :func:`read_input_slice` / :func:`load_segmenter`.
+      FileNotFoundError, ValueError: from :func:`read_input_slice` or the model;
+      OrientationError: the orientation cannot be read from the anatomy (nothing written).
     """
-    from spoils_tf import viz
     image_path = pathlib.Path(image_path)
     grey, spacing, note = read_input_slice(image_path)
     if pixel_spacing_mm is not None:
         spacing = (float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1]))
-    mask = load_segmenter(model_path, resize_mode)(grey).astype(np.uint8)
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = image_path.name[:-7] if image_path.name.lower().endswith(".nii.gz") else image_path.stem
+    seg_model = segmenter or Segmenter(model_path, resize_mode=resize_mode)
+    seg = seg_model(grey, spacing, str(image_path))
+    mask = seg.label_map.astype(np.uint8)
+    stem = _stem(image_path)
     result = {
-            "image": str(image_path), "model": str(model_path), "source": note,
-            "shape_hw": list(grey.shape), "pixel_spacing_mm": list(spacing) if spacing else None,
+            "image": str(image_path), "model": seg_model.label, "source": note,
+            "shape_hw": list(seg.image.shape), "pixel_spacing_mm": list(spacing) if spacing else None,
+            "orientation": {"undone": seg.orientation, "note": seg.orientation_note},
+            "levels": None if seg.levels is None else {
+                    "flags": list(seg.levels.flags), "score": float(seg.levels.score),
+                    "chain": [c["name"] for c in seg.levels.chain],
+                    "dropped": [c["reason"] for c in seg.levels.dropped]},
             "classes": class_areas(mask, spacing),
             "files": {k: f"{stem}_{k}.png" for k in ("mask", "overlay", "input")},
     }
-    fileio.atomic_write_bytes(out_dir / f"{stem}_input.png", _png_bytes(grey))
-    fileio.atomic_write_bytes(out_dir / f"{stem}_mask.png", _png_bytes(mask))
-    fileio.atomic_write_bytes(out_dir / f"{stem}_overlay.png", _png_bytes(viz.overlay(grey, mask)))
-    fileio.atomic_write_bytes(out_dir / f"{stem}_areas.json",
-                  (json.dumps(result, indent=2) + "\n").encode("utf-8"))
+    _write_outputs(pathlib.Path(out_dir), stem, seg.image, mask, result)
     return result
 
 
+def expand_inputs(paths: list[pathlib.Path]) -> list[pathlib.Path]:
+    """The files to segment: each path as given, a folder replaced by its image files
+    (PNG/JPEG/TIFF/BMP/MHA/NIfTI, sorted) unless it is a DICOM series folder.
+
+    Raises:
+      FileNotFoundError: a path that does not exist (named).
+      ValueError: a folder without any image file, or two inputs with the same output stem.
+    """
+    pictures = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp") + _ITK_SUFFIXES
+    out: list[pathlib.Path] = []
+    for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: input not found")
+        if p.is_dir() and not any(c.suffix.lower() in _DICOM_SUFFIXES or (c.is_file() and _is_dicom(c))
+                                  for c in p.iterdir() if c.is_file() and not c.name.startswith(".")):
+            found = sorted(c for c in p.iterdir() if c.is_file() and _suffix(c) in pictures)
+            if not found:
+                raise ValueError(f"{p}: folder holds no image file ({', '.join(pictures)}) and "
+                                 "no DICOM series")
+            out += found
+        else:
+            out.append(p)
+    stems: dict[str, pathlib.Path] = {}
+    for p in out:
+        if _stem(p) in stems:
+            raise ValueError(f"{p}: same output name '{_stem(p)}_mask.png' as {stems[_stem(p)]}; "
+                             "segment them into different --out folders")
+        stems[_stem(p)] = p
+    return out
+
+
 def segment_main(argv: list[str]) -> int:
-    """``spoils segment --image FILE --model PATH --out DIR [--resize-mode letterbox|resize]
-    [--pixel-spacing ROW_MM COL_MM]``. Returns 0, or 1 with a message on stderr."""
-    parser = argparse.ArgumentParser(prog="spoils segment",
-                                     description="segment one image with a trained model")
-    parser.add_argument("--image", required=True, type=pathlib.Path,
-                        help="PNG/JPEG/DICOM/MHA/NIfTI (a 3-D volume -> its middle sagittal slice)")
-    parser.add_argument("--model", required=True, type=pathlib.Path,
-                        help=".keras file or exported SavedModel version directory")
+    """``spoils segment [FILE|DIR ...] [--image FILE] [--model PATH] --out DIR ...``.
+
+    Returns 0 when every input was segmented, 1 with a message on stderr when any failed (the
+    others are still written) or the arguments / model are bad.
+    """
+    from tqdm.auto import tqdm
+    parser = argparse.ArgumentParser(
+            prog="spoils segment",
+            description="segment one or more sagittal slices with one model load; writes "
+                        "<stem>_mask.png (class ids of spoils_tf.labels), _overlay.png, "
+                        "_input.png and _areas.json per input")
+    parser.add_argument("inputs", nargs="*", type=pathlib.Path,
+                        help="PNG/JPEG/DICOM/MHA/NIfTI files or folders (a DICOM folder or 3-D "
+                             "volume -> its middle sagittal slice)")
+    parser.add_argument("--image", action="append", type=pathlib.Path, default=[],
+                        help="one more input (repeatable)")
+    parser.add_argument("--model", type=pathlib.Path, default=None,
+                        help="model bundle, SavedModel version folder or .keras file "
+                             "(default: the shipped SPIDER model, spoils_tf/weights)")
     parser.add_argument("--out", required=True, type=pathlib.Path, help="output directory")
     parser.add_argument("--resize-mode", default="letterbox", choices=("letterbox", "resize"),
-                        help="for .keras models: how the image is fitted (the training config's "
-                             "data.resize_mode); a SavedModel carries its own")
+                        help="for letterbox-trained .keras models: how the image is fitted")
+    parser.add_argument("--target-spacing-mm", type=float, default=0.0,
+                        help="for a bare .keras trained at a fixed pixel size: that size in mm")
+    parser.add_argument("--orientation", default="auto", choices=("auto", "as_is"),
+                        help="auto: read which way is up/anterior from the anatomy and correct "
+                             "a flipped slice (refuse when ambiguous); as_is: trust the input")
     parser.add_argument("--pixel-spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
-                        help="override / supply the pixel spacing in mm")
+                        help="override / supply the pixel spacing in mm (all inputs)")
     args = parser.parse_args(argv)
     try:
-        result = segment_file(args.image, args.model, args.out, resize_mode=args.resize_mode,
-                              pixel_spacing_mm=args.pixel_spacing)
+        files = expand_inputs(list(args.inputs) + list(args.image))
+        if not files:
+            parser.error("give at least one input file or folder")
+        segmenter = Segmenter(args.model, resize_mode=args.resize_mode,
+                              target_spacing_mm=args.target_spacing_mm,
+                              orientation=args.orientation)
     except (FileNotFoundError, ValueError) as e:
         print(f"spoils segment: {e}", file=sys.stderr)
         return 1
-    found = [n for n, a in result["classes"].items()
-             if a["pixels"] and n != labels.SEG_NAMES[labels.BACKGROUND_ID]]
-    print(f"{args.out}: {result['shape_hw'][0]}x{result['shape_hw'][1]} ({result['source']}); "
-          f"classes found: {', '.join(found) or 'none'}")
-    return 0
+    failed: list[str] = []
+    for path in tqdm(files, desc="segment", unit="slice", disable=len(files) < 2):
+        try:
+            result = segment_file(path, None, args.out, pixel_spacing_mm=args.pixel_spacing,
+                                  segmenter=segmenter)
+        except (FileNotFoundError, ValueError) as e:
+            failed.append(f"{path}: {e}")
+            print(f"spoils segment: {e}", file=sys.stderr)
+            continue
+        found = [n for n, a in result["classes"].items()
+                 if a["pixels"] and n != labels.SEG_NAMES[labels.BACKGROUND_ID]]
+        flags = (result["levels"] or {}).get("flags") or []
+        print(f"{path}: {result['shape_hw'][0]}x{result['shape_hw'][1]} ({result['source']}); "
+              f"classes found: {', '.join(found) or 'none'}"
+              + (f"; given {ORIENTATION_WORDS[result['orientation']['undone']]}, corrected"
+                 if result["orientation"]["undone"] != "as_is" else "")
+              + (f"; flags: {'; '.join(flags)}" if flags else ""))
+    print(f"{len(files) - len(failed)} of {len(files)} segmented into {args.out}"
+          + (f"; {len(failed)} failed (listed above)" if failed else ""))
+    return 1 if failed else 0

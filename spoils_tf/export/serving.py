@@ -12,6 +12,10 @@ Signature ``serving_default``:
 * outputs ``probabilities``: ``float32 [batch, H, W, num_classes]`` and ``label_map``:
   ``int32 [batch, H, W]`` class ids of ``spoils_tf.labels``, both at the INPUT resolution.
 
+Models trained at a fixed pixel size (``resize_mode="spacing"``) get instead inputs ``image:
+uint8 [H, W]`` and ``pixel_spacing_mm: float32 [2]`` and outputs ``[H, W, C]`` / ``[H, W]``:
+the server resamples to the training spacing as training did.
+
 Resizing / letterboxing and normalisation run inside the graph, through the same functions
 that fed training (``spoils_tf.data.seg_pipeline.make_predictor``). ``assets.extra/
 spoils_model.json`` records class names, input size, resize mode and normalisation.
@@ -36,13 +40,31 @@ INPUT_NAME = "images"
 METADATA_FILE = "spoils_model.json"
 
 
+SPACING_MODE = "spacing"
+SPACING_INPUTS = ("image", "pixel_spacing_mm")
+
+
 class _SegmentationServing(tf.Module):
     """Holds the Keras model (its variables) and the serving function."""
 
-    def __init__(self, model, resize_mode: str):
+    def __init__(self, model, resize_mode: str, target_spacing_mm: float = 0.0):
         super().__init__(name="spoils_segmentation")
         self.model = model
-        self.serve = seg_pipeline.make_predictor(model, resize_mode)
+        if resize_mode != SPACING_MODE:
+            self.serve = seg_pipeline.make_predictor(model, resize_mode)
+            return
+        from spoils_tf.data import spacing_pipeline
+        predict = spacing_pipeline.make_spacing_predictor(model, target_spacing_mm)
+
+        @tf.function(input_signature=[
+                tf.TensorSpec([None, None], tf.uint8, name=SPACING_INPUTS[0]),
+                tf.TensorSpec([2], tf.float32, name=SPACING_INPUTS[1])])
+        def serve(image, pixel_spacing_mm):
+            probs = predict(image, pixel_spacing_mm)
+            return {"probabilities": probs,
+                    "label_map": tf.argmax(probs, axis=-1, output_type=tf.int32)}
+
+        self.serve = serve
 
 
 def existing_versions(model_dir: str | pathlib.Path) -> list[int]:
@@ -55,7 +77,8 @@ def existing_versions(model_dir: str | pathlib.Path) -> list[int]:
 
 def export_saved_model(model, base_dir: str | pathlib.Path, model_name: str,
                        version: Optional[int] = None,
-                       resize_mode: str = "letterbox") -> pathlib.Path:
+                       resize_mode: str = "letterbox",
+                       target_spacing_mm: float = 0.0) -> pathlib.Path:
     """Exports ``model`` to ``base_dir/model_name/version``.
 
     Args:
@@ -64,7 +87,11 @@ def export_saved_model(model, base_dir: str | pathlib.Path, model_name: str,
       model_name: the served model name (a folder name).
       version: positive integer; None = one more than the highest existing version (or 1).
       resize_mode: how inputs are fitted to the model (``seg_pipeline.RESIZE_MODES``); use the
-        training config's ``data.resize_mode``.
+        training config's ``data.resize_mode``; or ``"spacing"`` for a model trained at a fixed
+        pixel size (``spoils_tf.data.spacing_pipeline``): the signature then takes one slice
+        ``image: uint8 [H, W]`` and ``pixel_spacing_mm: float32 [2]`` (row, col) and resamples
+        to ``target_spacing_mm`` inside the graph, as training did.
+      target_spacing_mm: the training pixel size (``"spacing"`` mode only).
 
     Returns:
       the version directory.
@@ -89,19 +116,27 @@ def export_saved_model(model, base_dir: str | pathlib.Path, model_name: str,
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(dir=model_dir, prefix=f".tmp-{version}-"))
     try:
-        module = _SegmentationServing(model, resize_mode)
+        if resize_mode == SPACING_MODE and not target_spacing_mm > 0:
+            raise ValueError("resize_mode 'spacing' needs target_spacing_mm > 0")
+        module = _SegmentationServing(model, resize_mode, target_spacing_mm)
         tf.saved_model.save(module, str(tmp), signatures={SIGNATURE_NAME: module.serve})
+        signature = {"name": SIGNATURE_NAME, "input": f"{INPUT_NAME}: uint8 [B, H, W, 3]",
+                     "outputs": ["probabilities: float32 [B, H, W, C]",
+                                 "label_map: int32 [B, H, W]"]}
+        if resize_mode == SPACING_MODE:
+            signature = {"name": SIGNATURE_NAME,
+                         "input": "image: uint8 [H, W]; pixel_spacing_mm: float32 [2] (row, col)",
+                         "outputs": ["probabilities: float32 [H, W, C]", "label_map: int32 [H, W]"]}
         meta = {
                 "model_name": model_name, "version": version,
                 "class_names": list(labels.SEG_NAMES),
                 "num_classes": int(model.output_shape[-1]),
-                "model_input_size": [int(s) for s in model.input_shape[1:3]],
+                "model_input_size": [None if s is None else int(s) for s in model.input_shape[1:3]],
                 "resize_mode": resize_mode,
+                "target_spacing_mm": float(target_spacing_mm) if resize_mode == SPACING_MODE else None,
                 "normalization": "spoils_tf.data.seg_pipeline.normalize_images (caffe: BGR "
                                  f"minus {list(seg_pipeline.IMAGENET_CAFFE_MEAN_BGR)})",
-                "signature": {"name": SIGNATURE_NAME, "input": f"{INPUT_NAME}: uint8 [B, H, W, 3]",
-                              "outputs": ["probabilities: float32 [B, H, W, C]",
-                                          "label_map: int32 [B, H, W]"]},
+                "signature": signature,
         }
         (tmp / "assets.extra").mkdir(exist_ok=True)
         (tmp / "assets.extra" / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
