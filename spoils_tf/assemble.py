@@ -87,12 +87,16 @@ def _common(source: pathlib.Path, config: Optional[dict], metrics: dict) -> dict
 
 
 def _stage_seg(path: pathlib.Path, stage: pathlib.Path, version: int,
-               resize_mode: Optional[str]) -> tuple[pathlib.Path, dict]:
+               resize_mode: Optional[str], seg_format: str = "savedmodel"
+               ) -> tuple[pathlib.Path, dict]:
     from spoils_tf.data import seg_pipeline
     from spoils_tf.export import serving
     from spoils_tf.models import load_model
 
     config, config_path = _run_config(path)
+    target = float(((config or {}).get("data") or {}).get("target_spacing_mm") or 0.0)
+    if target > 0:
+        return _stage_seg_spacing(path, stage, version, config, target, seg_format)
     if resize_mode is None:
         resize_mode = ((config or {}).get("data") or {}).get("resize_mode")
         if resize_mode is None:
@@ -111,6 +115,41 @@ def _stage_seg(path: pathlib.Path, stage: pathlib.Path, version: int,
     shutil.copyfile(path, version_dir / SEG_KERAS_FILE)
     card = {"kind": bundle.KIND_OF[bundle.SEG], "model_file": ".", "keras_file": SEG_KERAS_FILE,
             "resize_mode": resize_mode,
+            **_common(path, config, _fold_metrics(path, SEG_CARD_METRICS))}
+    return version_dir, card
+
+
+def _stage_seg_spacing(path: pathlib.Path, stage: pathlib.Path, version: int,
+                       config: dict, target_mm: float, seg_format: str
+                       ) -> tuple[pathlib.Path, dict]:
+    """A model trained at a fixed pixel size (``seg_spacing_lib``): ``resize_mode`` "spacing"
+    and ``target_spacing_mm`` on the card; ``seg_format`` "keras" ships the ``.keras`` file
+    alone, saved without its optimizer state (``model_file``), "savedmodel" the spacing
+    SavedModel with the ``.keras`` beside it.
+    The card's ``sha256`` is the model file's (checked at load)."""
+    from spoils_tf.export import serving
+    from spoils_tf.models import load_model
+
+    model = load_model(path, compile=False)
+    if len(model.output_shape) != 4 or int(model.output_shape[-1]) != _num_seg_classes():
+        raise ValueError(f"{path}: output shape {model.output_shape} is not a "
+                         f"{_num_seg_classes()}-class segmentation [B, H, W, C]")
+    if seg_format == "keras":
+        version_dir = stage / bundle.SEG / str(version)
+        version_dir.mkdir(parents=True)
+        model.save(version_dir / SEG_KERAS_FILE)   # loaded uncompiled: no optimizer state
+        model_file, sha = SEG_KERAS_FILE, fileio.sha256_file(version_dir / SEG_KERAS_FILE)
+    else:
+        version_dir = serving.export_saved_model(model, stage, bundle.SEG, version=version,
+                                                 resize_mode=serving.SPACING_MODE,
+                                                 target_spacing_mm=target_mm)
+        shutil.copyfile(path, version_dir / SEG_KERAS_FILE)
+        files = sorted(p for p in version_dir.rglob("*") if p.is_file()
+                       and bundle.CARD_DIR not in p.parts)
+        model_file, sha = ".", fileio.sha256_of_files(files)
+    card = {"kind": bundle.KIND_OF[bundle.SEG], "model_file": model_file,
+            "keras_file": SEG_KERAS_FILE, "resize_mode": serving.SPACING_MODE,
+            "target_spacing_mm": target_mm, "sha256": sha,
             **_common(path, config, _fold_metrics(path, SEG_CARD_METRICS))}
     return version_dir, card
 
@@ -172,14 +211,18 @@ def assemble_bundle(out: str | pathlib.Path, *, seg: Optional[str | pathlib.Path
                     crop: Optional[str | pathlib.Path] = None,
                     geometry: Optional[str | pathlib.Path] = None,
                     resize_mode: Optional[str] = None,
-                    margin_frac: Optional[float] = None) -> dict[str, pathlib.Path]:
+                    margin_frac: Optional[float] = None, seg_format: str = "savedmodel",
+                    card_extra: Optional[dict] = None) -> dict[str, pathlib.Path]:
     """Publishes the given models as the next versions of a bundle under ``out``.
 
     Args:
         out: the bundle directory (created). seg / crop / geometry: model files (module
             docstring); at least one. resize_mode: the segmentation model's (default: its
             run's config). margin_frac: the crop classifier's crop margin (default
-            ``crops.DEFAULT_MARGIN_FRAC``).
+            ``crops.DEFAULT_MARGIN_FRAC``). seg_format: ``"savedmodel"`` (TF Serving) or
+            ``"keras"`` (the ``.keras`` file alone; fixed-spacing models only, the shipped
+            bundle). card_extra: more fields for every card (e.g. training data, licence,
+            recipe, limits: the model card).
 
     Returns:
         ``{bundle name: published version directory}``.
@@ -210,7 +253,7 @@ def assemble_bundle(out: str | pathlib.Path, *, seg: Optional[str | pathlib.Path
         staged: dict[str, tuple[pathlib.Path, dict]] = {}
         if bundle.SEG in given:
             staged[bundle.SEG] = _stage_seg(given[bundle.SEG], stage, versions[bundle.SEG],
-                                            resize_mode)
+                                            resize_mode, seg_format)
         if bundle.CROP in given:
             staged[bundle.CROP] = _stage_crop(
                     given[bundle.CROP], stage, versions[bundle.CROP],
@@ -220,7 +263,7 @@ def assemble_bundle(out: str | pathlib.Path, *, seg: Optional[str | pathlib.Path
                                                       versions[bundle.GEOMETRY])
         together = {"versions": versions, "models": list(staged), "assembled_by": "spoils bundle"}
         for version_dir, card in staged.values():
-            bundle.write_card(version_dir, {**card, "bundle": together})
+            bundle.write_card(version_dir, {**card, **dict(card_extra or {}), "bundle": together})
         pairs = []
         for name, (version_dir, _) in staged.items():
             (out / name).mkdir(exist_ok=True)
@@ -247,6 +290,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--margin-frac", type=float, default=None,
                     help="margin the crop classifier's training crops were cut with "
                          "(default: spoils crops' default)")
+    ap.add_argument("--seg-format", choices=("savedmodel", "keras"), default="savedmodel",
+                    help="fixed-spacing segmentation models: SavedModel for TF Serving (with "
+                         "the .keras beside it) or the .keras file alone (the shipped bundle)")
+    ap.add_argument("--card-extra", default=None,
+                    help="JSON file of more model-card fields for every model (training data, "
+                         "licence, recipe, metrics, limits)")
     return ap
 
 
@@ -254,9 +303,19 @@ def main(argv: list[str]) -> int:
     """``spoils bundle``: 0 = published, 2 = refused (nothing published)."""
     args = _parser().parse_args(argv)
     try:
+        extra = None
+        if args.card_extra:
+            try:
+                extra = json.loads(pathlib.Path(args.card_extra).read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise ValueError(f"{args.card_extra}: --card-extra is not a readable JSON "
+                                 f"object ({e})") from e
+            if not isinstance(extra, dict):
+                raise ValueError(f"{args.card_extra}: --card-extra must hold a JSON object")
         published = assemble_bundle(args.out, seg=args.seg, crop=args.crop,
                                     geometry=args.geometry, resize_mode=args.resize_mode,
-                                    margin_frac=args.margin_frac)
+                                    margin_frac=args.margin_frac, seg_format=args.seg_format,
+                                    card_extra=extra)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"spoils bundle: {e}", file=sys.stderr)
         return 2

@@ -310,6 +310,16 @@ class Predictor:
     def _load_segmenter(self, entry: bundle.BundleModel):
         from spoils_tf import inference
         resize_mode = str(entry.card["resize_mode"])
+        if resize_mode == "spacing":
+            # a fixed-spacing model: levels from the anatomy, orientation checked (inference)
+            try:
+                seg = inference.Segmenter(entry.model_path, resize_mode="spacing",
+                                          target_spacing_mm=float(entry.card["target_spacing_mm"]))
+            except (OSError, ValueError, KeyError) as e:
+                raise bundle.BundleError(f"{entry.model_path}: segmentation model does not load "
+                                         f"({e})") from e
+            self.precision_used["segmentation"] = "float32 (.keras, fixed pixel spacing)"
+            return seg
         keras_file = entry.card.get("keras_file")
         if self.precision == "bfloat16" and keras_file:
             path = (entry.version_dir / str(keras_file)).resolve()
@@ -403,7 +413,10 @@ class Predictor:
             return None
         t0 = time.perf_counter()
         if seg_todo:
-            self._segment_one(np.zeros(shape, np.uint8))
+            if hasattr(self._segment_one, "warmup"):
+                self._segment_one.warmup(shape)
+            else:
+                self._segment_one(np.zeros(shape, np.uint8))
             self._seg_warm.add(shape)
         if self.cnn is not None and not self._cnn_warm:
             spec = self._cnn_fn.input_signature[0]
@@ -487,7 +500,7 @@ class Predictor:
         if masks is None:
             if slices[0].shape not in self._seg_warm:
                 traced.append("segment")
-            masks = [np.asarray(self._segment_one(s), np.int32) for s in slices]
+            masks, slices = self._segment(slices, spacing_mm, offsets, notes)
             self._seg_warm.add(tuple(slices[0].shape))
             segmentation = f"model {self.bundle[bundle.SEG].label}"
         else:
@@ -618,6 +631,29 @@ class Predictor:
             rows, {PATIENT_KEY: {"slice_spacing_mm": float("nan") if ss is None else float(ss)}},
             {PATIENT_KEY: sorted(int(o) for o in offsets)})
         return table
+
+    def _segment(self, slices, spacing_mm, offsets, notes) -> tuple[list, list]:
+        """Label maps for ``slices``; a fixed-spacing model also returns each slice in display
+        orientation (a flipped input is corrected) and adds its level flags to ``notes``.
+
+        Raises:
+            ValueError (``inference.OrientationError``): the orientation of a slice cannot be
+                read from the anatomy; nothing is reported.
+        """
+        from spoils_tf import inference
+        if not isinstance(self._segment_one, inference.Segmenter):
+            return [np.asarray(self._segment_one(s), np.int32) for s in slices], slices
+        masks, oriented = [], []
+        for s, off in zip(slices, offsets):
+            seg = self._segment_one(s, spacing_mm, f"slice at offset {int(off)}")
+            masks.append(seg.label_map.astype(np.int32))
+            oriented.append(seg.image)
+            if seg.orientation != "as_is":
+                notes.append(f"Slice at offset {int(off)} was given "
+                             f"{inference.ORIENTATION_WORDS[seg.orientation]}; corrected from the "
+                             f"anatomy ({seg.orientation_note}).")
+            notes += [f"Levels, slice at offset {int(off)}: {f}" for f in seg.levels.flags]
+        return masks, oriented
 
     def _crops(self, slices, offsets, per_level, found, notes) -> tuple[np.ndarray, list]:
         from spoils_tf.geometry import crops
@@ -1021,6 +1057,9 @@ def run_predict(input_path, models_dir, out_dir, *, odi=None, nrs=None, mask_pat
         masks = [mask]
         desc["mask_sha256"] = mask_sha
     read_ms = _ms(t0)
+    if predictor is None and models_dir is None:
+        from spoils_tf import weights
+        models_dir = weights.DEFAULT_BUNDLE
     pred = predictor or Predictor(models_dir, precision=precision)
     warmup_ms = pred.warmup(images[0].shape, segment=masks is None) if warmup else None
     result = pred.predict_full(images, spacing, odi=odi, nrs=nrs, masks=masks, source=desc,
@@ -1056,7 +1095,9 @@ def _parser() -> argparse.ArgumentParser:
                                              "report.html and overlay.png (decision support)")
     ap.add_argument("--input", required=True,
                     help="PNG/JPEG, DICOM file or series folder, MHA/NIfTI volume")
-    ap.add_argument("--models", required=True, help="model bundle directory (spoils_tf.bundle)")
+    ap.add_argument("--models", default=None,
+                    help="model bundle directory (spoils_tf.bundle); default: the shipped "
+                         "models trained on SPIDER (spoils_tf/weights, see its MODEL_CARD.md)")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--odi", default=None, help="Oswestry Disability Index, 0-100 (%%)")
     ap.add_argument("--nrs", default=None, help="pain Numerical Rating Scale, 0-10")
