@@ -130,3 +130,33 @@ def test_final_with_a_letterbox_config_is_refused(tmp_path):
         seg_lib.run(c, tmp_path / "w", examples=object(), folds=Folds())
     assert "--fold=final" in str(err.value)
     assert not (tmp_path / "w" / "final").exists()
+
+
+def test_resume_after_a_kill_continues_the_step_count(tmp_path):
+    """A run killed after its first "epoch" resumes at step 2 (BackupAndRestore) and the
+    training seconds of both runs add up in progress.json."""
+    import keras
+    from spoils_tf.train import seg_lib, seg_spacing_lib
+
+    class CrashAt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("simulated kill at epoch 1")
+
+    c = _config("0")
+    dataset_dir, _ = seg_lib.resolve_dataset_dir(c, tmp_path)
+    from spoils_tf.data import tfds_builder
+    examples, _ = tfds_builder.load_dataset(dataset_dir, tmp_path / "tfds", "synthetic")
+    train, test = seg_lib.ensure_folds(dataset_dir, c).split(0)
+    fold_dir = tmp_path / "fold_0"
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        seg_spacing_lib.train_fold(c, fold_dir, examples, train, test, extra_callbacks=[CrashAt()])
+    first = json.loads((fold_dir / "progress.json").read_text())
+    assert first["step"] == 2 and first["train_seconds"] > 0
+    assert not (fold_dir / "model.keras").exists()
+    m = seg_spacing_lib.train_fold(c, fold_dir, examples, train, test)
+    done = json.loads((fold_dir / "progress.json").read_text())
+    assert done["step"] == 4 and done["train_seconds"] > first["train_seconds"]
+    assert m["train_seconds"] == pytest.approx(done["train_seconds"])
+    with open(fold_dir / "history.csv") as f:
+        assert [int(line.split(",")[0]) for line in f.readlines()[1:]] == [0, 1]
