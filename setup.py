@@ -46,6 +46,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["spoils_tf", "spoils_tf.*"]),
+    # the shipped model bundle (spoils_tf/weights): model files and their cards
+    package_data={"spoils_tf.weights": ["MODEL_CARD.md", "*/*/*", "*/*/assets.extra/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["spoils=spoils_tf.cli:main"]},

@@ -19,7 +19,8 @@ together):
   metrics, may be empty), ``data_fingerprint`` (sha256 of the training data or ``""``),
   ``config`` (the resolved training config, plain JSON);
 * ``segmentation``: ``resize_mode`` (``"spacing"`` with ``target_spacing_mm`` for a model trained
-  at a fixed pixel size, ``spoils_tf.data.spacing_pipeline``); optional ``keras_file`` (a ``.keras`` copy in the version
+  at a fixed pixel size, ``spoils_tf.data.spacing_pipeline``); optional ``report_note`` (a
+  caution ``spoils predict`` adds to every report's notes); optional ``keras_file`` (a ``.keras`` copy in the version
   directory, which ``spoils predict --precision bfloat16`` rebuilds under ``mixed_bfloat16``;
   without it the SavedModel runs as exported);
 * ``crop_classifier``: ``target`` (``grade_class | pfirrmann | binary``), ``classes`` (in

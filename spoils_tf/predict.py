@@ -644,6 +644,9 @@ class Predictor:
         if not isinstance(self._segment_one, inference.Segmenter):
             return [np.asarray(self._segment_one(s), np.int32) for s in slices], slices
         masks, oriented = [], []
+        card_note = self.bundle[bundle.SEG].card.get("report_note")
+        if card_note:   # what the model card says every report must carry
+            notes.append(str(card_note))
         for s, off in zip(slices, offsets):
             seg = self._segment_one(s, spacing_mm, f"slice at offset {int(off)}")
             masks.append(seg.label_map.astype(np.int32))

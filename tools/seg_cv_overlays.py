@@ -3,8 +3,9 @@
     .venv/bin/python tools/seg_cv_overlays.py --workdir runs/seg_unet_spider_cpu \
         --data runs/data/spider --tfds runs/tfds --n 6 --out runs/seg_unet_spider_cpu/overlays.png
 
-For each of ``--n`` held-out patients (spread over the folds) the slice nearest the patient's
-middle is segmented by the fold model that never saw that patient (``fold_<i>/model.keras``,
+For each of ``--n`` held-out patients (spread over the folds; with fewer held-out patients than
+``--n``, the next slices off each patient's middle) the slice nearest the patient's middle is
+segmented by the fold model that never saw that patient (``fold_<i>/model.keras``,
 through ``inference.SpacingSegmenter`` with ``orientation=as_is`` and the level labelling) and
 shown as three panels: the slice, the annotation, the prediction (with its 14-class Dice and
 level flags in the title). One PNG grid.
@@ -47,22 +48,25 @@ def main(argv: list[str]) -> int:
     trained = sorted(int(p.parent.name.split("_")[1]) for p in args.workdir.glob("fold_*/model.keras"))
     if not trained:
         raise SystemExit(f"{args.workdir}: no fold_*/model.keras")
-    picks = []   # (fold, patient), round-robin over the trained folds
-    per_fold = {f: folds.split(f)[1] for f in trained}
-    while len(picks) < args.n and any(per_fold.values()):
-        for f in trained:
-            if per_fold[f] and len(picks) < args.n:
-                picks.append((f, per_fold[f].pop(0)))
+    # (fold, patient, rank): round-robin over the trained folds' held-out patients; when there
+    # are fewer patients than --n, further rounds take each patient's next slice off the middle
+    picks = []
+    held_out = [(f, p) for f in trained for p in folds.split(f)[1]]
+    rank = 0
+    while len(picks) < args.n and rank < 5:
+        picks += [(f, p, rank) for f, p in held_out][: args.n - len(picks)]
+        rank += 1
     fig, axes = plt.subplots(len(picks), 3, figsize=(9, 3.6 * len(picks)))
     axes = np.atleast_2d(axes)
     segmenters = {}
-    for row, (fold, patient) in enumerate(picks):
+    for row, (fold, patient, rank) in enumerate(picks):
         if fold not in segmenters:
             segmenters[fold] = inference.SpacingSegmenter(
                     args.workdir / f"fold_{fold}" / "model.keras", target, orientation="as_is")
         items = rows[patient]
-        middle = seg_spacing_lib.middle_keys({patient: [(i, k) for i, k, _ in items]}, 1)
-        ex = next(e for _, k, e in items if k in middle)
+        nearest = seg_spacing_lib.middle_keys({patient: [(i, k) for i, k, _ in items]}, rank + 1)
+        previous = seg_spacing_lib.middle_keys({patient: [(i, k) for i, k, _ in items]}, rank)
+        ex = next(e for _, k, e in items if k in nearest - previous)
         grey, truth = ex["image"][..., 0], ex["mask"][..., 0].astype(np.int32)
         seg = segmenters[fold](grey, tuple(float(v) for v in ex["pixel_spacing_mm"]))
         m = seg_metrics.SegmentationMetrics()

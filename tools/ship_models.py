@@ -79,7 +79,10 @@ def card_markdown(seg_card: dict, geometry_note: str) -> str:
         for subset in ("middle", "all"):
             for variant in ("raw", "levels"):
                 r = cv["metrics"].get(f"{subset}/{variant}/{key}")
-                cells.append("n/a" if r is None else f"{r['mean']:.3f} ± {r['sd']:.3f}")
+                if r is None:
+                    cells.append("n/a")
+                else:   # one fold has no spread to show
+                    cells.append(f"{r['mean']:.3f}" if r["n"] == 1 else f"{r['mean']:.3f} ± {r['sd']:.3f}")
         rows.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join([
             "# Model card: shipped spoils-tf models (`spoils_tf/weights`)", "",
@@ -95,7 +98,7 @@ def card_markdown(seg_card: dict, geometry_note: str) -> str:
             f"### Cross-validated numbers (patient-grouped folds of `folds.json`: folds "
             f"{cv['folds']} of {cv['of_k']}; {cv['steps_per_fold']} steps per fold, "
             f"{cv['train_minutes_per_fold']} training minutes)",
-            "Mean ± SD over the folds listed (SD 0 when one fold); each fold's model never saw "
+            "Mean ± SD over the folds listed (a single value when one fold); each fold's model never saw "
             "its 4 test patients. `tissue` merges bodies, discs and canal; `level_accuracy` is the "
             "share of annotated discs whose predicted disc pixels name the right level; "
             "`disc_detection` the share of annotated discs at least half covered by predicted disc.", "",
@@ -124,18 +127,26 @@ def main(argv: list[str]) -> int:
               "the network by spoils_tf/levels.py")
     command = ("python -m experiments.seg --config=configs/seg_unet.py:spider_cpu --fold=final "
                "--config.data.labelme_dir=runs/data/spider --workdir=runs/seg_unet_spider_cpu")
-    geo_table = [ln for ln in args.geometry_results.read_text().splitlines() if ln.startswith("| logreg")]
+    geo_rows = [ln.split("|") for ln in args.geometry_results.read_text().splitlines()
+                if ln.startswith("| logreg")]
+    geo = (f"accuracy {geo_rows[0][4].strip()} %, IoU {geo_rows[0][5].strip()} %, quadratic "
+           f"weighted kappa {geo_rows[0][12].strip()}" if geo_rows else "n/a")
     geometry_note = (
             "Logistic regression on the geometry table (11 grade classes: Pfirrmann x the SPIDER "
             "severity proxy), trained on every labelled disc of the same 32 patients "
             "(`python -m experiments.grade_geometry --config=configs/grade_geometry.py:cpu "
             "--config.models='(\"logreg\",)' --config.targets='(\"grade_class\",)'`). "
-            "Patient-grouped 8-fold CV of that model (accuracy, IoU, ...; see BUILD.md for the "
-            f"columns): {geo_table[0] if geo_table else 'n/a'}. The severity part is a proxy built "
+            f"Patient-grouped 8-fold CV of that model (mean ± SD over folds; pooled kappa with "
+            f"its bootstrap CI): {geo}. The severity part is a proxy built "
             "from SPIDER's findings, not a clinical severity grade.")
     extra = {"training_data": SPIDER_ATTRIBUTION, "licence": LICENCE, "intended_use": INTENDED_USE}
+    cv = cv_summary(args.cv)
+    level = cv["metrics"].get("middle/levels/level_accuracy", {}).get("mean", float("nan"))
+    report_note = (f"Level names come from the shipped segmentation model, whose level accuracy "
+                   f"on held-out SPIDER patients was {100 * level:.0f} % (folds {cv['folds']} of "
+                   f"{cv['of_k']}): check every level on the overlay before acting on a grade.")
     seg_extra = {**extra, "recipe": recipe, "command": command, "limits": LIMITS,
-                 "cross_validation": cv_summary(args.cv)}
+                 "cross_validation": cv, "report_note": report_note}
     published = assemble.assemble_bundle(args.out, seg=args.seg, seg_format="keras",
                                          card_extra=seg_extra)
     # the grader's card gets its own fields (the segmentation recipe does not apply to it)

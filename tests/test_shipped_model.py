@@ -1,0 +1,81 @@
+"""The shipped SPIDER models (``spoils_tf/weights``): card, checksum, size, default use.
+
+The real-data check segments one SPIDER patient of ``../shared`` (skipped without it). That
+patient was in the shipped model's training data, so it checks that the shipped file is the
+trained network and that the orientation check undoes a flip, not how well it generalises (the
+model card's cross-validated numbers do that).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from spoils_tf import bundle, fileio, labels, weights
+
+MAX_MODEL_BYTES = 25 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def seg_entry():
+    return bundle.load_bundle(weights.DEFAULT_BUNDLE)[bundle.SEG]
+
+
+def test_card_says_what_the_model_is(seg_entry):
+    card = seg_entry.card
+    assert card["resize_mode"] == "spacing" and card["target_spacing_mm"] == pytest.approx(0.75)
+    assert card["model_file"] == "model.keras"
+    text = json.dumps(card)
+    for needed in ("SPIDER", "CC BY 4.0", "van der Graaf", "10.1038/s41597-024-03090-w",
+                   "experiments.seg", "T2-SPACE"):
+        assert needed in text, needed
+    for field in ("training_data", "licence", "recipe", "command", "cross_validation",
+                  "intended_use", "limits"):
+        assert card.get(field), field
+    assert weights.MODEL_CARD.is_file()
+    md = weights.MODEL_CARD.read_text()
+    assert "CC BY 4.0" in md and "van der Graaf" in md
+
+
+def test_checksum_and_size(seg_entry):
+    assert fileio.sha256_file(seg_entry.model_path) == seg_entry.card["sha256"]
+    assert seg_entry.model_path.stat().st_size <= MAX_MODEL_BYTES
+
+
+def test_geometry_grader_is_shipped_with_it():
+    found = bundle.load_bundle(weights.DEFAULT_BUNDLE)
+    geo = found[bundle.GEOMETRY]
+    assert geo.card["target"] == "grade_class"
+    assert geo.card["classes"] == list(labels.GRADE_CLASSES)
+
+
+def test_segment_uses_the_shipped_model_by_default():
+    from spoils_tf import inference
+    seg = inference.Segmenter(orientation="as_is")
+    assert seg.spacing_mode and seg.target_spacing_mm == pytest.approx(0.75)
+    assert "spoils_seg" in seg.label
+    out = seg(np.zeros((200, 160), np.uint8), (0.75, 0.75), "blank")
+    assert out.label_map.shape == (200, 160)
+
+
+def test_real_slice_and_its_upside_down_copy(shared_spider_dir, tmp_path):
+    from spoils_tf import inference
+    from spoils_tf.data import labelme_io, layout, spider
+    from spoils_tf.metrics import segmentation as seg_metrics
+    out = tmp_path / "conv"
+    spider.convert_spider(shared_spider_dir, out, patients=["22"], progress=False)
+    paths = sorted(layout.list_labelme_jsons(out), key=lambda p: layout.parse_stem(p.stem)[1])
+    rec = labelme_io.read_labelme(paths[len(paths) // 2])
+    seg = inference.Segmenter()
+    upright = seg(rec.image, rec.pixel_spacing_mm)
+    assert upright.orientation == "as_is"
+    m = seg_metrics.TwoLevelMetrics()
+    m.update(rec.mask.astype(np.int32), upright.label_map)
+    scores = m.result()
+    assert scores["tissue/dice/fg_macro"] > 0.85, scores["tissue/dice/fg_macro"]
+    assert scores["disc_detection"] == 1.0
+    flipped = seg(np.ascontiguousarray(rec.image[::-1]), rec.pixel_spacing_mm)
+    assert flipped.orientation == "flip_ud"
+    np.testing.assert_array_equal(flipped.image, rec.image)
