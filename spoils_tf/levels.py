@@ -123,6 +123,9 @@ class LevelConfig:
             from the level's by more than this.
         orientation_margin: ``choose_orientation`` needs the best score to exceed the runner-up
             with a posterior canal by at least this.
+        orientation_log_margin: ... and its chain objective (``log_score``) to be the best of the
+            posterior-canal candidates scoring at least ``min_orientation_score``, by at least
+            this many nats (score and objective must agree, else the slice is refused).
         min_orientation_score: ``choose_orientation`` is never confident below this score.
     """
 
@@ -146,6 +149,7 @@ class LevelConfig:
     canal_max_offline_mm: float = 45.0
     canal_margin_mm: float = 5.0
     orientation_margin: float = 0.1
+    orientation_log_margin: float = 3.0
     min_orientation_score: float = 0.3
 
 
@@ -376,8 +380,11 @@ def choose_orientation(candidates: Mapping[str, LevelResult],
     Each candidate's result must come from the network's probabilities on
     ``orient(image, name)``, so it is in that candidate's frame. The choice is the candidate
     with a posterior canal and the best ``score``; it is confident only when that score is at
-    least ``config.min_orientation_score`` and beats every other posterior-canal candidate by
-    ``config.orientation_margin``.
+    least ``config.min_orientation_score``, beats every other posterior-canal candidate by
+    ``config.orientation_margin``, and its ``log_score`` (the whole chain's objective) beats
+    those of the other posterior-canal candidates with a usable score by
+    ``config.orientation_log_margin``. Refusing is the safe outcome: a wrong choice reverses
+    every level.
 
     Args:
         candidates: orientation name -> ``LevelResult``.
@@ -410,6 +417,17 @@ def choose_orientation(candidates: Mapping[str, LevelResult],
                                        f"{scores[second]:.2f} (margin < "
                                        f"{config.orientation_margin:g})", scores)
         why = f"next posterior-canal candidate {second} scores {scores[second]:.2f}"
+        # the whole chain's objective (with its gap and missing-level penalties) must agree
+        rivals = [n for n in posterior[1:] if scores[n] >= config.min_orientation_score]
+        logs = {n: float(candidates[n].log_score) for n in [best] + rivals}
+        top = max(logs, key=lambda n: logs[n])
+        if top != best or any(logs[best] - logs[n] < config.orientation_log_margin
+                              for n in rivals):
+            return OrientationDecision(best, False, f"{best} has the best level score but the "
+                                       f"chain objectives disagree or are close (log scores "
+                                       + ", ".join(f"{n} {v:.1f}" for n, v in logs.items())
+                                       + f"; margin needed {config.orientation_log_margin:g})",
+                                       scores)
     else:
         why = f"the only candidate with a posterior canal (canal sides: {sides})"
     return OrientationDecision(best, True, f"{best}: canal posterior, level score "

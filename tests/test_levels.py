@@ -387,3 +387,25 @@ def test_choose_orientation_is_not_confident_when_evidence_is_ambiguous():
     decision = levels.choose_orientation({"as_is": flat, "flip_lr": mirrored})
     assert not decision.confident and "level score 0.17" in decision.reason
     assert not levels.choose_orientation({}).confident
+
+
+def _result(score: float, log_score: float, side: str = "posterior") -> levels.LevelResult:
+    return levels.LevelResult(label_map=np.zeros((4, 4), np.int32), chain=[], dropped=[],
+                              flags=[], score=score, log_score=log_score, step_mm=20.0,
+                              canal_side=side)
+
+
+def test_orientation_refused_when_score_and_chain_objective_disagree():
+    # the best level score (rot180) has a far worse chain objective than as_is: seen on a
+    # held-out SPIDER slice, where trusting the score alone turned an upright slice upside down
+    decision = levels.choose_orientation({"as_is": _result(0.77, -7.4),
+                                          "flip_ud": _result(0.44, -16.9),
+                                          "rot180": _result(0.92, -35.1)})
+    assert not decision.confident and "disagree" in decision.reason
+    agree = levels.choose_orientation({"as_is": _result(0.95, -0.6),
+                                       "flip_lr": _result(0.71, -7.6),
+                                       "flip_ud": _result(0.46, -37.3)})
+    assert agree.confident and agree.name == "as_is"
+    close = levels.choose_orientation({"as_is": _result(0.95, -10.0),
+                                       "flip_ud": _result(0.70, -11.0)})
+    assert not close.confident   # objectives 1 nat apart < orientation_log_margin
