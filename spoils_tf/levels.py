@@ -306,6 +306,19 @@ def assign_levels(probs: np.ndarray, spacing_mm: Sequence[float],
                        canal_side=canal_side(label_map, spacing, config))
 
 
+# Flags after which the level names of a slice cannot be trusted (prefix or fragment match).
+_LEVEL_DOUBT_MARKERS: tuple[str, ...] = ("possible transitional vertebra", "lowest labelled structure",
+                                         "weak level evidence", "extra disc below",
+                                         "vertebral body below", " missing between ")
+
+
+def level_doubts(result: LevelResult) -> list[str]:
+    """The flags of ``result`` that make its level names uncertain (off-by-one, no L5-S1 at the
+    bottom, a gap in the chain, weak evidence, structures below L5-S1); [] when none. A caller
+    that names levels in a decision should abstain when this is not empty."""
+    return [f for f in result.flags if any(m in f for m in _LEVEL_DOUBT_MARKERS)]
+
+
 def canal_side(label_map: np.ndarray, spacing_mm: Sequence[float],
                config: LevelConfig = LevelConfig()) -> str:
     """On which side of the bodies and discs the spinal canal lies.

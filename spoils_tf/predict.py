@@ -83,6 +83,9 @@ DISCLAIMER = ("This report is decision support produced by software. It supports
               "replace, the judgement of a qualified clinician, who must review the images and "
               "the patient before any treatment decision. It is not a diagnosis.")
 NO_SCORES_NOTE = "no ODI/NRS given: grades only, no recommendation"
+LEVEL_DOUBT_NOTE = ("the level names on the mid-sagittal slice are uncertain, so no "
+                    "recommendation is given (a grade at the wrong level must not drive one); the "
+                    "grades are shown for review against the overlay")
 NO_DISC_NOTE = ("no intervertebral disc was found in the segmentation of any slice: no grades "
                 "and no recommendation can be given; check the input (a sagittal lumbar T2 "
                 "slice, superior up, anterior left) and the segmentation overlay")
@@ -500,12 +503,13 @@ class Predictor:
         if masks is None:
             if slices[0].shape not in self._seg_warm:
                 traced.append("segment")
-            masks, slices = self._segment(slices, spacing_mm, offsets, notes)
+            masks, slices, level_doubts = self._segment(slices, spacing_mm, offsets, notes)
             self._seg_warm.add(tuple(slices[0].shape))
             segmentation = f"model {self.bundle[bundle.SEG].label}"
         else:
             masks = [m.astype(np.int32) for m in masks]
             segmentation = SUPPLIED_MASK
+            level_doubts = []
         timing["segment"] = _ms(t0)
 
         # geometry
@@ -571,6 +575,8 @@ class Predictor:
         recommendation, rec_note = None, None
         if status != STATUS_OK:
             rec_note = NO_DISC_NOTE
+        elif level_doubts:
+            rec_note = (f"{LEVEL_DOUBT_NOTE} ({'; '.join(level_doubts)})")
         elif not members:
             rec_note = ("no 11-class grade classifier in the bundle: measurements only, no "
                         "grades and no recommendation")
@@ -632,18 +638,20 @@ class Predictor:
             {PATIENT_KEY: sorted(int(o) for o in offsets)})
         return table
 
-    def _segment(self, slices, spacing_mm, offsets, notes) -> tuple[list, list]:
+    def _segment(self, slices, spacing_mm, offsets, notes) -> tuple[list, list, list]:
         """Label maps for ``slices``; a fixed-spacing model also returns each slice in display
-        orientation (a flipped input is corrected) and adds its level flags to ``notes``.
+        orientation (a flipped input is corrected), adds its level flags to ``notes`` and returns
+        the mid-sagittal slice's ``levels.level_doubts`` (the recommendation abstains on them).
 
         Raises:
             ValueError (``inference.OrientationError``): the orientation of a slice cannot be
                 read from the anatomy; nothing is reported.
         """
         from spoils_tf import inference
+        from spoils_tf import levels
         if not isinstance(self._segment_one, inference.Segmenter):
-            return [np.asarray(self._segment_one(s), np.int32) for s in slices], slices
-        masks, oriented = [], []
+            return [np.asarray(self._segment_one(s), np.int32) for s in slices], slices, []
+        masks, oriented, doubts = [], [], []
         card_note = self.bundle[bundle.SEG].card.get("report_note")
         if card_note:   # what the model card says every report must carry
             notes.append(str(card_note))
@@ -656,7 +664,9 @@ class Predictor:
                              f"{inference.ORIENTATION_WORDS[seg.orientation]}; corrected from the "
                              f"anatomy ({seg.orientation_note}).")
             notes += [f"Levels, slice at offset {int(off)}: {f}" for f in seg.levels.flags]
-        return masks, oriented
+            if int(off) == 0:
+                doubts = levels.level_doubts(seg.levels)
+        return masks, oriented, doubts
 
     def _crops(self, slices, offsets, per_level, found, notes) -> tuple[np.ndarray, list]:
         from spoils_tf.geometry import crops

@@ -409,3 +409,13 @@ def test_orientation_refused_when_score_and_chain_objective_disagree():
     close = levels.choose_orientation({"as_is": _result(0.95, -10.0),
                                        "flip_ud": _result(0.70, -11.0)})
     assert not close.confident   # objectives 1 nat apart < orientation_log_margin
+
+
+def test_level_doubts_picks_the_flags_that_make_levels_uncertain():
+    r = _result(0.9, -1.0)
+    r.flags = ["possible transitional vertebra / off-by-one: the labelling shifted one level "
+               "down scores only 0.4 below the chosen one", "merged discs L3-L4 + L4-L5 split",
+               "L3 missing between L3-L4 and L2-L3"]
+    assert levels.level_doubts(r) == [r.flags[0], r.flags[2]]
+    r.flags = ["merged discs L3-L4 + L4-L5 split"]
+    assert levels.level_doubts(r) == []

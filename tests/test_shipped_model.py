@@ -79,3 +79,30 @@ def test_real_slice_and_its_upside_down_copy(shared_spider_dir, tmp_path):
     flipped = seg(np.ascontiguousarray(rec.image[::-1]), rec.pixel_spacing_mm)
     assert flipped.orientation == "flip_ud"
     np.testing.assert_array_equal(flipped.image, rec.image)
+
+
+def test_predict_abstains_when_the_levels_are_uncertain(shared_spider_dir, tmp_path, monkeypatch):
+    """A level flag that makes the names uncertain (forced here on a real slice) must withhold
+    the recommendation, keep the grades for review and say why."""
+    from spoils_tf import levels, predict
+    from spoils_tf.data import labelme_io, layout, spider
+    out = tmp_path / "conv"
+    spider.convert_spider(shared_spider_dir, out, patients=["22"], progress=False)
+    paths = sorted(layout.list_labelme_jsons(out), key=lambda p: layout.parse_stem(p.stem)[1])
+    rec = labelme_io.read_labelme(paths[len(paths) // 2])
+    pred = predict.Predictor(weights.DEFAULT_BUNDLE)
+    clean = pred.predict([rec.image], rec.pixel_spacing_mm, odi=46, nrs=7)
+    real_assign = levels.assign_levels
+
+    def doubtful(*args, **kwargs):
+        result = real_assign(*args, **kwargs)
+        result.flags.append("possible transitional vertebra / off-by-one: forced by the test")
+        return result
+
+    monkeypatch.setattr(levels, "assign_levels", doubtful)
+    report = pred.predict([rec.image], rec.pixel_spacing_mm, odi=46, nrs=7)
+    assert report["recommendation"] is None
+    assert "uncertain" in report["recommendation_note"] and "forced by the test" in report["recommendation_note"]
+    assert [d["level"] for d in report["discs"]] == [d["level"] for d in clean["discs"]]
+    assert any(d.get("predicted_class") for d in report["discs"])
+    assert clean["recommendation"] is not None or "uncertain" in (clean["recommendation_note"] or "")
