@@ -224,9 +224,11 @@ def _print_report(report: dict) -> None:
     for disc in report.get("discs", []):
         found = disc.get("predicted_class") or ("not graded" if disc.get("found") else "not found")
         print(f"    {disc['level']}: {found}")
-    rec = report.get("recommendation") or {}
-    print(f"    recommendation: {rec.get('recommendation', 'none')} "
-          f"({rec.get('rule_id', report.get('status'))})")
+    rec = report.get("recommendation")
+    if rec:
+        print(f"    recommendation: {rec['recommendation']} ({rec.get('rule_id')})")
+    else:
+        print(f"    no recommendation: {report.get('recommendation_note')}")
     for note in report.get("notes", []):
         print(f"    note: {note}")
 
