@@ -16,6 +16,9 @@ Named experiments (``--config=configs/seg_deeplabv3plus.py:<name>``):
   on SPIDER (32 patients -> 160 slices, ~140 training slices per fold): 4.4 images/s
   measured at 256 px -> 140 * 8 / 4.4 = 255 s of training + ~30 s of tracing and evaluation
   per fold, ~38 min for all 8 folds (measured: 24 min on 2 cores shared with lighter jobs).
+* ``spider_cpu``: the U-Net's CPU recipe for real scans (``configs/seg_unet.py:spider_cpu``:
+  0.75 mm, random patches, augmentation, CE + soft Dice, warm-up + cosine over steps) with the
+  ``cpu`` config's mini-encoder DeepLabV3+ on one channel, for the comparison in BUILD.md.
 * ``smoke``: seconds; the mini encoder at 64x64, 2 folds of a tiny synthetic cohort,
   2 epochs. Checks the plumbing, not the science.
 
@@ -87,6 +90,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.epochs = 2
         c.train.learning_rate = 1e-3
         c.train.verbose = 2
+    elif name == "spider_cpu":
+        # the U-Net's CPU recipe for real scans (configs/seg_unet.py:spider_cpu: pixel size,
+        # patches, augmentation, loss, schedule) with the cpu config's DeepLabV3+ mini network
+        from configs import seg_unet
+        seg_unet.spider_cpu_data_and_training(c)
+        c.model.kwargs.encoder = "mini"
+        c.model.kwargs.encoder_filters = (16, 32, 64, 128)
+        c.model.kwargs.aspp_filters = 64
+        c.model.kwargs.low_level_filters = 16
+        c.model.kwargs.decoder_filters = 64
     else:
-        raise ValueError(f"unknown seg_deeplabv3plus config {name!r}; expected paper | cpu | smoke")
+        raise ValueError(f"unknown seg_deeplabv3plus config {name!r}; expected paper | cpu | "
+                         "spider_cpu | smoke")
     return c

@@ -73,11 +73,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def _spider_cpu(c: ml_collections.ConfigDict) -> None:
     """The CPU recipe for real scans (BUILD.md, "Segmentation on real scans")."""
+    spider_cpu_data_and_training(c)
+    c.model.kwargs.filters = (16, 32, 64, 128, 256)
+    c.model.kwargs.activation = "leaky_relu"
+
+
+def spider_cpu_data_and_training(c: ml_collections.ConfigDict) -> None:
+    """The recipe's data and training sections (any network): 0.75 mm, every slice, random
+    patches, CE + soft Dice, Adam with warm-up and cosine decay over ``SPIDER_CPU_STEPS``."""
     c.data.target_spacing_mm = SPIDER_CPU_SPACING_MM
     c.data.patch_size = (288, 224)
     c.data.max_slices_per_patient = 0          # every slice of every training patient
-    c.model.kwargs.filters = (16, 32, 64, 128, 256)
-    c.model.kwargs.activation = "leaky_relu"
     c.train.loss = "ce+dice"
     c.train.batch_size = 8
     c.train.learning_rate = 2e-3
