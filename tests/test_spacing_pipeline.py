@@ -271,3 +271,21 @@ def test_with_input_size_keeps_the_weights(deeplab, unet):
                                unet(y, training=False).numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="divisible"):
         with_input_size(deeplab, (40, 40))
+
+
+def test_fixed_size_predictor_follows_weight_updates():
+    """The predictor of a fixed-size network rebuilds it per slice size; after the model's
+    weights change (training between held-out evaluations) it must use the new weights."""
+    model = DeepLabV3Plus(input_shape=(64, 64, 1), encoder="mini",
+                                        encoder_filters=(4, 8, 8, 8), aspp_filters=4,
+                                        low_level_filters=4, decoder_filters=4, atrous_rates=(1, 2, 3))
+    predict = sp.make_spacing_predictor(model, 1.0)
+    image = (np.arange(96 * 80) % 251).astype(np.uint8).reshape(96, 80)
+    before = np.asarray(predict(image, np.float32([1.0, 1.0])))
+    weights = model.get_weights()
+    weights[-1] = weights[-1] + np.arange(weights[-1].size, dtype=np.float32).reshape(weights[-1].shape)
+    model.set_weights(weights)
+    after = np.asarray(predict(image, np.float32([1.0, 1.0])))
+    assert not np.allclose(before, after)
+    fresh = np.asarray(sp.make_spacing_predictor(model, 1.0)(image, np.float32([1.0, 1.0])))
+    np.testing.assert_allclose(after, fresh, atol=1e-5)

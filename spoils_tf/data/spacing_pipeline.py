@@ -363,6 +363,8 @@ def make_spacing_predictor(model, target_mm: float):
             key = (int(x.shape[1]), int(x.shape[2]))
             if key not in cache:
                 cache[key] = with_input_size(model, key)
+            else:   # the model may have trained since (held-out curve): copy its weights now
+                cache[key].set_weights(model.get_weights())
             return cache[key](x, training=False)
 
         def predict(image, spacing_mm):
