@@ -138,15 +138,14 @@ def _stage_seg_spacing(path: pathlib.Path, stage: pathlib.Path, version: int,
         version_dir = stage / bundle.SEG / str(version)
         version_dir.mkdir(parents=True)
         model.save(version_dir / SEG_KERAS_FILE)   # loaded uncompiled: no optimizer state
-        model_file, sha = SEG_KERAS_FILE, fileio.sha256_file(version_dir / SEG_KERAS_FILE)
+        model_file = SEG_KERAS_FILE
     else:
         version_dir = serving.export_saved_model(model, stage, bundle.SEG, version=version,
                                                  resize_mode=serving.SPACING_MODE,
                                                  target_spacing_mm=target_mm)
         shutil.copyfile(path, version_dir / SEG_KERAS_FILE)
-        files = sorted(p for p in version_dir.rglob("*") if p.is_file()
-                       and bundle.CARD_DIR not in p.parts)
-        model_file, sha = ".", fileio.sha256_of_files(files)
+        model_file = "."
+    sha = bundle.model_sha256(version_dir / model_file)
     card = {"kind": bundle.KIND_OF[bundle.SEG], "model_file": model_file,
             "keras_file": SEG_KERAS_FILE, "resize_mode": serving.SPACING_MODE,
             "target_spacing_mm": target_mm, "sha256": sha,

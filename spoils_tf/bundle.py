@@ -191,6 +191,16 @@ def latest(base_dir: Union[str, os.PathLike], name: str) -> Optional[BundleModel
     return entry
 
 
+def model_sha256(path: Union[str, os.PathLike]) -> str:
+    """The digest a card's ``sha256`` holds: of the file, or for a folder (a SavedModel) of
+    all files below it concatenated in sorted path order, the model card's folder excluded."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        return fileio.sha256_of_files(sorted(p for p in path.rglob("*")
+                                             if p.is_file() and CARD_DIR not in p.parts))
+    return fileio.sha256_file(path)
+
+
 def check_sha256(entry: BundleModel) -> None:
     """Compares a model file with its card's optional ``sha256`` (hex digest of the file named
     by ``model_file``; of all files below it concatenated in sorted path order, model card
@@ -203,11 +213,7 @@ def check_sha256(entry: BundleModel) -> None:
     if not expected:
         return
     path = entry.model_path
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and CARD_DIR not in p.parts)
-        actual = fileio.sha256_of_files(files)
-    else:
-        actual = fileio.sha256_file(path)
+    actual = model_sha256(path)
     if actual != expected:
         raise BundleError(f"{card_path(entry.version_dir)}: field 'sha256' is {expected}, but "
                           f"{path} hashes to {actual}: the model file is damaged or was replaced")

@@ -106,17 +106,12 @@ def central_slice_keys(examples, max_per_patient: int) -> Optional[list[str]]:
     (ties: lower index first); None when ``max_per_patient`` is 0 (keep all)."""
     if not max_per_patient:
         return None
+    from spoils_tf.train import seg_spacing_lib
     by_patient: dict[str, list[tuple[int, str]]] = {}
     meta = examples.map(lambda ex: (ex["patient"], ex["slice"], ex["key"]))
     for patient, slice_index, key in meta.as_numpy_iterator():
         by_patient.setdefault(patient.decode(), []).append((int(slice_index), key.decode()))
-    keys = []
-    for items in by_patient.values():
-        indices = sorted(i for i, _ in items)
-        middle = (indices[0] + indices[-1]) / 2.0
-        items.sort(key=lambda t: (abs(t[0] - middle), t[0]))
-        keys += [k for _, k in items[:max_per_patient]]
-    return sorted(keys)
+    return sorted(seg_spacing_lib.middle_keys(by_patient, max_per_patient))
 
 
 def parse_fold_spec(spec: str, k: int) -> list[int]:
