@@ -48,7 +48,8 @@ def _timed(fn, repeats: int) -> dict:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--config", default="spider_cpu", help="configs/seg_unet.py experiment")
+    ap.add_argument("--config", default="seg_deeplabv3plus:spider_cpu",
+                    help="MODULE:EXPERIMENT of configs/, e.g. seg_unet:spider_cpu")
     ap.add_argument("--train-steps", type=int, default=10)
     ap.add_argument("--train-repeats", type=int, default=3)
     ap.add_argument("--skip-training", action="store_true")
@@ -76,12 +77,14 @@ def main(argv: list[str]) -> int:
             pass   # noise has no anatomy: the four passes and the labelling still ran
     result["segment_orientation_check"] = _timed(auto, args.repeats)
     if not args.skip_training:
+        import importlib
+
         import keras
-        from configs import seg_unet
         from spoils_tf.data import spacing_pipeline
         from spoils_tf.models import losses
         from spoils_tf.train import seg_spacing_lib
-        c = seg_unet.get_config(args.config)
+        module, _, experiment = args.config.partition(":")
+        c = importlib.import_module(f"configs.{module}").get_config(experiment)
         n = 16
         imgs = (rng.random((n, 400, 320)) * 255).astype(np.uint8)
         masks = rng.integers(0, 14, (n, 400, 320)).astype(np.uint8)
@@ -100,7 +103,7 @@ def main(argv: list[str]) -> int:
             t0 = time.perf_counter()
             model.fit(ds, epochs=1, steps_per_epoch=args.train_steps, verbose=0)
             rates.append(args.train_steps * int(c.train.batch_size) / (time.perf_counter() - t0))
-        result["training"] = {"config": f"seg_unet:{args.config}", "patch_hw": list(c.data.patch_size),
+        result["training"] = {"config": args.config, "patch_hw": list(c.data.patch_size),
                               "batch_size": int(c.train.batch_size),
                               "median_images_per_s": statistics.median(rates), "images_per_s": rates,
                               "load_before": load0, "load_after": os.getloadavg()[0]}

@@ -180,8 +180,10 @@ def run_pipeline_and_predict(out: pathlib.Path, config_name: str
     from spoils_tf import predict
     from spoils_tf.pipeline import stages
 
+    from spoils_tf.train import common
     t0 = _stage(f"6. pipeline (configs/pipeline.py:{config_name}): ExampleGen -> Trainer -> "
                 "Evaluator -> Pusher")
+    common.enable_determinism()   # same printed numbers on every run of `make demo`
     config = pipeline_configs.get_config(config_name)
     config.pusher.base_dir = str((out / "models").resolve())
     result = stages.run_pipeline(config, out / "pipeline")

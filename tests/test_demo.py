@@ -43,3 +43,32 @@ def test_demo_pipeline_pushes_a_bundle_and_writes_both_reports(tmp_path):
                for d in annotated["discs"])
     assert annotated["recommendation"]["recommendation"]
     assert "supports" in (tmp_path / "reports" / "annotated_mask" / "report.html").read_text()
+
+
+def _numbers_without_timings(stdout: str) -> list[str]:
+    """The demo's printed lines with durations (``12.3 s``, ``45 ms``) replaced by ``<t>``."""
+    import re
+    lines = [re.sub(r"\d+(\.\d+)? ?(s|ms)\b", "<t>", line) for line in stdout.splitlines()]
+    return [line for line in lines if not line.startswith("    stage ms")]
+
+
+@pytest.mark.slow
+def test_demo_prints_the_same_numbers_twice(tmp_path):
+    """Two demo runs (synthetic cohort + smoke pipeline, in fresh processes) print the same lines.
+
+    Training is seeded and runs with TensorFlow's op determinism, so a blessing decision or a
+    Dice value cannot differ between two runs of ``make demo`` on one machine.
+    """
+    import subprocess
+    import sys
+    outs = []
+    for run in ("a", "b"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "spoils_tf.demo", "--out", str(tmp_path / run),
+             "--spider", str(tmp_path / "no_spider"), "--synth-patients", "4",
+             "--synth-slices", "1", "--pipeline-config", "smoke"],
+            capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs.append(_numbers_without_timings(proc.stdout.replace(str(tmp_path / run), "<out>")))
+    assert any("Dice" in line or "dice" in line for line in outs[0]), outs[0]
+    assert outs[0] == outs[1]

@@ -69,6 +69,15 @@ def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(int(seed))
 
 
+def enable_determinism() -> None:
+    """Makes every later TensorFlow op in this process deterministic (process-wide, not undone).
+
+    With :func:`set_seed` before each training, the same run gives the same weights and the
+    same printed numbers on the same machine; some ops run slower. Used by ``make demo``.
+    """
+    tf.config.experimental.enable_op_determinism()
+
+
 atomic_write_text = fileio.atomic_write_text  # re-exported; one implementation
 
 
