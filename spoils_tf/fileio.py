@@ -3,10 +3,17 @@
 A file is written to a temporary sibling (same directory, so the rename stays on one file
 system) and moved into place with ``os.replace``; on any error the temporary file is removed.
 A reader therefore sees either the old file or the complete new one, never a partial file.
+
+An output folder (``spoils predict --out``) is built the same way, one level up
+(:func:`atomic_output_dir`): every file goes into a hidden temporary sibling folder, which is
+renamed into place only when all of them are written; a failure removes it and leaves the
+target as it was. :func:`check_output_dir` and :func:`check_writable_dir` refuse an unusable
+output path (a file, a folder of other files, no write permission) before any work starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -14,11 +21,14 @@ import hashlib
 import logging
 import os
 import pathlib
+import secrets
 import shutil
 import tempfile
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
+
+from spoils_tf.errors import SpoilsError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> pathlib.Path:
@@ -163,4 +173,201 @@ def publish_all_or_none(pairs: Sequence[tuple[str | os.PathLike, str | os.PathLi
                                                   "publish", dst)
         for src, _ in pairs:
             shutil.rmtree(src, ignore_errors=True)
+        raise
+
+
+# === Output folders ===
+_RENAME_EXCHANGE = 2      # renameat2 flag: swap two existing paths in one step (Linux >= 3.15)
+
+
+def check_writable_dir(path: str | os.PathLike, *, field: Optional[str] = "--out"
+                       ) -> pathlib.Path:
+    """Checks that ``path`` is, or can be created as, a folder this process may write into.
+
+    ``path`` may exist as a folder (it must be writable) or not exist yet (its nearest
+    existing ancestor must be a writable folder; the missing folders are created by whoever
+    writes). Nothing is created or changed.
+
+    Returns:
+        ``path`` made absolute.
+
+    Raises:
+        SpoilsError: (``path``, ``field``) ``path`` is a file (or a dangling link); an
+            ancestor is a file; no write permission (or a read-only file system) where the
+            folder would be written or created.
+    """
+    path = pathlib.Path(os.path.abspath(path))
+    if os.path.lexists(path) and not path.is_dir():
+        raise SpoilsError(path, field, "is a file; expected a folder (existing, or one to be "
+                                       "created)")
+    _check_writable_from(path, path, field)
+    return path
+
+
+def _check_writable_from(path: pathlib.Path, start: pathlib.Path, field: Optional[str]) -> None:
+    """The nearest existing one of ``start`` and its ancestors must be a writable folder;
+    errors name ``path``."""
+    anchor = start
+    while not os.path.lexists(anchor):
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise SpoilsError(path, field, f"cannot be created: {anchor} is a file, not a folder")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise SpoilsError(path, field, f"cannot be written: no write permission in {anchor} "
+                                       "(or a read-only file system); choose another folder")
+
+
+def check_output_dir(path: str | os.PathLike, *,
+                     replace_if: Optional[Callable[[pathlib.Path], bool]] = None,
+                     field: Optional[str] = "--out") -> pathlib.Path:
+    """Checks, before any work, that :func:`atomic_output_dir` may publish a folder at ``path``.
+
+    Accepted: a path that does not exist yet (its nearest existing ancestor a writable
+    folder), an empty folder, or a folder for which ``replace_if(path)`` is true (a previous
+    output of the same command, recognised by its files). Nothing is created or changed.
+
+    Returns:
+        ``path`` made absolute; a symbolic link to a folder is resolved (the folder it points
+        to is the one replaced, and the link keeps pointing to the new one).
+
+    Raises:
+        SpoilsError: (``path``, ``field``) ``path`` is a file; a non-empty folder that
+            ``replace_if`` does not accept (its first entries are named); no write
+            permission in ``path`` (when it is to be replaced) or in its parent.
+    """
+    path = pathlib.Path(os.path.abspath(path))
+    if path.is_symlink() and path.is_dir():
+        path = pathlib.Path(os.path.realpath(path))
+    if os.path.lexists(path) and not path.is_dir():
+        raise SpoilsError(path, field, "is a file; expected a folder to write into (a new or "
+                                       "empty one, or a previous output folder to replace)")
+    if path.is_dir():
+        entries = sorted(os.listdir(path))
+        if entries and not (replace_if is not None and replace_if(path)):
+            shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)"
+                                              if len(entries) > 5 else "")
+            raise SpoilsError(path, field, f"is a folder holding other files ({shown}) and not "
+                                           "a previous output of this command; refusing to "
+                                           "replace it: give a new or empty folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise SpoilsError(path, field, "cannot be written or replaced: no write permission "
+                                           "in it (or a read-only file system)")
+    _check_writable_from(path, path.parent, field)
+    return path
+
+
+def _make_dirs(path: pathlib.Path) -> list[pathlib.Path]:
+    """Creates ``path`` and its missing ancestors; returns the folders created, outermost
+    first."""
+    missing = []
+    p = path
+    while not os.path.lexists(p):
+        missing.append(p)
+        p = p.parent
+    created = []
+    for d in reversed(missing):
+        d.mkdir()
+        created.append(d)
+    return created
+
+
+def _hidden_dir(parent: pathlib.Path, prefix: str) -> pathlib.Path:
+    """A new empty folder ``parent/<prefix><random hex>`` (mode from the umask, as a plain
+    ``mkdir``)."""
+    while True:
+        d = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            d.mkdir()
+            return d
+        except FileExistsError:
+            continue
+
+
+def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Puts the folder ``src`` in place of the existing folder ``dst`` and removes the old one.
+
+    With Linux ``renameat2(..., RENAME_EXCHANGE)`` the two are swapped in one step, so a reader
+    sees the old or the new folder, never neither. Elsewhere ``dst`` is renamed to a hidden
+    sibling, ``src`` renamed to ``dst`` (the old one renamed back if that fails), and the old
+    one removed: ``dst`` is absent for the moment between the two renames.
+
+    Raises:
+        OSError: a rename failed (``dst`` is then as it was and ``src`` still exists).
+    """
+    src, dst = pathlib.Path(src), pathlib.Path(dst)
+    renameat2 = _renameat2()
+    if renameat2 is not None:
+        at_fdcwd = -100
+        if renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst),
+                     _RENAME_EXCHANGE) == 0:
+            shutil.rmtree(src, ignore_errors=True)    # src now holds the old folder
+            _warn_if_left(src)
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise OSError(err, f"rename {src} <-> {dst}: {os.strerror(err)}")
+    old = _hidden_dir(dst.parent, f".{dst.name}.old-")
+    os.rename(dst, old)                   # onto the empty folder just made: replaces it
+    try:
+        os.rename(src, dst)
+    except BaseException:
+        os.rename(old, dst)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    _warn_if_left(old)
+
+
+def _warn_if_left(path: pathlib.Path) -> None:
+    if os.path.lexists(path):
+        logging.getLogger(__name__).warning("could not remove the replaced folder %s", path)
+
+
+@contextlib.contextmanager
+def atomic_output_dir(path: str | os.PathLike, *,
+                      replace_if: Optional[Callable[[pathlib.Path], bool]] = None,
+                      field: Optional[str] = "--out") -> Iterator[pathlib.Path]:
+    """Builds an output folder all or nothing.
+
+    Yields a hidden temporary folder ``<parent>/.<name>.tmp-<hex>`` (same parent as ``path``,
+    so the final rename stays on one file system) for the caller to fill. When the ``with``
+    body finishes, the folder is renamed to ``path``: if ``path`` exists by then (an empty
+    folder, or one ``replace_if`` accepts, :func:`check_output_dir`) it is replaced with
+    :func:`replace_dir` and the old contents are removed. If the body raises, or publishing
+    fails, the temporary folder and any parent folders created for it are removed and
+    ``path`` is left as it was.
+
+    ``path`` is checked with :func:`check_output_dir` on entry; callers should also call that
+    before any long work, so that a bad ``--out`` is refused at once.
+
+    Raises:
+        SpoilsError: ``path`` refused (:func:`check_output_dir`, on entry or again at the
+            rename: the folder may have changed during the run), or an ``OSError`` while
+            writing or publishing (chained; nothing is left).
+        Any other exception of the ``with`` body, unchanged (nothing is left).
+    """
+    path = check_output_dir(path, replace_if=replace_if, field=field)
+    try:
+        created = _make_dirs(path.parent)
+    except OSError as e:
+        raise SpoilsError(path, field, f"cannot be created ({type(e).__name__}: {e})") from e
+    tmp = None
+    try:
+        tmp = _hidden_dir(path.parent, f".{path.name}.tmp-")
+        yield tmp
+        try:
+            rename_no_replace(tmp, path)
+        except FileExistsError:
+            check_output_dir(path, replace_if=replace_if, field=field)
+            replace_dir(tmp, path)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for d in reversed(created):
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        if isinstance(e, OSError):
+            raise SpoilsError(path, field, f"could not be written ({type(e).__name__}: {e}); "
+                                           "nothing was written") from e
         raise
