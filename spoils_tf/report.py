@@ -13,9 +13,11 @@
 * the grade table, one row per disc level: the ensemble class explained, the top-3 of the
   ensemble and of each classifier, with a visible caution where a classifier is uncertain
   (the report's ``"uncertain": true``: its largest probability is below twice the uniform
-  1/number of classes);
+  1/number of classes); a disc left ungraded because a measurement is implausible (the
+  report's ``"implausible_measurements"``) names the measurement, its value and the range;
 * the key measurements (:data:`KEY_MEASUREMENTS`), levels in rows, human names with units,
-  rounded by unit (:func:`format_value`); every measurement and the measurement notes
+  rounded by unit (:func:`format_value`), an implausible value marked with its range;
+  every measurement and the measurement notes
   (internal reason codes as short phrases, :func:`reason_phrase`, the code in a tooltip) in a
   collapsed "All measurements" section;
 * the models with their held-out evaluation metrics only (:func:`held_out_metrics`; training
@@ -35,6 +37,7 @@ import math
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from spoils_tf import labels
+from spoils_tf.geometry import plausibility
 
 _CSS = """
 body { font-family: sans-serif; margin: 1.5em auto; padding: 0 1.5em; color: #222;
@@ -168,6 +171,9 @@ REASON_PHRASES: dict[str, str] = {
     "disc_area_below_quarter_of_median_not_graded": "disc label under a quarter of the median "
                                                     "disc area: taken as a segmentation error, "
                                                     "not graded",
+    plausibility.IMPLAUSIBLE_MEASUREMENT_REASON: "a measurement outside the plausible adult "
+                                                 "lumbar range: taken as a segmentation or "
+                                                 "pixel-spacing error, not graded",
     "patient_not_in_folds": "patient not in the cross-validation folds",
 }
 
@@ -398,6 +404,10 @@ def _grades(report: Mapping[str, Any]) -> str:
             grade = f"<strong>{_e(cls)}</strong><br>{_e(_explained(cls).split(' = ', 1)[-1])}"
             if ens.get("uncertain"):
                 grade += '<br><span class="caution">⚠ the ensemble is uncertain</span>'
+        elif d.get("implausible_measurements"):
+            grade = ('<span class="status-bad">not graded</span>: '
+                     + "; ".join(_e(plausibility.describe(x))
+                                 for x in d["implausible_measurements"]))
         elif d.get("found"):
             grade = '<span class="muted">not graded</span>'
         else:
@@ -417,6 +427,18 @@ def _measurement(d: Mapping[str, Any], col: str) -> tuple[Any, str]:
     return m.get("value"), m.get("unit", "")
 
 
+def _key_cell(d: Mapping[str, Any], col: str) -> str:
+    """A key-table value; one that is implausible on the slice shown is marked, with its range
+    in a tooltip."""
+    text = _e(format_value(*_measurement(d, col)))
+    for x in d.get("implausible_measurements") or []:
+        if x.get("measurement") == col and x.get("slice_offset") == d.get(
+                "measured_on_slice_offset"):
+            return (f'<span class="status-bad" title="{_e(plausibility.describe(x))}">'
+                    f'{text} ⚠</span>')
+    return text
+
+
 def _measurements(report: Mapping[str, Any]) -> str:
     """Key measurements with levels in rows; every measurement (levels in columns) and the
     measurement notes in a collapsed section."""
@@ -428,8 +450,7 @@ def _measurements(report: Mapping[str, Any]) -> str:
         f'<span title="{_e(KEY_MEASUREMENTS[c][1])}">'
         f'{_e(_header(KEY_MEASUREMENTS[c][0], _measurement(discs[0], c)[1]))}</span>'
         for c in cols]
-    rows = [[_e(d["level"])] + [_e(format_value(*_measurement(d, c))) for c in cols]
-            for d in discs]
+    rows = [[_e(d["level"])] + [_key_cell(d, c) for c in cols] for d in discs]
     key = _table(header, rows, num_cols=range(1, len(header)), row_headers=True)
 
     every = list(discs[0].get("measurements", {}))
