@@ -52,6 +52,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> pathl
     return path
 
 
+def atomic_save_keras(model: Any, path: str | os.PathLike) -> pathlib.Path:
+    """``model.save`` into a hidden ``*.keras`` sibling, then renamed to ``path``.
+
+    Keras picks the format from the ``.keras`` suffix, so the temporary file keeps it. On any
+    failure the temporary file is removed and ``path`` is untouched.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> pathlib.Path:
     """Writes ``data`` to ``path`` atomically."""
     return atomic_write(path, lambda tmp: pathlib.Path(tmp).write_bytes(data))

@@ -87,3 +87,27 @@ def test_sha256_of_files_is_the_digest_of_the_concatenation_in_order(tmp_path):
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
     assert fileio.sha256_of_files([tmp_path / "b", tmp_path / "a"]) == hashlib.sha256(
         b"cab").hexdigest()
+
+
+def test_atomic_save_keras_leaves_nothing_behind_when_the_save_fails(tmp_path):
+    """A save that dies half-way keeps the previous model file and removes its temporary file."""
+    target = tmp_path / "model.keras"
+    target.write_bytes(b"previous model")
+
+    class HalfSaved:
+        def save(self, path):
+            assert str(path).endswith(".keras")   # Keras chooses the format by this suffix
+            pathlib.Path(path).write_bytes(b"half")
+            raise OSError("disk full")
+
+    class Saved:
+        def save(self, path):
+            pathlib.Path(path).write_bytes(b"new model")
+
+    with pytest.raises(OSError, match="disk full"):
+        fileio.atomic_save_keras(HalfSaved(), target)
+    assert target.read_bytes() == b"previous model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+    fileio.atomic_save_keras(Saved(), target)
+    assert target.read_bytes() == b"new model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]

@@ -496,14 +496,7 @@ def train_fold(config, x_train: np.ndarray, y_train: np.ndarray, seed: int, mode
 
 
 def _save_model(model, path: pathlib.Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    fileio.atomic_save_keras(model, path)
 
 
 def predictions_table(rows: pd.DataFrame, probs: np.ndarray, y_true: np.ndarray, fold: int,

@@ -36,7 +36,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from spoils_tf import labels
+from spoils_tf import fileio, labels
 from spoils_tf.data import layout
 from spoils_tf.metrics import segmentation as seg_metrics
 from spoils_tf.train import common
@@ -244,9 +244,7 @@ def train_fold(config, fold_dir: str | pathlib.Path, examples, train_patients: S
                         callbacks=callbacks, verbose=t.verbose)
     train_seconds = time.perf_counter() - start
 
-    tmp = fold_dir / ".model.tmp.keras"
-    model.save(tmp)
-    tmp.replace(fold_dir / "model.keras")
+    fileio.atomic_save_keras(model, fold_dir / "model.keras")
 
     metrics = evaluate_model(model, examples, test_patients, d.resize_mode, keys)
     losses = history.history.get("loss", [])

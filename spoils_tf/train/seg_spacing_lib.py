@@ -29,6 +29,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from spoils_tf import fileio
 from spoils_tf.train import common
 
 log = logging.getLogger(__name__)
@@ -239,9 +240,7 @@ def train_fold(config, fold_dir: str | pathlib.Path, examples, train_patients: S
                                                    test_patients), *extra_callbacks],
                             verbose=t.verbose)
         losses = history.history.get("loss", [])
-        tmp = fold_dir / ".model.tmp.keras"
-        model.save(tmp)
-        tmp.replace(fold_dir / "model.keras")
+        fileio.atomic_save_keras(model, fold_dir / "model.keras")
         progress = _Progress(fold_dir / "progress.json").state
     metrics: dict[str, Any] = {}
     if test_patients:
