@@ -17,7 +17,7 @@ Exit codes (the README lists them once):
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -30,6 +30,10 @@ class SpoilsError(ValueError):
 
     Subclasses ``ValueError`` so callers that catch ``ValueError`` keep working.
 
+    ``SpoilsError(message)`` with a single argument (no ``field``, no ``reason``) takes it as
+    the whole message, for raise sites that format their own: ``path`` and ``field`` are then
+    ``None`` and ``reason`` is the message.
+
     Attributes:
         path: the file or folder at fault (``None`` when the input is not a file).
         field: the field, row, tag or argument at fault, e.g. ``"shapes[3].points"``,
@@ -38,7 +42,12 @@ class SpoilsError(ValueError):
     """
 
     def __init__(self, path: Optional[Union[str, os.PathLike]] = None,
-                 field: Optional[str] = None, reason: str = ""):
+                 field: Optional[str] = None, reason: Optional[str] = None):
+        if reason is None:
+            if field is None and path is not None:   # SpoilsError("whole message")
+                path, reason = None, str(path)
+            else:
+                reason = ""
         self.path = path
         self.field = field
         self.reason = reason
@@ -71,3 +80,23 @@ def wrap(path: Optional[Union[str, os.PathLike]], what: str, exc: BaseException,
     """
     detail = str(exc).strip() or type(exc).__name__
     return SpoilsError(path, field, f"cannot be read as {what} ({type(exc).__name__}: {detail})")
+
+
+def require_columns(path: Union[str, os.PathLike], present: Optional[Iterable[str]],
+                    required: Sequence[str]) -> None:
+    """Checks that a table's header holds every ``required`` column.
+
+    Args:
+      path: the CSV file (named in the message).
+      present: the header's column names (``None`` for an empty file).
+      required: the columns the reader needs.
+
+    Raises:
+      SpoilsError: ``field`` lists the missing columns, ``reason`` what the header holds.
+    """
+    have = [str(c) for c in (present or [])]
+    missing = [c for c in required if c not in have]
+    if missing:
+        raise SpoilsError(path, ", ".join(missing),
+                          f"missing column(s) {missing}; the header has {have}, expected at "
+                          f"least {list(required)}")
