@@ -50,17 +50,30 @@ Mixed folders: when a folder holds several series (``SeriesInstanceUID``), the s
 with the most files is used and the others are listed in ``notes`` by number, size and plane
 (never by UID). A folder with no sagittal series raises ``ValueError`` listing what it holds.
 Files that are not DICOM are skipped and counted in ``notes``. Multi-frame (enhanced) DICOM
-is not supported (``ValueError``).
+is not supported.
+
+Every refusal of input is a :class:`spoils_tf.errors.SpoilsError` (a ``ValueError``) naming
+the file and the field. Before any pixel is decoded: the pixel spacing (``PixelSpacing``, or
+the volume header's in-plane spacing) must pass ``spoils_tf.data.images.check_pixel_spacing``
+(0.1-5 mm), and a slice (``Rows`` x ``Columns``, or the volume's in-plane size) must not
+exceed ``spoils_tf.data.images.MAX_IMAGE_PIXELS``. A volume header's spacing must be positive
+on every axis (for NIfTI the stored ``pixdim``, which SimpleITK would read as 1 mm when 0).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import math
 import pathlib
+import struct
 from typing import Any, Optional, Sequence
 
 import numpy as np
+
+from spoils_tf import errors
+from spoils_tf.data import images as images_lib
+from spoils_tf.errors import SpoilsError
 
 SAGITTAL_TOLERANCE_DEG: float = 30.0
 WINDOW_METHODS: tuple[str, ...] = ("percentile", "header", "minmax")
@@ -191,13 +204,13 @@ def check_sagittal(normal: Sequence[float], source: str, field: str) -> float:
     """Angle (degrees) of ``normal`` to the left-right axis.
 
     Raises:
-        ValueError: the angle exceeds ``SAGITTAL_TOLERANCE_DEG``; the message names the
+        SpoilsError: the angle exceeds ``SAGITTAL_TOLERANCE_DEG``; the message names the
             plane found, ``source`` and ``field``.
     """
     plane, angle = classify_plane(normal)
     if angle > SAGITTAL_TOLERANCE_DEG:
-        raise ValueError(
-                f"{source}: not a sagittal series: {field} gives a slice normal "
+        raise SpoilsError(
+                source, None, f"not a sagittal series: {field} gives a slice normal "
                 f"{np.round(np.asarray(normal, float), 3).tolist()} {angle:.1f} degrees from the "
                 f"patient's left-right axis, i.e. a {plane} acquisition; expected sagittal "
                 f"(normal within {SAGITTAL_TOLERANCE_DEG:g} degrees of left-right)")
@@ -278,11 +291,13 @@ def window_to_uint8(values: np.ndarray, method: str = "percentile",
     """
     x = np.asarray(values, np.float64)
     if not np.all(np.isfinite(x)):
-        raise ValueError(f"{source}: pixel values contain NaN or infinity; expected finite numbers")
+        raise SpoilsError(source, None, "pixel values contain NaN or infinity; expected finite "
+                                        "numbers")
     if method == "header":
         if header_window is None:
-            raise ValueError(f"{source}: window 'header' requested but WindowCenter (0028,1050) / "
-                             "WindowWidth (0028,1051) are missing; use 'percentile' or 'minmax'")
+            raise SpoilsError(source, "WindowCenter (0028,1050)",
+                              "window 'header' requested but WindowCenter (0028,1050) / "
+                              "WindowWidth (0028,1051) are missing; use 'percentile' or 'minmax'")
         center, width = header_window
         return dicom_linear_window(x, center, width), {
                 "method": "header", "center": float(center), "width": float(width),
@@ -315,7 +330,7 @@ def _floats(ds, keyword: str, n: int, path: pathlib.Path, tag: str) -> Optional[
     """``n`` floats of a multi-valued field, None when absent.
 
     Raises:
-        ValueError: present but not ``n`` finite numbers.
+        SpoilsError: present but not ``n`` finite numbers.
     """
     from pydicom.multival import MultiValue
     value = ds.get(keyword)
@@ -327,7 +342,7 @@ def _floats(ds, keyword: str, n: int, path: pathlib.Path, tag: str) -> Optional[
     except (TypeError, ValueError):
         arr = np.asarray([])
     if arr.shape != (n,) or not np.all(np.isfinite(arr)):
-        raise ValueError(f"{path}: field {keyword} {tag}: {value!r}; expected {n} numbers")
+        raise SpoilsError(path, f"{keyword} {tag}", f"{value!r:.80}; expected {n} numbers")
     return arr
 
 
@@ -369,16 +384,17 @@ def _slice_of(path: pathlib.Path, ds) -> _Slice:
     """Orientation of one DICOM header.
 
     Raises:
-        ValueError: multi-frame, no/invalid ImageOrientationPatient.
+        SpoilsError: multi-frame, no/invalid ImageOrientationPatient.
     """
     frames = ds.get("NumberOfFrames")
     if frames is not None and int(frames) > 1:
-        raise ValueError(f"{path}: multi-frame (enhanced) DICOM with NumberOfFrames={int(frames)} "
-                         "is not supported; expected one slice per file (classic DICOM)")
+        raise SpoilsError(path, "NumberOfFrames (0028,0008)",
+                          f"multi-frame (enhanced) DICOM with NumberOfFrames={int(frames)} is not "
+                          "supported; expected one slice per file (classic DICOM)")
     iop = _floats(ds, "ImageOrientationPatient", 6, path, "(0020,0037)")
     if iop is None:
-        raise ValueError(f"{path}: field ImageOrientationPatient (0020,0037) is missing; it is "
-                         "needed to check that the series is sagittal")
+        raise SpoilsError(path, "ImageOrientationPatient (0020,0037)",
+                          "missing; it is needed to check that the series is sagittal")
     normal = np.cross(iop[:3], iop[3:])
     ipp = _floats(ds, "ImagePositionPatient", 3, path, "(0020,0032)")
     position = float(np.dot(ipp, normal)) if ipp is not None else None
@@ -409,7 +425,7 @@ def _group_series(folder: pathlib.Path) -> tuple[list[_Slice], list[str]]:
             continue
         headers.append((p, ds))
     if not headers:
-        raise ValueError(f"{folder}: no DICOM files found ({len(files)} files checked); expected "
+        raise SpoilsError(folder, None, f"no DICOM files found ({len(files)} files checked); expected "
                          "a folder holding one sagittal DICOM series")
     notes: list[str] = []
     if skipped:
@@ -422,7 +438,7 @@ def _group_series(folder: pathlib.Path) -> tuple[list[_Slice], list[str]]:
         except ValueError as e:
             bad.append(str(e))
     if not groups:
-        raise ValueError(f"{folder}: no usable DICOM slice: " + "; ".join(bad[:3]))
+        raise SpoilsError(folder, None, "no usable DICOM slice: " + "; ".join(bad[:3]))
     if bad:
         notes.append(f"{len(bad)} DICOM file(s) without usable orientation were skipped "
                      f"(first: {bad[0]})")
@@ -436,7 +452,7 @@ def _group_series(folder: pathlib.Path) -> tuple[list[_Slice], list[str]]:
     summary = ", ".join(f"series #{d[4] if d[4] is not None else '?'} ({d[3]} files, {d[1]})"
                         for d in described)
     if not sagittal:
-        raise ValueError(f"{folder}: not a sagittal series: the folder holds {summary}; expected "
+        raise SpoilsError(folder, None, f"not a sagittal series: the folder holds {summary}; expected "
                          f"a sagittal series (slice normal within {SAGITTAL_TOLERANCE_DEG:g} "
                          "degrees of left-right)")
     sagittal.sort(key=lambda d: (-d[3], d[4] if d[4] is not None else 1 << 30))
@@ -458,7 +474,7 @@ def _sort_slices(slices: list[_Slice], source: str) -> tuple[list[_Slice], float
     iop0 = slices[0].iop
     for s in slices[1:]:
         if np.max(np.abs(s.iop - iop0)) > 1e-3:
-            raise ValueError(f"{source}: files of one series have different ImageOrientationPatient "
+            raise SpoilsError(source, None, f"files of one series have different ImageOrientationPatient "
                              f"(0020,0037) ({s.path.name}); expected one orientation per series")
     if len(slices) == 1:
         return slices, float("nan"), notes
@@ -467,25 +483,41 @@ def _sort_slices(slices: list[_Slice], source: str) -> tuple[list[_Slice], float
         positions = np.asarray([s.position for s in slices])
         gaps = np.diff(positions) / np.linalg.norm(slices[0].normal)
         if np.any(gaps < 1e-3):
-            raise ValueError(f"{source}: {int(np.sum(gaps < 1e-3))} pair(s) of files share one "
+            raise SpoilsError(source, None, f"{int(np.sum(gaps < 1e-3))} pair(s) of files share one "
                              "ImagePositionPatient (0020,0032) (several echoes or repeats?); "
                              "expected one slice per position")
         return slices, float(np.median(gaps)), notes
     if all(s.instance is not None for s in slices):
         notes.append("ImagePositionPatient missing: slices ordered by InstanceNumber")
         return sorted(slices, key=lambda s: s.instance), float("nan"), notes
-    raise ValueError(f"{source}: cannot order the slices: ImagePositionPatient (0020,0032) and "
+    raise SpoilsError(source, None, "cannot order the slices: ImagePositionPatient (0020,0032) and "
                      "InstanceNumber (0020,0013) are missing")
 
 
 def _pixels(s: _Slice) -> tuple[np.ndarray, Optional[tuple[float, float]]]:
-    """Rescaled float64 [H, W] of one slice and its header window (center, width) or None."""
+    """Rescaled float64 [H, W] of one slice and its header window (center, width) or None.
+
+    Raises:
+        SpoilsError: no ``PixelData``, pixel data pydicom cannot decode (too short for
+            Rows x Columns, an unsupported compression), or not one greyscale slice.
+    """
     import pydicom
-    ds = pydicom.dcmread(str(s.path))
-    arr = np.asarray(ds.pixel_array)
+    field = "PixelData (7FE0,0010)"
+    try:
+        ds = pydicom.dcmread(str(s.path))
+    except Exception as e:   # pydicom raises many types for a damaged file; all mean "unreadable"
+        raise errors.wrap(s.path, "a DICOM file", e) from e
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise SpoilsError(s.path, field, "missing: the file holds a header but no image; "
+                                         "expected one greyscale slice [Rows, Columns]")
+    try:
+        arr = np.asarray(ds.pixel_array)
+    except Exception as e:   # ValueError (short data), NotImplementedError/RuntimeError (codec)
+        raise errors.wrap(s.path, f"pixel data of {ds.get('Rows')}x{ds.get('Columns')} px",
+                          e, field) from e
     if arr.ndim != 2:
-        raise ValueError(f"{s.path}: pixel data of shape {arr.shape}; expected one greyscale "
-                         "slice [Rows, Columns]")
+        raise SpoilsError(s.path, field, f"pixel data of shape {arr.shape}; expected one "
+                                         "greyscale slice [Rows, Columns]")
     slope = _float_or_nan(ds, "RescaleSlope")
     intercept = _float_or_nan(ds, "RescaleIntercept")
     x = arr.astype(np.float64) * (slope if math.isfinite(slope) else 1.0) + \
@@ -502,7 +534,7 @@ def _load_dicom(path: pathlib.Path, neighbours: int, window: str) -> SagittalSer
     else:
         ds = _read_header(path)
         if ds is None:
-            raise ValueError(f"{path}: not a DICOM file (no DICM preamble) and not a volume "
+            raise SpoilsError(path, None, f"not a DICOM file (no DICM preamble) and not a volume "
                              f"({', '.join(VOLUME_SUFFIXES)})")
         slices, notes, kind = [_slice_of(path, ds)], [], "dicom_file"
     source = str(path)
@@ -511,15 +543,17 @@ def _load_dicom(path: pathlib.Path, neighbours: int, window: str) -> SagittalSer
     notes += sort_notes
     first = slices[0].ds
     spacing = _floats(first, "PixelSpacing", 2, slices[0].path, "(0028,0030)")
-    if spacing is None or not np.all(spacing > 0):
-        raise ValueError(f"{slices[0].path}: field PixelSpacing (0028,0030) is "
-                         f"{'missing' if spacing is None else spacing.tolist()}; expected two "
-                         "positive numbers (row, column spacing in mm): measurements in mm "
-                         "need it")
+    if spacing is None:
+        raise SpoilsError(slices[0].path, "PixelSpacing",
+                          "PixelSpacing (0028,0030) is missing; expected two positive numbers "
+                          "(row, column spacing in mm): measurements in mm need it")
+    spacing = images_lib.check_pixel_spacing(spacing, slices[0].path, "PixelSpacing (0028,0030)")
     shapes = {(int(s.ds.get("Rows", 0)), int(s.ds.get("Columns", 0))) for s in slices}
     if len(shapes) > 1:
-        raise ValueError(f"{source}: slices of one series have different sizes {sorted(shapes)} "
-                         "(Rows, Columns); expected one size")
+        raise SpoilsError(source, "Rows, Columns",
+                          f"slices of one series have different sizes {sorted(shapes)}; "
+                          "expected one size")
+    images_lib.check_image_size(next(iter(shapes)), slices[0].path, "Rows, Columns")
     thickness = _float_or_nan(first, "SliceThickness")
     slice_spacing = measured_gap
     if not math.isfinite(slice_spacing):
@@ -529,7 +563,7 @@ def _load_dicom(path: pathlib.Path, neighbours: int, window: str) -> SagittalSer
     chosen = middle_indices(len(slices), neighbours)
     pixels, windows = zip(*(_pixels(slices[i]) for i in chosen))
     if len({p.shape for p in pixels}) > 1:
-        raise ValueError(f"{source}: selected slices differ in size; expected one size")
+        raise SpoilsError(source, None, "selected slices differ in size; expected one size")
     values = np.stack(pixels)
     images, window_info = window_to_uint8(values, window, windows[0], source)
     if str(first.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
@@ -567,24 +601,118 @@ def slice_axis_of(spacing: Sequence[float], direction: np.ndarray) -> int:
     return int(np.argmax(np.abs(np.asarray(direction)[0, :])))
 
 
-def _load_volume(path: pathlib.Path, neighbours: int, window: str) -> SagittalSeries:
+@dataclasses.dataclass(frozen=True)
+class ItkHeader:
+    """What an MHA/MHD/NIfTI/NRRD header says, read without the pixels.
+
+    Attributes:
+        dimension: 2 or 3.
+        size: pixels per index axis, SimpleITK order (x, y[, z]).
+        spacing: mm per index axis, SimpleITK order; every value checked finite and > 0.
+        direction: float64 [d, d]; column j is the LPS direction of index axis j.
+        components: values per pixel (1 for greyscale).
+        spacing_field: the header field holding the spacing (``ElementSpacing``, ``pixdim``,
+            ``spacings``), for messages.
+    """
+
+    dimension: int
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    direction: np.ndarray
+    components: int
+    spacing_field: str
+
+
+def _spacing_field(path: pathlib.Path) -> str:
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "pixdim"
+    return "spacings" if name.endswith(".nrrd") else "ElementSpacing"
+
+
+def _nifti_pixdim(path: pathlib.Path) -> Optional[list[float]]:
+    """The spatial ``pixdim`` of a NIfTI-1/-2 header as stored, or None if not NIfTI.
+
+    Read by hand because SimpleITK's NIfTI reader replaces a ``pixdim`` of 0 by 1 mm silently.
+    """
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(540)
+    except OSError:
+        return None
+    for endian in "<>":
+        if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
+            dim = struct.unpack(endian + "8h", head[40:56])
+            pixdim = struct.unpack(endian + "8f", head[76:108])
+        elif len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
+            dim = struct.unpack(endian + "8q", head[16:80])
+            pixdim = struct.unpack(endian + "8d", head[104:168])
+        else:
+            continue
+        n = min(max(int(dim[0]), 0), 3)
+        return [float(v) for v in pixdim[1:1 + n]]
+    return None
+
+
+def read_itk_header(path: str | pathlib.Path) -> ItkHeader:
+    """The header of an MHA/MHD/NIfTI/NRRD file (SimpleITK), pixels not read.
+
+    Raises:
+        SpoilsError: SimpleITK cannot read the header; a spacing that is zero, negative or
+            not finite (``field`` names the header field; for NIfTI the stored ``pixdim`` is
+            checked, which SimpleITK would read as 1 mm when it is 0).
+    """
+    import SimpleITK as sitk
+    path = pathlib.Path(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise errors.wrap(path, "an MHA/NIfTI/NRRD image (SimpleITK)", e) from e
+    d = int(reader.GetDimension())
+    spacing = tuple(float(v) for v in reader.GetSpacing())
+    field = _spacing_field(path)
+    stored = _nifti_pixdim(path) if field == "pixdim" else None
+    for values in (spacing, stored or ()):
+        if not all(math.isfinite(v) and v > 0 for v in values):
+            raise SpoilsError(path, field, f"spacing {list(values)} mm; expected positive "
+                                           "finite numbers (mm per pixel along each axis)")
+    return ItkHeader(dimension=d, size=tuple(int(v) for v in reader.GetSize()), spacing=spacing,
+                     direction=np.asarray(reader.GetDirection(), np.float64).reshape(d, d),
+                     components=int(reader.GetNumberOfComponents()), spacing_field=field)
+
+
+def read_itk_image(path: str | pathlib.Path) -> np.ndarray:
+    """The pixels of an MHA/NIfTI/NRRD file as stored (``[z,] y, x``), after
+    :func:`read_itk_header` accepted it.
+
+    Raises:
+        SpoilsError: SimpleITK cannot read the pixels (a truncated file, ...).
+    """
     import SimpleITK as sitk
     try:
-        img = sitk.ReadImage(str(path))
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     except RuntimeError as e:
-        raise ValueError(f"{path}: SimpleITK cannot read this volume ({str(e).strip()[:200]})") from e
-    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"{path}: {img.GetDimension()}-D image with "
-                         f"{img.GetNumberOfComponentsPerPixel()} component(s); expected a 3-D "
-                         "greyscale volume")
-    arr = sitk.GetArrayFromImage(img)                    # [z, y, x]
-    direction = np.asarray(img.GetDirection(), np.float64).reshape(3, 3)  # column j = axis j
-    spacing = np.asarray(img.GetSpacing(), np.float64)
-    if not np.all(spacing > 0):
-        raise ValueError(f"{path}: field spacing {spacing.tolist()}; expected positive mm values")
+        raise errors.wrap(path, "an MHA/NIfTI/NRRD image (SimpleITK)", e) from e
+
+
+def _load_volume(path: pathlib.Path, neighbours: int, window: str) -> SagittalSeries:
+    header = read_itk_header(path)
+    if header.dimension != 3 or header.components != 1:
+        raise SpoilsError(path, None, f"{header.dimension}-D image with {header.components} "
+                                      "component(s); expected a 3-D greyscale volume")
+    direction = header.direction                          # column j = axis j
+    spacing = np.asarray(header.spacing, np.float64)
     a = slice_axis_of(spacing, direction)
     angle = check_sagittal(direction[:, a], str(path), f"the direction of image axis {'xyz'[a]}")
     rows_ax, cols_ax = max(set(range(3)) - {a}), min(set(range(3)) - {a})
+    images_lib.check_pixel_spacing((spacing[rows_ax], spacing[cols_ax]), path,
+                                   f"{header.spacing_field} (in-plane axes "
+                                   f"{'xyz'[rows_ax]}, {'xyz'[cols_ax]})")
+    images_lib.check_image_size((header.size[rows_ax], header.size[cols_ax]), path)
+    arr = read_itk_image(path)                            # [z, y, x]
     volume = np.moveaxis(arr, 2 - a, 0)                  # [S, rows (axis rows_ax), cols]
     notes = ["volume formats store no slice thickness: slice_thickness_mm is NaN"]
     chosen = middle_indices(volume.shape[0], neighbours)
@@ -618,10 +746,14 @@ def load_series(path: str | pathlib.Path, *, neighbours: int = 0,
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: not sagittal (the message names the plane found), PixelSpacing or
-            ImageOrientationPatient missing (named), an empty folder or one without DICOM
-            files, mixed orientations or duplicate positions within a series, multi-frame
-            DICOM, an unreadable volume, an unknown ``window``.
+        SpoilsError: naming the file and the field: not sagittal (the message names the
+            plane found), PixelSpacing or ImageOrientationPatient missing, a pixel spacing
+            ``images.check_pixel_spacing`` refuses (DICOM tag or volume header), a slice
+            larger than ``images.MAX_IMAGE_PIXELS`` (from the header, before decoding), no or
+            undecodable ``PixelData``, an empty folder or one without DICOM files, mixed
+            orientations or duplicate positions within a series, multi-frame DICOM, an
+            unreadable volume.
+        ValueError: an unknown ``window``.
     """
     path = pathlib.Path(path)
     if window not in WINDOW_METHODS:
