@@ -22,6 +22,10 @@ Reading (``read_labelme``):
   PNG bit mask). ``point``, ``line`` and ``linestrip`` are **errors**: every spoils class
   is an area, and LabelMe would rasterise a line as a 10-px stroke and a point as a 5-px
   disc, areas nobody drew. Refusing the file is better than ignoring the shape silently.
+* A vertex a little outside the image (up to ``POINT_MARGIN_FRACTION`` of its width /
+  height, at least ``POINT_MARGIN_PX``) is clipped by the rasterisation; one farther out is
+  refused (``shapes[i].points[j]``), since a corrupt coordinate would paint the whole image.
+* ``spoils.pixel_spacing_mm`` must pass ``images.check_pixel_spacing`` (plausible mm values).
 * Patient / slice: from the top-level ``"spoils"`` key when present, else
   ``layout.parse_stem(json stem)``, else patient = parent directory name and slice = 0.
 
@@ -55,6 +59,7 @@ from labelme.utils import shape_to_mask as _labelme_shape_to_mask
 from spoils_tf import fileio
 from spoils_tf import labels
 from spoils_tf.data import images, layout
+from spoils_tf.errors import SpoilsError
 
 # The LabelMe file-format version written (5.x keys; LabelMe 5 and 6 both open it).
 LABELME_FORMAT_VERSION = "5.5.0"
@@ -68,9 +73,15 @@ _SHAPE_POINTS: dict[str, Optional[int]] = {
     "mask": 2,
 }
 _REFUSED_SHAPES = ("point", "line", "linestrip", "points")
+# A vertex may lie outside the image by up to this fraction of the image's width (x) or
+# height (y), or POINT_MARGIN_PX, whichever is larger: the LabelMe GUI lets a click land a
+# little outside, and rasterising clips it. Farther out is a corrupt coordinate (a vertex at
+# 1e12 px would paint the whole image) and the file is refused.
+POINT_MARGIN_FRACTION: float = 0.25
+POINT_MARGIN_PX: float = 5.0
 
 
-class LabelMeError(ValueError):
+class LabelMeError(SpoilsError):
     """A LabelMe file that cannot be read.
 
     Attributes:
@@ -81,13 +92,7 @@ class LabelMeError(ValueError):
     """
 
     def __init__(self, path: Any, field: str, reason: str):
-        self.path = path
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{path}: field '{field}': {reason}")
-
-    def __reduce__(self):  # picklable across worker processes despite the 3-argument __init__
-        return (type(self), (self.path, self.field, self.reason))
+        super().__init__(path, field, reason)
 
 
 @dataclasses.dataclass
@@ -129,6 +134,20 @@ def _check_points(points: Any, source: Any, field: str) -> list[list[float]]:
     return out
 
 
+def _check_inside(points: list[list[float]], shape_hw: tuple[int, int], source: Any,
+                  field: str) -> None:
+    """Refuses a vertex farther outside the image than the margin (``POINT_MARGIN_*``)."""
+    h, w = shape_hw
+    mx = max(POINT_MARGIN_PX, POINT_MARGIN_FRACTION * w)
+    my = max(POINT_MARGIN_PX, POINT_MARGIN_FRACTION * h)
+    for j, (x, y) in enumerate(points):
+        if not (-mx <= x <= w - 1 + mx and -my <= y <= h - 1 + my):
+            raise LabelMeError(source, f"{field}[{j}]",
+                               f"vertex ({x:g}, {y:g}) lies far outside the {h}x{w} (HxW) "
+                               f"image; expected x in {-mx:g}..{w - 1 + mx:g} and y in "
+                               f"{-my:g}..{h - 1 + my:g} px (a little outside is clipped)")
+
+
 def _label_id(label: Any, source: Any, field: str) -> int:
     if not isinstance(label, str):
         raise LabelMeError(source, field, f"expected a string label, got {label!r:.80}")
@@ -161,6 +180,7 @@ def _shape_pixels(shape: Mapping, shape_hw: tuple[int, int], source: Any, field:
         raise LabelMeError(source, f"{field}.points",
                            f"{shape_type} has {len(points)} point(s); expected {need}")
     h, w = shape_hw
+    _check_inside(points, (h, w), source, f"{field}.points")
     if shape_type == "mask":
         data = shape.get("mask")
         if not isinstance(data, str):
@@ -193,8 +213,9 @@ def shapes_to_mask(shapes: Sequence[Mapping], shape_hw: tuple[int, int], source:
         source: the file the shapes come from, for error messages.
 
     Raises:
-        LabelMeError: unknown label, malformed points, too few points, or a shape type
-            without area (see the module docstring); ``field`` names the shape.
+        LabelMeError: unknown label, malformed points, too few points, a vertex far
+            outside the image, or a shape type without area (see the module docstring);
+            ``field`` names the shape.
     """
     h, w = int(shape_hw[0]), int(shape_hw[1])
     mask = np.zeros((h, w), np.int32)
@@ -305,13 +326,15 @@ def _spoils_meta(raw: Mapping, source: pathlib.Path
                            f"expected an integer >= 0, got {slice_index!r:.80}")
     spacing = meta.get("pixel_spacing_mm")
     if spacing is not None:
-        ok = (isinstance(spacing, (list, tuple)) and len(spacing) == 2
-              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spacing)
-              and all(math.isfinite(v) and v > 0 for v in spacing))
-        if not ok:
-            raise LabelMeError(source, f"{SPOILS_KEY}.pixel_spacing_mm",
-                               f"expected [row_mm, col_mm], two positive numbers, got {spacing!r:.80}")
-        spacing = (float(spacing[0]), float(spacing[1]))
+        field = f"{SPOILS_KEY}.pixel_spacing_mm"
+        if not (isinstance(spacing, (list, tuple))
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spacing)):
+            raise LabelMeError(source, field, f"expected [row_mm, col_mm], two numbers, got "
+                                              f"{spacing!r:.80}")
+        try:
+            spacing = images.check_pixel_spacing(spacing, source, field)
+        except SpoilsError as e:
+            raise LabelMeError(source, field, e.reason) from None
     return (None if patient is None else str(patient)), slice_index, spacing
 
 
@@ -354,8 +377,10 @@ def read_labelme(path: str | pathlib.Path, root: str | pathlib.Path | None = Non
         LabelMeError: naming the file and field: unreadable/invalid JSON (field ``json``),
             missing image (``imagePath``), image outside ``root`` (``imagePath``),
             bad ``imageData``, ``imageHeight``/``imageWidth`` not matching the image,
-            bad ``shapes[i].*`` (unknown label, too few points, shape type without area),
-            bad ``spoils.*`` metadata.
+            bad ``shapes[i].*`` (unknown label, too few points, a vertex far outside the
+            image, shape type without area), bad ``spoils.*`` metadata (an implausible
+            pixel spacing included); an image larger than ``images.MAX_IMAGE_PIXELS``
+            (``imagePath`` / ``imageData``).
     """
     path = pathlib.Path(path)
     root = (path.resolve().parent.parent.parent if root is None else pathlib.Path(root)).resolve()
@@ -423,7 +448,8 @@ def write_labelme(json_path: str | pathlib.Path, image: np.ndarray, mask: np.nda
 
     Raises:
         ValueError: image/mask shapes differ, mask values that are not class ids, an image
-            ``to_uint8_gray`` refuses, or bad ``pixel_spacing_mm``.
+            ``to_uint8_gray`` refuses, or a ``pixel_spacing_mm`` that
+            ``images.check_pixel_spacing`` refuses (``SpoilsError``).
     """
     json_path = pathlib.Path(json_path)
     gray = images.to_uint8_gray(image, str(json_path))
@@ -440,10 +466,7 @@ def write_labelme(json_path: str | pathlib.Path, image: np.ndarray, mask: np.nda
         slice_index = stem_slice if slice_index is None else slice_index
     spacing = None
     if pixel_spacing_mm is not None:
-        spacing = [float(v) for v in pixel_spacing_mm]
-        if len(spacing) != 2 or not all(math.isfinite(v) and v > 0 for v in spacing):
-            raise ValueError(f"{json_path}: pixel_spacing_mm must be two positive numbers, "
-                             f"got {pixel_spacing_mm!r}")
+        spacing = list(images.check_pixel_spacing(pixel_spacing_mm, json_path, "pixel_spacing_mm"))
     png = images.encode_png(gray)
     image_name = f"{json_path.stem}.png"
     payload = {
