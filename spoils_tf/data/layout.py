@@ -16,12 +16,16 @@ Synthetic cohorts add ``geometry_truth.csv`` (ground-truth geometry per disc, in
 
 A user's own LabelMe annotations need only ``labelme/<patient>/*.json`` plus a
 ``patients.csv`` giving pixel spacing; the grade columns of ``discs.csv`` may be empty.
+:func:`read_patients_csv` reads ``patients.csv`` and checks every row.
 """
 
 from __future__ import annotations
 
+import csv
+import math
 import pathlib
 import re
+from typing import Any
 
 LABELME_DIR = "labelme"
 PATIENTS_CSV = "patients.csv"
@@ -36,6 +40,8 @@ CLINICAL_CSV = "clinical.csv"
 # is the distance between neighbouring sagittal slices (used for disc volume).
 PATIENT_COLUMNS = ("patient", "sex", "pixel_spacing_row_mm", "pixel_spacing_col_mm",
                    "slice_thickness_mm", "slice_spacing_mm")
+# the columns every reader of patients.csv needs (read_patients_csv refuses a file without one)
+PATIENT_REQUIRED_COLUMNS = ("patient", "pixel_spacing_row_mm", "pixel_spacing_col_mm")
 # level: disc name from labels.DISC_NAMES; ivd_label: n-th disc from the bottom (1 = L5-S1);
 # pfirrmann 1-5 (empty if unknown); severity L/M/H; grade_class from labels.GRADE_CLASSES.
 DISC_COLUMNS = ("patient", "slice", "level", "ivd_label", "pfirrmann", "severity", "grade_class")
@@ -72,3 +78,58 @@ def list_labelme_jsons(root: str | pathlib.Path) -> list[pathlib.Path]:
     if not base.is_dir():
         raise FileNotFoundError(f"{root}: no {LABELME_DIR}/ directory (not a spoils dataset dir)")
     return sorted(base.rglob("*.json"))
+
+
+def read_patients_csv(path: str | pathlib.Path) -> dict[str, dict[str, Any]]:
+    """``patients.csv`` -> ``{patient: {"spacing": (row_mm, col_mm) | None,
+    "slice_spacing_mm": float}}``.
+
+    Empty spacing cells mean "not known here" (``spacing`` None: the LabelMe file's own is
+    used); an empty or absent ``slice_spacing_mm`` is NaN. A byte-order mark (Excel) is ignored.
+
+    Raises:
+      FileNotFoundError: no such file.
+      SpoilsError: naming the file and the column or line: not readable as UTF-8 CSV; a
+        column of ``PATIENT_REQUIRED_COLUMNS`` missing (all missing ones named); an empty
+        patient id or one listed twice; a pixel spacing ``images.check_pixel_spacing``
+        refuses (the 469 vs 0.469 mm mistake); a ``slice_spacing_mm`` that is not a positive
+        number.
+    """
+    from spoils_tf import errors
+    from spoils_tf.data import images
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found")
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            errors.require_columns(path, reader.fieldnames, PATIENT_REQUIRED_COLUMNS)
+            rows = [(reader.line_num, row) for row in reader]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise errors.wrap(path, "a UTF-8 CSV table", e) from e
+    for line, row in rows:
+        patient = (row.get("patient") or "").strip()
+        if not patient:
+            raise errors.SpoilsError(path, f"line {line}: patient", "empty; expected a patient id")
+        if patient in out:
+            raise errors.SpoilsError(path, f"line {line}: patient",
+                                     f"{patient!r} is listed twice; expected one row per patient")
+        cells = [(row.get(c) or "").strip() for c in PATIENT_REQUIRED_COLUMNS[1:]]
+        spacing = None
+        if any(cells):
+            spacing = images.check_pixel_spacing(
+                    cells, path, f"line {line}: {', '.join(PATIENT_REQUIRED_COLUMNS[1:])}")
+        ss_text = (row.get("slice_spacing_mm") or "").strip()
+        ss = float("nan")
+        if ss_text:
+            try:
+                ss = float(ss_text)
+            except ValueError:
+                ss = float("nan")
+            if not (math.isfinite(ss) and ss > 0):
+                raise errors.SpoilsError(path, f"line {line}: slice_spacing_mm",
+                                         f"{ss_text!r}; expected a positive number (mm) or an "
+                                         "empty cell")
+        out[patient] = {"spacing": spacing, "slice_spacing_mm": ss}
+    return out

@@ -31,7 +31,6 @@ or from Python with ``load_dataset(DIR, TFDS_DIR, "spider")``.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import inspect
 import logging
@@ -103,33 +102,17 @@ def bad_files(manual_dir: str | pathlib.Path) -> list[BadFile]:
 def read_patient_spacing(patients_csv: pathlib.Path) -> tuple[dict[str, tuple[float, float]], list[str]]:
     """patient -> (row_mm, col_mm) from ``patients.csv``; (table, issues).
 
-    Rows with empty spacing are left out; a non-positive or non-numeric value is reported
-    in ``issues`` (``"patients.csv line 3: ..."``) and left out. A missing file or missing
-    columns give ({}, [one issue]).
+    Rows with empty spacing are left out. A missing file gives ({}, [one issue]): pixel
+    spacing then comes from the LabelMe files only.
+
+    Raises:
+        SpoilsError: a required column missing or a bad row, naming the file, the line and
+            the column (``layout.read_patients_csv``), before any example is built.
     """
     if not patients_csv.is_file():
         return {}, [f"{patients_csv}: not found; pixel spacing only from the LabelMe files"]
-    table: dict[str, tuple[float, float]] = {}
-    issues: list[str] = []
-    cols = ("patient", "pixel_spacing_row_mm", "pixel_spacing_col_mm")
-    with open(patients_csv, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not set(cols) <= set(reader.fieldnames):
-            return {}, [f"{patients_csv}: expected columns {cols}, got {reader.fieldnames}"]
-        for line_no, row in enumerate(reader, start=2):
-            cells = (row[cols[1]] or "").strip(), (row[cols[2]] or "").strip()
-            if not all(cells):
-                continue
-            try:
-                spacing = (float(cells[0]), float(cells[1]))
-                if not all(math.isfinite(v) and v > 0 for v in spacing):
-                    raise ValueError
-            except ValueError:
-                issues.append(f"{patients_csv} line {line_no}: pixel spacing {cells}; expected two "
-                              "positive numbers (mm)")
-                continue
-            table[str(row["patient"])] = spacing
-    return table, issues
+    rows = layout.read_patients_csv(patients_csv)
+    return {p: r["spacing"] for p, r in rows.items() if r["spacing"] is not None}, []
 
 
 class SpoilsLabelme(tfds.core.GeneratorBasedBuilder):

@@ -47,23 +47,17 @@ ISSUE_COLUMNS: tuple[str, ...] = ("file", "reason")
 
 # === Dataset tables ===
 def read_patient_table(data_dir: str | pathlib.Path) -> dict[str, dict[str, Any]]:
-    """``patients.csv`` -> {patient: {"spacing": (row_mm, col_mm) | None, "slice_spacing_mm":
-    float (NaN if unknown)}}; {} when the file is absent."""
+    """``DIR/patients.csv`` -> {patient: {"spacing": (row_mm, col_mm) | None,
+    "slice_spacing_mm": float (NaN if unknown)}} (``layout.read_patients_csv``); {} when the
+    file is absent.
+
+    Raises:
+        SpoilsError: a required column missing, a bad row (``layout.read_patients_csv``).
+    """
     path = pathlib.Path(data_dir) / layout.PATIENTS_CSV
     if not path.is_file():
         return {}
-    df = pd.read_csv(path, dtype={"patient": str})
-    out: dict[str, dict[str, Any]] = {}
-    for _, r in df.iterrows():
-        sr = pd.to_numeric(r.get("pixel_spacing_row_mm"), errors="coerce")
-        sc = pd.to_numeric(r.get("pixel_spacing_col_mm"), errors="coerce")
-        ok = bool(np.isfinite(sr) and np.isfinite(sc) and sr > 0 and sc > 0)
-        ss = pd.to_numeric(r.get("slice_spacing_mm"), errors="coerce")
-        if not (np.isfinite(ss) and ss > 0):
-            ss = float("nan")
-        out[str(r["patient"])] = {"spacing": (float(sr), float(sc)) if ok else None,
-                                  "slice_spacing_mm": float(ss)}
-    return out
+    return layout.read_patients_csv(path)
 
 
 def read_disc_labels(data_dir: str | pathlib.Path) -> dict[tuple[str, int, str], dict[str, Any]]:
