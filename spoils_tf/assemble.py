@@ -160,14 +160,13 @@ def _num_seg_classes() -> int:
 
 def _stage_crop(path: pathlib.Path, stage: pathlib.Path, version: int,
                 margin_frac: float) -> tuple[pathlib.Path, dict]:
-    import keras
-
     import spoils_tf.models.classifiers as classifiers
+    from spoils_tf.models import load_model
     from spoils_tf.pipeline.stages import CNN_TARGET
 
     if not 0.0 <= margin_frac < 1.0:
         raise ValueError(f"--margin-frac must be in [0, 1), got {margin_frac}")
-    model = keras.saving.load_model(path)
+    model = load_model(path)
     if not isinstance(model, classifiers.DiscClassifier):
         raise ValueError(f"{path}: a {type(model).__name__}, not a DiscClassifier (the crop "
                          "classifier experiments.grade_cnn saves)")

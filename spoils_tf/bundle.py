@@ -30,7 +30,8 @@ together):
   ``gradient_boosting``), ``features`` (the feature columns, in order).
 
 Only this module knows the layout; the reader is :func:`load_bundle`, the writer of cards is
-:func:`write_card`. Imports the standard library only.
+:func:`write_card`. Imports the standard library, ``spoils_tf.fileio`` and ``spoils_tf.errors``
+only (no TensorFlow).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import pathlib
 from typing import Any, Mapping, Optional, Union
 
 from spoils_tf import fileio
+from spoils_tf.errors import SpoilsError
 
 CARD_FORMAT = "spoils-tf/model-card/1"
 CARD_DIR = "assets.extra"
@@ -63,8 +65,9 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 _COMMON = ("format", "kind", "model_file")
 
 
-class BundleError(ValueError):
-    """A models directory or model card that cannot be used (the message names the file)."""
+class BundleError(SpoilsError):
+    """A models directory or model card that cannot be used: ``path`` is the card (or the
+    directory), ``field`` the card field at fault."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,28 +108,33 @@ def validate_card(card: Mapping[str, Any], source: str) -> dict[str, Any]:
         BundleError: naming ``source`` and the missing or wrong field.
     """
     if not isinstance(card, Mapping):
-        raise BundleError(f"{source}: expected a JSON object, got {type(card).__name__}")
+        raise BundleError(source, None, f"expected a JSON object, got {type(card).__name__}")
     for key in _COMMON:
         if key not in card:
-            raise BundleError(f"{source}: field {key!r} is missing")
+            raise BundleError(source, key, "missing")
     if card["format"] != CARD_FORMAT:
-        raise BundleError(f"{source}: field 'format' is {card['format']!r}; expected "
-                          f"{CARD_FORMAT!r}")
+        raise BundleError(source, "format", f"{card['format']!r:.80}; expected {CARD_FORMAT!r}")
     kind = card["kind"]
-    if kind not in _REQUIRED:
-        raise BundleError(f"{source}: field 'kind' is {kind!r}; expected one of "
-                          f"{', '.join(_REQUIRED)}")
+    if not isinstance(kind, str) or kind not in _REQUIRED:
+        raise BundleError(source, "kind", f"{kind!r:.80}; expected one of {', '.join(_REQUIRED)}")
+    model_file = card["model_file"]
+    if not isinstance(model_file, str) or not model_file:
+        raise BundleError(source, "model_file", f"{model_file!r:.80}; expected a path relative "
+                                                "to the version folder ('.' for a SavedModel)")
     for key in _REQUIRED[kind]:
         if key not in card:
-            raise BundleError(f"{source}: field {key!r} is missing (required for kind {kind!r})")
+            raise BundleError(source, key, f"missing (required for kind {kind!r})")
     if kind == "segmentation" and card["resize_mode"] == "spacing":
         target = card.get("target_spacing_mm")
-        if not isinstance(target, (int, float)) or not target > 0:
-            raise BundleError(f"{source}: field 'target_spacing_mm' is {target!r}; a "
-                              "'spacing' segmentation model needs its training pixel size in mm")
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not target > 0:
+            raise BundleError(source, "target_spacing_mm",
+                              f"{target!r:.80}; a 'spacing' segmentation model needs its "
+                              "training pixel size in mm")
     if "classes" in _REQUIRED[kind] and (not isinstance(card["classes"], list)
                                          or len(card["classes"]) < 2):
-        raise BundleError(f"{source}: field 'classes' must be a list of at least 2 class names")
+        raise BundleError(source, "classes", "must be a list of at least 2 class names")
+    if card.get("sha256") is not None and not isinstance(card["sha256"], str):
+        raise BundleError(source, "sha256", f"{card['sha256']!r:.80}; expected a hex digest")
     return dict(card)
 
 
@@ -149,12 +157,12 @@ def read_card(version_dir: Union[str, os.PathLike]) -> dict[str, Any]:
     """
     path = card_path(version_dir)
     if not path.is_file():
-        raise BundleError(f"{path}: model card not found; every model version in a bundle "
-                          f"needs {CARD_DIR}/{CARD_FILE}")
+        raise BundleError(path, None, "model card not found; every model version in a bundle "
+                                      f"needs {CARD_DIR}/{CARD_FILE}")
     try:
-        card = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise BundleError(f"{path}: not valid JSON ({e})") from e
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise BundleError(path, None, f"not valid JSON ({e})") from e
     return validate_card(card, str(path))
 
 
@@ -181,12 +189,17 @@ def latest(base_dir: Union[str, os.PathLike], name: str) -> Optional[BundleModel
     card = read_card(version_dir)
     expected = KIND_OF.get(name)
     if expected and card["kind"] != expected:
-        raise BundleError(f"{card_path(version_dir)}: field 'kind' is {card['kind']!r}; a model "
-                          f"under {name!r} must be {expected!r}")
+        raise BundleError(card_path(version_dir), "kind", f"{card['kind']!r}; a model under "
+                                                          f"{name!r} must be {expected!r}")
     entry = BundleModel(name=name, version=found[-1], version_dir=version_dir.resolve(), card=card)
+    if not entry.model_path.is_relative_to(entry.version_dir):
+        raise BundleError(card_path(version_dir), "model_file",
+                          f"{card['model_file']!r} resolves to {entry.model_path}, outside the "
+                          "version folder; expected a path inside it")
     if not entry.model_path.exists():
-        raise BundleError(f"{card_path(version_dir)}: field 'model_file' names "
-                          f"{entry.model_path}, which does not exist")
+        raise BundleError(card_path(version_dir), "model_file",
+                          f"the card's 'model_file' names {entry.model_path}, which does not "
+                          "exist")
     check_sha256(entry)
     return entry
 
@@ -215,8 +228,9 @@ def check_sha256(entry: BundleModel) -> None:
     path = entry.model_path
     actual = model_sha256(path)
     if actual != expected:
-        raise BundleError(f"{card_path(entry.version_dir)}: field 'sha256' is {expected}, but "
-                          f"{path} hashes to {actual}: the model file is damaged or was replaced")
+        raise BundleError(card_path(entry.version_dir), "sha256",
+                          f"{expected}, but {path} hashes to {actual}: the model file is "
+                          "damaged or was replaced")
 
 
 def load_bundle(models_dir: Union[str, os.PathLike]) -> dict[str, BundleModel]:
@@ -234,6 +248,7 @@ def load_bundle(models_dir: Union[str, os.PathLike]) -> dict[str, BundleModel]:
         raise FileNotFoundError(f"{base}: models directory not found")
     found = {name: m for name in MODEL_NAMES if (m := latest(base, name)) is not None}
     if SEG not in found:
-        raise BundleError(f"{base}: no segmentation model ({SEG}/<version>/ with a SavedModel); "
-                          "run the pipeline (python -m experiments.pipeline) to make a bundle")
+        raise BundleError(base, SEG, "no segmentation model (<version>/ with a SavedModel); "
+                                     "run the pipeline (python -m experiments.pipeline) to make "
+                                     "a bundle")
     return found

@@ -22,8 +22,9 @@ import os
 import pathlib
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
-from spoils_tf import fileio
 import numpy as np
+
+from spoils_tf import errors, fileio
 
 SIDECAR_SUFFIX = ".json"
 FORMAT = "spoils-tf/classical-model/1"
@@ -44,12 +45,13 @@ ALLOWED_TYPES: frozenset[str] = frozenset({
 })
 
 
-class ModelIntegrityError(ValueError):
-    """The model file does not match its sidecar (hash, classes or features)."""
+class ModelIntegrityError(errors.SpoilsError):
+    """The model file does not match its sidecar (hash, classes or features); ``field`` names
+    the sidecar field (``sha256``, ``classes``, ``feature_names``)."""
 
 
-class UntrustedTypeError(ValueError):
-    """The model file contains types outside the allow-list."""
+class UntrustedTypeError(errors.SpoilsError):
+    """The model file contains types outside the allow-list (``field`` is ``"types"``)."""
 
 
 def sidecar_path(path: Union[str, os.PathLike]) -> pathlib.Path:
@@ -123,7 +125,7 @@ def load_classifier(path: Union[str, os.PathLike], *,
       FileNotFoundError: model or sidecar missing.
       ModelIntegrityError: sha256 mismatch, or classes/features differ from the sidecar.
       UntrustedTypeError: the file holds a type outside ``allowed_types`` (named).
-      ValueError: unreadable sidecar.
+      SpoilsError: unreadable sidecar, or a model file skops cannot load (names the file).
     """
     import skops.io as sio
 
@@ -137,25 +139,32 @@ def load_classifier(path: Union[str, os.PathLike], *,
         meta = json.loads(side.read_text(encoding="utf-8"))
         expected = meta["sha256"]
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{side}: unreadable sidecar ({e})") from e
+        raise errors.SpoilsError(side, "sha256", f"unreadable sidecar ({e!r})") from e
     data = path.read_bytes()
     got = _sha256(data)
     if got != expected:
-        raise ModelIntegrityError(f"{path}: sha256 {got} does not match the sidecar's "
-                                  f"{expected}; the file was changed or corrupted")
-    untrusted = sio.get_untrusted_types(data=data)
+        raise ModelIntegrityError(path, "sha256", f"{got} does not match the sidecar's "
+                                                  f"{expected}; the file was changed or corrupted")
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as e:   # a damaged archive: zipfile/json errors of many types
+        raise errors.wrap(path, "a skops model", e) from e
     allowed = set(allowed_types)
     refused = sorted(t for t in untrusted if t not in allowed)
     if refused:
-        raise UntrustedTypeError(f"{path}: refusing to load types outside the allow-list: "
-                                 f"{refused}")
-    model = sio.loads(data, trusted=list(untrusted))
+        raise UntrustedTypeError(path, "types", f"refusing to load types outside the "
+                                                f"allow-list: {refused}")
+    try:
+        model = sio.loads(data, trusted=list(untrusted))
+    except Exception as e:
+        raise errors.wrap(path, "a skops model", e) from e
     classes = [str(c) for c in np.asarray(getattr(model, "classes_", []))]
     if classes != meta.get("classes"):
-        raise ModelIntegrityError(f"{path}: model classes {classes} != sidecar classes "
-                                  f"{meta.get('classes')}")
+        raise ModelIntegrityError(path, "classes", f"model classes {classes} != sidecar "
+                                                   f"classes {meta.get('classes')}")
     features = _model_features(model)
     if features is not None and features != meta.get("feature_names"):
-        raise ModelIntegrityError(f"{path}: model features {features} != sidecar "
-                                  f"feature_names {meta.get('feature_names')}")
+        raise ModelIntegrityError(path, "feature_names", f"model features {features} != "
+                                                         "sidecar feature_names "
+                                                         f"{meta.get('feature_names')}")
     return model, meta

@@ -44,6 +44,29 @@ SPACING_MODE = "spacing"
 SPACING_INPUTS = ("image", "pixel_spacing_mm")
 
 
+def load_signature(version_dir: str | pathlib.Path):
+    """The ``serving_default`` function of an exported SavedModel version folder.
+
+    Raises:
+      SpoilsError: no folder; no ``saved_model.pb``; a SavedModel TensorFlow cannot load (a
+        truncated ``saved_model.pb`` or ``variables/``, ...) or without the signature; the
+        message names the folder and TensorFlow's error.
+    """
+    from spoils_tf import errors
+    path = pathlib.Path(version_dir)
+    if not (path / "saved_model.pb").is_file():
+        raise errors.SpoilsError(path, "saved_model.pb", "not found; expected a SavedModel "
+                                                         "version folder")
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as e:   # OSError (bad .pb), IndexError (short variables), OpError, ...
+        raise errors.wrap(path, "a SavedModel (TensorFlow)", e) from e
+    if SIGNATURE_NAME not in loaded.signatures:
+        raise errors.SpoilsError(path, "signatures", f"no {SIGNATURE_NAME!r} signature; has "
+                                                     f"{sorted(loaded.signatures)}")
+    return loaded.signatures[SIGNATURE_NAME]
+
+
 class _SegmentationServing(tf.Module):
     """Holds the Keras model (its variables) and the serving function."""
 

@@ -70,9 +70,27 @@ def load_model(path, **kwargs) -> keras.Model:
 
     The model classes are imported lazily elsewhere; a fresh process that only imports
     ``spoils_tf.models`` would otherwise fail with "Could not locate class 'UNet'".
+
+    Raises:
+      SpoilsError: no such file; a ``.keras`` file that is not a complete zip archive
+        (truncated: Keras would say "file not found"); any other failure to load it (names
+        the file and Keras' error).
     """
+    import pathlib
+    import zipfile
+
+    from spoils_tf import errors
     from spoils_tf.models import classifiers, deeplabv3plus, unet  # noqa: F401  (register)
-    return keras.saving.load_model(path, **kwargs)
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise errors.SpoilsError(path, None, "model file not found")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise errors.SpoilsError(path, None, "not a complete .keras file (a .keras model is a "
+                                             "zip archive; this one is truncated or damaged)")
+    try:
+        return keras.saving.load_model(path, **kwargs)
+    except Exception as e:   # Keras raises many types for a damaged archive or config
+        raise errors.wrap(path, "a Keras model", e) from e
 
 
 def with_input_size(model: keras.Model, size_hw) -> keras.Model:

@@ -65,6 +65,7 @@ import pandas as pd
 
 from spoils_tf import fileio, labels
 from spoils_tf.data import layout
+from spoils_tf.errors import SpoilsError
 
 PROVENANCE_JSON = "provenance.json"
 DISC_MATCHES_CSV = "disc_matches.csv"
@@ -84,8 +85,9 @@ DISC_MATCH_COLUMNS: tuple[str, ...] = (
 DISC_STATUSES: tuple[str, ...] = ("same_level", "other_level", "missed", "extra")
 
 
-class FoldModelError(ValueError):
-    """A segmentation run whose fold models cannot be shown to be held out (names the file)."""
+class FoldModelError(SpoilsError):
+    """A segmentation run whose fold models cannot be shown to be held out: ``path`` is the
+    file at fault, ``field`` its field where there is one."""
 
 
 # === Fold models (the leakage guard) ===
@@ -136,13 +138,14 @@ def run_folds_path(seg_workdir: str | os.PathLike) -> pathlib.Path:
     seg_workdir = pathlib.Path(seg_workdir)
     cfg_path = seg_workdir / "config.json"
     if not cfg_path.is_file():
-        raise FoldModelError(f"{cfg_path}: not found; expected the resolved config of a "
-                             "segmentation run (spoils_tf.train.seg_lib.run writes it)")
+        raise FoldModelError(cfg_path, None, "not found; expected the resolved config of a "
+                                             "segmentation run (spoils_tf.train.seg_lib.run "
+                                             "writes it)")
     try:
         data = json.loads(cfg_path.read_text(encoding="utf-8"))["data"]
         folds_path, labelme_dir = str(data["folds_path"] or ""), str(data["labelme_dir"] or "")
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise FoldModelError(f"{cfg_path}: field 'data.folds_path'/'data.labelme_dir' "
+        raise FoldModelError(cfg_path, "data.folds_path, data.labelme_dir",
                              f"unreadable ({e!r}); expected a seg_lib config") from e
     if folds_path:
         path = _resolve(folds_path, seg_workdir)
@@ -190,7 +193,8 @@ def check_fold_models(data_dir: str | os.PathLike, seg_workdir: str | os.PathLik
         differ = sorted(p for p in set(folds.assignment) | set(run_folds.assignment)
                         if folds.assignment.get(p) != run_folds.assignment.get(p))
         raise FoldModelError(
-                f"{run_path}: the segmentation run trained with k={run_folds.k} folds that "
+                run_path, None,
+                f"the segmentation run trained with k={run_folds.k} folds that "
                 f"differ from {data_dir / layout.FOLDS_JSON} (k={folds.k}) for {len(differ)} "
                 f"patient(s) (first: {differ[:5]}); a fold model could have trained on a "
                 "patient it would predict. Expected the same folds file")
@@ -201,25 +205,28 @@ def check_fold_models(data_dir: str | os.PathLike, seg_workdir: str | os.PathLik
         model_path, metrics_path = fold_dir / "model.keras", fold_dir / "metrics.json"
         for p in (model_path, metrics_path):
             if not p.is_file():
-                raise FoldModelError(f"{p}: not found; every fold 0..{folds.k - 1} needs a "
-                                     "finished model (train it with experiments.seg)")
+                raise FoldModelError(p, None, f"not found; every fold 0..{folds.k - 1} needs a "
+                                              "finished model (train it with experiments.seg)")
         try:
             metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
-            raise FoldModelError(f"{metrics_path}: field 'json': invalid JSON ({e})") from e
+            raise FoldModelError(metrics_path, "json", f"invalid JSON ({e})") from e
         expected = {"fold": k, "train_patients": len(train), "test_patients": len(test)}
         for field, want in expected.items():
             got = metrics.get(field)
             if got is None or not isinstance(got, (int, float)) or int(got) != want:
-                raise FoldModelError(f"{metrics_path}: field {field!r} is {got!r}; expected "
-                                     f"{want} for fold {k} of {data_dir / layout.FOLDS_JSON}")
+                raise FoldModelError(metrics_path, field,
+                                     f"{got!r}; expected {want} for fold {k} of "
+                                     f"{data_dir / layout.FOLDS_JSON}")
         ids = metrics.get("test_patient_ids")
         if ids is not None and sorted(str(p) for p in ids) != list(test):
-            raise FoldModelError(f"{metrics_path}: field 'test_patient_ids' {sorted(ids)[:5]} "
-                                 f"differs from fold {k}'s patients {list(test)[:5]}")
+            raise FoldModelError(metrics_path, "test_patient_ids",
+                                 f"{sorted(ids)[:5]} differs from fold {k}'s patients "
+                                 f"{list(test)[:5]}")
         if not allow_newer_folds and run_path.stat().st_mtime > model_path.stat().st_mtime:
             raise FoldModelError(
-                    f"{run_path}: modified after {model_path} was trained; the folds may have "
+                    run_path, None,
+                    f"modified after {model_path} was trained; the folds may have "
                     "been rewritten since, so the split the models saw is unknown. Retrain, or "
                     "pass --allow-newer-folds if only the file's time changed (e.g. a copy)")
         models[k] = FoldModel(
