@@ -2,7 +2,8 @@
 
     spoils decide --class L4-L5=4M --class L5-S1=3L --odi 45 --nrs 7 [--json] [--config t.json]
 
-Exit status: 0 on success, 2 on bad arguments (the message names the field and the value).
+Exit status: 0 on success, 2 on bad arguments or a bad ``--config`` (the message names the
+file, the key and the value).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 
 from spoils_tf import labels
 from spoils_tf.clinical import rules
+from spoils_tf.errors import EXIT_BAD_INPUT, EXIT_OK
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,12 +51,12 @@ def main(argv: list[str] | None = None) -> int:
                                 config)
     except (ValueError, OSError) as e:
         print(f"spoils decide: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     if args.json:
         print(json.dumps(decision.to_dict(), indent=2))
     else:
         print(decision.summary())
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

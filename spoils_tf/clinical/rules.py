@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from spoils_tf import labels
 from spoils_tf.clinical import strata
+from spoils_tf.errors import SpoilsError
 
 Band = tuple[str, float, str]
 
@@ -42,7 +43,7 @@ class DecisionConfig:
       odi_band_advice: band name -> extra follow-up sentence.
 
     Raises (on construction):
-      ValueError: naming the field when the table is inconsistent.
+      SpoilsError: ``field`` names the attribute when the table is inconsistent.
     """
 
     odi_bands: tuple[Band, ...] = strata.ODI_BANDS
@@ -63,37 +64,40 @@ class DecisionConfig:
             uppers = [float(b[1]) for b in bands]
             if not bands or uppers != sorted(uppers) or len(set(uppers)) != len(uppers) \
                     or uppers[0] < lo or uppers[-1] != hi:
-                raise ValueError(f"DecisionConfig.{field}: upper bounds must rise strictly "
-                                 f"from >= {lo} to exactly {hi}, got {uppers}")
+                raise SpoilsError(None, field, f"upper bounds must rise strictly from >= {lo} "
+                                               f"to exactly {hi}, got {uppers}")
         names = {"odi": [b[0] for b in self.odi_bands], "nrs": [b[0] for b in self.nrs_bands]}
         for field in ("high_odi_bands", "minimal_odi_bands", "high_nrs_bands",
                       "minimal_nrs_bands"):
             known = names[field.split("_")[1]]
             bad = [b for b in getattr(self, field) if b not in known]
             if bad:
-                raise ValueError(f"DecisionConfig.{field}: unknown band(s) {bad}; "
-                                 f"expected some of {known}")
+                raise SpoilsError(None, field, f"unknown band(s) {bad}; expected some of "
+                                               f"{known}")
         missing = [c for c in labels.GRADE_CLASSES if c not in self.class_tier]
         extra = [c for c in self.class_tier if c not in labels.GRADE_CLASSES]
         bad_tier = {c: t for c, t in self.class_tier.items() if t not in strata.TIERS}
         if missing or extra or bad_tier:
-            raise ValueError(f"DecisionConfig.class_tier: missing {missing}, unknown classes "
-                             f"{extra}, unknown tiers {bad_tier}; tiers are {strata.TIERS}")
+            raise SpoilsError(None, "class_tier", f"missing {missing}, unknown classes "
+                                                  f"{extra}, unknown tiers {bad_tier}; tiers "
+                                                  f"are {strata.TIERS}")
         keys = {"id", "source", "tiers", "symptoms", "recommendation", "reason", "follow_up"}
-        for r in self.rules:
+        for i, r in enumerate(self.rules):
             if set(r) != keys:
-                raise ValueError(f"DecisionConfig.rules: rule {r.get('id')!r} has keys "
-                                 f"{sorted(r)}, expected {sorted(keys)}")
+                raise SpoilsError(None, f"rules[{i}]", f"rule {r.get('id')!r} has keys "
+                                                       f"{sorted(r)}, expected {sorted(keys)}")
             if r["recommendation"] not in strata.RECOMMENDATIONS:
-                raise ValueError(f"DecisionConfig.rules: rule {r['id']!r} recommendation "
-                                 f"{r['recommendation']!r} not in {strata.RECOMMENDATIONS}")
+                raise SpoilsError(None, f"rules[{i}].recommendation",
+                                  f"rule {r['id']!r} recommendation {r['recommendation']!r} "
+                                  f"not in {strata.RECOMMENDATIONS}")
         for tier in strata.TIERS:
             for level in strata.SYMPTOM_LEVELS:
                 hits = [r["id"] for r in self.rules
                         if tier in r["tiers"] and level in r["symptoms"]]
                 if len(hits) != 1:
-                    raise ValueError(f"DecisionConfig.rules: (tier={tier!r}, symptoms="
-                                     f"{level!r}) must match exactly one rule, matches {hits}")
+                    raise SpoilsError(None, "rules", f"(tier={tier!r}, symptoms={level!r}) "
+                                                     f"must match exactly one rule, matches "
+                                                     f"{hits}")
 
     @property
     def worst_order(self) -> tuple[str, ...]:
@@ -105,13 +109,18 @@ class DecisionConfig:
         """Defaults overridden by the keys of ``d`` (e.g. parsed JSON; lists become tuples).
 
         Raises:
-          ValueError: for an unknown key, or when the resulting table is inconsistent.
+          SpoilsError: ``field`` names the key: an unknown key, a value of the wrong JSON type
+            (:func:`_check_types`), or a resulting table that is inconsistent.
         """
+        if not isinstance(d, Mapping):
+            raise SpoilsError(None, None, f"expected a JSON object of DecisionConfig keys, got "
+                                          f"{type(d).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(d) - fields)
         if bad:
-            raise ValueError(f"DecisionConfig: unknown key(s) {bad}; expected some of "
-                             f"{sorted(fields)}")
+            raise SpoilsError(None, ", ".join(bad), f"unknown key(s) {bad}; expected some of "
+                                                    f"{sorted(fields)}")
+        _check_types(d)
 
         def tup(x):
             return tuple(tup(v) for v in x) if isinstance(x, list) else x
@@ -125,13 +134,68 @@ class DecisionConfig:
 
     @classmethod
     def from_json(cls, path: Union[str, os.PathLike]) -> "DecisionConfig":
-        """``from_dict`` of a JSON file. Raises ValueError naming the file on bad content."""
+        """``from_dict`` of a JSON file.
+
+        Raises:
+          SpoilsError: naming the file and the key: unreadable, not JSON, or any refusal of
+            :meth:`from_dict`.
+        """
         try:
             with open(path, encoding="utf-8") as f:
                 d = json.load(f)
+        except OSError as e:
+            raise SpoilsError(path, None, f"cannot be read ({e})") from e
+        except ValueError as e:     # JSONDecodeError, UnicodeDecodeError
+            raise SpoilsError(path, None, f"not a valid JSON decision config ({e})") from e
+        try:
             return cls.from_dict(d)
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"{path}: bad decision config: {e}") from e
+        except SpoilsError as e:
+            raise SpoilsError(path, e.field, e.reason) from None
+
+
+def _check_types(d: Mapping[str, Any]) -> None:
+    """Checks the JSON type of every value of a ``DecisionConfig`` override, before any is used.
+
+    Raises:
+      SpoilsError: ``field`` names the key and the element, e.g. ``odi_bands[2][1]``,
+        ``rules[0].tiers``; ``reason`` what was expected and what was found.
+    """
+    def expect(ok: bool, field: str, what: str, value: Any) -> None:
+        if not ok:
+            raise SpoilsError(None, field, f"expected {what}, got {value!r:.80} "
+                                           f"({type(value).__name__})")
+
+    def strings(v: Any) -> bool:
+        return isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
+
+    for key, value in d.items():
+        if key in ("odi_bands", "nrs_bands"):
+            expect(isinstance(value, (list, tuple)), key,
+                   "a list of [name, inclusive upper bound, meaning]", value)
+            for i, band in enumerate(value):
+                f = f"{key}[{i}]"
+                expect(isinstance(band, (list, tuple)) and len(band) == 3, f,
+                       "[name, inclusive upper bound, meaning]", band)
+                expect(isinstance(band[0], str), f"{f}[0]", "a band name (string)", band[0])
+                expect(isinstance(band[1], numbers.Real) and not isinstance(band[1], bool)
+                       and math.isfinite(band[1]), f"{f}[1]", "an upper bound (number)",
+                       band[1])
+                expect(isinstance(band[2], str), f"{f}[2]", "a meaning (string)", band[2])
+        elif key in ("high_odi_bands", "high_nrs_bands", "minimal_odi_bands",
+                     "minimal_nrs_bands"):
+            expect(strings(value), key, "a list of band names (strings)", value)
+        elif key in ("class_tier", "odi_band_advice"):
+            expect(isinstance(value, Mapping) and all(isinstance(v, str) for v in value.values()),
+                   key, "an object whose values are strings", value)
+        elif key == "rules":
+            expect(isinstance(value, (list, tuple)), key, "a list of rule objects", value)
+            for i, rule in enumerate(value):
+                expect(isinstance(rule, Mapping), f"rules[{i}]", "a rule object", rule)
+                for rk, rv in rule.items():
+                    if rk in ("tiers", "symptoms"):
+                        expect(strings(rv), f"rules[{i}].{rk}", "a list of strings", rv)
+                    else:
+                        expect(isinstance(rv, str), f"rules[{i}].{rk}", "a string", rv)
 
 
 DEFAULT_CONFIG = DecisionConfig()
