@@ -78,9 +78,10 @@ import cv2
 import numpy as np
 import PIL.Image
 
-from spoils_tf import fileio
+from spoils_tf import errors, fileio
 from spoils_tf import labels
 from spoils_tf.data import images, layout
+from spoils_tf.errors import SpoilsError
 
 # === SPIDER mask values ===
 SPIDER_BACKGROUND = 0
@@ -582,7 +583,7 @@ def read_spider_mask(path: str | pathlib.Path) -> np.ndarray:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not an image, channels that differ, or values outside ``SPIDER_VALUES``.
+        SpoilsError: not an image, channels that differ, or values outside ``SPIDER_VALUES``.
     """
     path = pathlib.Path(path)
     if not path.is_file():
@@ -591,17 +592,18 @@ def read_spider_mask(path: str | pathlib.Path) -> np.ndarray:
         with PIL.Image.open(path) as img:
             arr = np.asarray(img)
     except (PIL.UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: not a readable image ({e})") from e
+        raise SpoilsError(path, None, f"not a readable image ({e})") from e
     if arr.ndim == 3:
         if arr.shape[2] >= 3 and not (np.array_equal(arr[..., 0], arr[..., 1])
                                       and np.array_equal(arr[..., 0], arr[..., 2])):
-            raise ValueError(f"{path}: mask channels differ; expected a single-valued mask (R=G=B)")
+            raise SpoilsError(path, None, "mask channels differ; expected a single-valued mask "
+                                          "(R=G=B)")
         arr = arr[..., 0]
     if arr.ndim != 2:
-        raise ValueError(f"{path}: mask of shape {arr.shape}; expected [H, W]")
+        raise SpoilsError(path, None, f"mask of shape {arr.shape}; expected [H, W]")
     bad = np.setdiff1d(np.unique(arr), SPIDER_VALUES)
     if bad.size:
-        raise ValueError(f"{path}: mask values {bad.tolist()}; expected only {SPIDER_VALUES}")
+        raise SpoilsError(path, None, f"mask values {bad.tolist()}; expected only {SPIDER_VALUES}")
     return arr.astype(np.uint8)
 
 
@@ -609,14 +611,15 @@ def parse_pixel_spacing(text: Any, source: str = "overview.csv") -> tuple[float,
     """``"[.46875, .46875]"`` (DICOM PixelSpacing = [row, col] mm) -> (row_mm, col_mm).
 
     Raises:
-        ValueError: not two positive finite numbers.
+        SpoilsError: not two positive finite numbers, or outside
+            ``images.PIXEL_SPACING_RANGE_MM`` (``images.check_pixel_spacing``).
     """
     nums = re.findall(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", str(text))
     vals = [float(v) for v in nums]
-    if len(vals) != 2 or not all(math.isfinite(v) and v > 0 for v in vals):
-        raise ValueError(f"{source}: field 'PixelSpacing' = {text!r}; expected '[row_mm, col_mm]' "
-                         f"with two positive numbers")
-    return vals[0], vals[1]
+    if len(vals) != 2:
+        raise SpoilsError(source, "PixelSpacing", f"{text!r}; expected '[row_mm, col_mm]' with "
+                                                  "two positive numbers")
+    return images.check_pixel_spacing(vals, source, "PixelSpacing")
 
 
 def _float_or_none(v: Any) -> Optional[float]:
@@ -643,8 +646,7 @@ def read_overview(path: str | pathlib.Path) -> dict[str, dict]:
     out: dict[str, dict] = {}
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
-        if "new_file_name" not in (reader.fieldnames or []):
-            raise ValueError(f"{path}: field 'new_file_name' missing; expected SPIDER's overview.csv")
+        errors.require_columns(path, reader.fieldnames, ["new_file_name"])
         for row in reader:
             name = row["new_file_name"]
             if not name.endswith("_t2_SPACE"):
@@ -675,7 +677,9 @@ def read_gradings(path: str | pathlib.Path) -> dict[tuple[str, int], dict]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a missing column or a non-numeric value (names the row and field).
+        SpoilsError: naming the file, the line and the column: a missing column, a value
+            that is not a whole number, a Pfirrmann grade outside
+            ``labels.PFIRRMANN_GRADES``, or a negative finding.
     """
     path = pathlib.Path(path)
     if not path.is_file():
@@ -684,16 +688,31 @@ def read_gradings(path: str | pathlib.Path) -> dict[tuple[str, int], dict]:
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         need = ["Patient", "IVD label", PFIRRMANN_COLUMN] + list(GRADING_COLUMNS)
-        missing = [c for c in need if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: fields {missing} missing; expected {need}")
-        for i, row in enumerate(reader, start=2):
-            try:
-                rec = {v: int(float(row[k])) for k, v in GRADING_COLUMNS.items()}
-                key = (str(row["Patient"]).strip(), int(float(row["IVD label"])))
-                rec["pfirrmann"] = int(float(row[PFIRRMANN_COLUMN]))
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{path}: line {i}: non-numeric grading ({e})") from None
+        errors.require_columns(path, reader.fieldnames, need)
+        for row in reader:
+            line = reader.line_num
+
+            def whole(column: str) -> int:
+                try:
+                    v = float(row[column])
+                except (TypeError, ValueError):
+                    v = float("nan")
+                if not (math.isfinite(v) and v == int(v)):
+                    raise SpoilsError(path, f"line {line}: {column}",
+                                      f"{row[column]!r}; expected a whole number")
+                return int(v)
+            rec = {v: whole(k) for k, v in GRADING_COLUMNS.items()}
+            key = (str(row["Patient"]).strip(), whole("IVD label"))
+            rec["pfirrmann"] = whole(PFIRRMANN_COLUMN)
+            if rec["pfirrmann"] not in labels.PFIRRMANN_GRADES:
+                raise SpoilsError(path, f"line {line}: {PFIRRMANN_COLUMN}",
+                                  f"{rec['pfirrmann']}; expected a Pfirrmann grade in "
+                                  f"{labels.PFIRRMANN_GRADES}")
+            bad = [k for k, v in GRADING_COLUMNS.items() if rec[v] < 0]
+            if bad:
+                raise SpoilsError(path, f"line {line}: {bad[0]}",
+                                  f"{rec[GRADING_COLUMNS[bad[0]]]}; expected a non-negative "
+                                  "finding (0/1, Modic 0-3)")
             rec["severity"], rec["n_findings"] = severity_proxy(rec)
             rec["grade_class"] = labels.grade_class(rec["pfirrmann"], rec["severity"])
             out[key] = rec
@@ -787,11 +806,19 @@ def convert_spider(src: str | pathlib.Path, out: str | pathlib.Path,
         ambiguous discs) do not stop the batch: they are listed in ``issues.csv``.
 
     Raises:
-        FileNotFoundError / ValueError: ``src`` lacks images/, overview.csv or
-            radiological_gradings.csv, or they cannot be parsed.
+        FileNotFoundError: ``src`` lacks images/, overview.csv or radiological_gradings.csv.
+        SpoilsError: ``src`` has no ``masks/`` folder, or overview.csv /
+            radiological_gradings.csv cannot be parsed (names the file, line and column);
+            raised before anything is written.
     """
     src, out = pathlib.Path(src), pathlib.Path(out)
     slices = list_spider_slices(src)
+    if not slices:
+        raise SpoilsError(src / "images", None, "no <patient>_t2_SPACE_slice<k>.png file; "
+                                                "expected the SPIDER t2_SPACE sample")
+    if not (src / "masks").is_dir():
+        raise SpoilsError(src, "masks/", "no masks/ folder; expected SPIDER's masks next to "
+                                         "images/ (the conversion needs a mask for every slice)")
     overview = read_overview(src / "overview.csv")
     gradings = read_gradings(src / "radiological_gradings.csv")
     if patients is not None:

@@ -74,7 +74,7 @@ import numpy as np
 
 from spoils_tf import fileio
 from spoils_tf import labels
-from spoils_tf.data import layout
+from spoils_tf.data import images, layout
 
 # === Constants ===
 # Default field of view (mm) across the image; the default pixel spacing is FOV / size.
@@ -1118,7 +1118,8 @@ def generate_cohort(out_dir: str | pathlib.Path, n_patients: int, n_slices: int,
     A patient that fails is recorded in issues.csv and the run goes on.
 
     Raises:
-        ValueError: n_patients or n_slices < 1, size < 64, non-positive spacing, seed < 0.
+        ValueError: n_patients or n_slices < 1, size < 64, non-positive slice spacing, seed < 0;
+            a pixel spacing ``images.check_pixel_spacing`` refuses (``SpoilsError``).
     """
     from tqdm import tqdm
     from spoils_tf.data import labelme_io
@@ -1131,9 +1132,9 @@ def generate_cohort(out_dir: str | pathlib.Path, n_patients: int, n_slices: int,
         raise ValueError(f"--seed must be >= 0, got {seed}")
     if spacing_mm is None:
         spacing_mm = (DEFAULT_FOV_MM / size,) * 2
-    spacing_mm = (float(spacing_mm[0]), float(spacing_mm[1]))
-    if not all(math.isfinite(s) and s > 0 for s in spacing_mm) or not slice_spacing_mm > 0:
-        raise ValueError(f"pixel spacing {spacing_mm} and slice spacing {slice_spacing_mm} must be > 0 mm")
+    spacing_mm = images.check_pixel_spacing(spacing_mm, None, "--pixel-spacing")
+    if not (math.isfinite(slice_spacing_mm) and slice_spacing_mm > 0):
+        raise ValueError(f"slice spacing {slice_spacing_mm} must be > 0 mm")
     fov = (size * spacing_mm[1], size * spacing_mm[0])
     if min(fov) < MIN_FOV_MM:
         raise ValueError(f"field of view {fov[0]:.0f} x {fov[1]:.0f} mm (--size {size} x --pixel-spacing "
