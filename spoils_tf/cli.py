@@ -3,12 +3,18 @@
 Each subcommand lives next to the code it drives, as a ``main(argv) -> int`` function that
 parses its own arguments; this module only dispatches, importing the target lazily so that
 ``spoils synth`` does not pay for importing TensorFlow.
+
+A :class:`spoils_tf.errors.SpoilsError` escaping a subcommand (input it refused) is printed as
+one line ``spoils <command>: <message>`` on stderr and gives :data:`~spoils_tf.errors.
+EXIT_BAD_INPUT`, without a traceback. Any other exception propagates: it is a bug.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+
+from spoils_tf.errors import EXIT_BAD_INPUT, EXIT_OK, SpoilsError
 
 # subcommand -> ("module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -44,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
-        return 0
+        return EXIT_OK
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
         print(f"spoils: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     target, _ = COMMANDS[cmd]
     module_name, func_name = target.split(":")
     try:
@@ -57,9 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         if e.name and module_name.startswith(e.name):
             print(f"spoils: command {cmd!r} is not available in this version "
                   f"({module_name} is missing)", file=sys.stderr)
-            return 2
+            return EXIT_BAD_INPUT
         raise
-    return int(getattr(module, func_name)(rest) or 0)
+    try:
+        return int(getattr(module, func_name)(rest) or EXIT_OK)
+    except SpoilsError as e:
+        print(f"spoils {cmd}: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":
