@@ -35,8 +35,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from spoils_tf import fileio
-from spoils_tf import labels
+from spoils_tf import errors, fileio, labels
+from spoils_tf.errors import SpoilsError
 
 MIN_IMAGE_SIDE = 64   # px; smaller inputs are refused (not an MRI slice)
 _ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nii", ".nii.gz")
@@ -61,25 +61,27 @@ def _is_dicom(path: pathlib.Path) -> bool:
 
 
 def _itk_dimension(path: pathlib.Path) -> int:
-    import SimpleITK as sitk
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as e:
-        raise ValueError(f"{path}: SimpleITK cannot read it ({str(e).strip()[:200]})") from e
-    return reader.GetDimension()
+    from spoils_tf.data import dicom_io
+    return dicom_io.read_itk_header(path).dimension
 
 
 def _read_itk_2d(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
-    """A 2-D MHA/NIfTI/NRRD image as ``(array [H, W], (row_mm, col_mm))``."""
-    import SimpleITK as sitk
-    image = sitk.ReadImage(str(path))
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"{path}: {image.GetNumberOfComponentsPerPixel()} components per pixel; "
-                         "expected a greyscale image")
-    sx, sy = image.GetSpacing()
-    return sitk.GetArrayFromImage(image), (float(sy), float(sx))
+    """A 2-D MHA/NIfTI/NRRD image as ``(array [H, W], (row_mm, col_mm))``; the header's
+    spacing and size are checked (``images.check_pixel_spacing``, ``check_image_size``) before
+    the pixels are read.
+
+    Raises:
+      SpoilsError: naming the file and the header field.
+    """
+    from spoils_tf.data import dicom_io, images
+    header = dicom_io.read_itk_header(path)
+    if header.components != 1:
+        raise SpoilsError(path, None, f"{header.components} components per pixel; expected a "
+                                      "greyscale image")
+    sx, sy = header.spacing
+    spacing = images.check_pixel_spacing((sy, sx), path, header.spacing_field)
+    images.check_image_size((header.size[1], header.size[0]), path)
+    return dicom_io.read_itk_image(path), spacing
 
 
 def input_kind(path: str | pathlib.Path) -> str:
@@ -88,7 +90,8 @@ def input_kind(path: str | pathlib.Path) -> str:
     ``"picture"`` (PNG/JPEG/TIFF/BMP: ``spoils_tf.data.images``).
 
     Raises:
-      ValueError: an MHA/NIfTI/NRRD file SimpleITK cannot read.
+      SpoilsError: an MHA/NIfTI/NRRD file whose header SimpleITK cannot read, or with a
+        spacing that is not positive (``dicom_io.read_itk_header``).
     """
     path = pathlib.Path(path)
     if _suffix(path) in _ITK_SUFFIXES and _itk_dimension(path) == 2:
@@ -108,7 +111,9 @@ def read_input_slice(path: str | pathlib.Path
 
     Raises:
       FileNotFoundError: no such file.
-      ValueError: unreadable, colour, not sagittal, or smaller than ``MIN_IMAGE_SIDE``.
+      SpoilsError: naming the file and field: unreadable, colour, not sagittal, smaller than
+        ``MIN_IMAGE_SIDE``, larger than ``images.MAX_IMAGE_PIXELS`` or a header pixel spacing
+        that ``images.check_pixel_spacing`` refuses (both checked before decoding).
     """
     from spoils_tf.data import dicom_io, images
     path = pathlib.Path(path)
@@ -126,8 +131,9 @@ def read_input_slice(path: str | pathlib.Path
     else:
         grey, spacing, note = images.read_image_gray(path), None, "2-D image"
     if min(grey.shape) < MIN_IMAGE_SIDE:
-        raise ValueError(f"{path}: image is {grey.shape[0]}x{grey.shape[1]} px, too small; "
-                         f"expected at least {MIN_IMAGE_SIDE} px on each side (an MRI slice)")
+        raise SpoilsError(path, None, f"image is {grey.shape[0]}x{grey.shape[1]} px, too small; "
+                                      f"expected at least {MIN_IMAGE_SIDE} px on each side (an "
+                                      "MRI slice)")
     return grey, spacing, note
 
 
@@ -137,16 +143,17 @@ def load_segmenter(model_path: str | pathlib.Path, resize_mode: str = "letterbox
     """``uint8 [H, W] -> int32 [H, W]`` label map, from a ``.keras`` file or a SavedModel dir.
 
     Raises:
-      FileNotFoundError: nothing at ``model_path``.
-      ValueError: neither a ``.keras`` file nor a SavedModel directory.
+      SpoilsError: nothing at ``model_path``; neither a ``.keras`` file nor a SavedModel
+        directory; a model that does not load (truncated or damaged, named with the library's
+        error: ``serving.load_signature``, ``spoils_tf.models.load_model``).
     """
     import tensorflow as tf
     model_path = pathlib.Path(model_path)
     if not model_path.exists():
-        raise FileNotFoundError(f"{model_path}: model not found")
+        raise SpoilsError(model_path, None, "model not found")
     if model_path.is_dir() and (model_path / "saved_model.pb").is_file():
         from spoils_tf.export import serving
-        fn = tf.saved_model.load(str(model_path)).signatures[serving.SIGNATURE_NAME]
+        fn = serving.load_signature(model_path)
 
         def predict(grey):
             rgb = np.repeat(grey[None, :, :, None], 3, axis=-1)
@@ -157,17 +164,18 @@ def load_segmenter(model_path: str | pathlib.Path, resize_mode: str = "letterbox
         from spoils_tf.data import seg_pipeline
         model = spoils_tf.models.load_model(model_path)
         if None in tuple(model.input_shape[1:3]):
-            raise ValueError(f"{model_path}: the model takes slices of any size at a fixed pixel "
-                             "spacing; give its training pixel size with --target-spacing-mm "
-                             "(or use its model bundle, whose card records it)")
+            raise SpoilsError(model_path, None, "the model takes slices of any size at a fixed "
+                                                "pixel spacing; give its training pixel size with "
+                                                "--target-spacing-mm (or use its model bundle, "
+                                                "whose card records it)")
         predictor = seg_pipeline.make_predictor(model, resize_mode)
 
         def predict(grey):
             rgb = np.repeat(grey[None, :, :, None], 3, axis=-1)
             return predictor(tf.constant(rgb))["label_map"].numpy()[0]
         return predict
-    raise ValueError(f"{model_path}: expected a .keras file or a SavedModel version directory "
-                     "(with saved_model.pb)")
+    raise SpoilsError(model_path, None, "expected a .keras file or a SavedModel version "
+                                        "directory (with saved_model.pb)")
 
 
 # === Fixed-spacing models: orientation and anatomical levels ===
@@ -178,8 +186,10 @@ ORIENTATION_WORDS: dict[str, str] = {"as_is": "in display orientation",
                                      "rot180": "rotated by 180 degrees"}
 
 
-class OrientationError(ValueError):
-    """The slice's orientation could not be read from the anatomy: refused, nothing written."""
+class OrientationError(SpoilsError):
+    """The slice's orientation could not be read from the anatomy: refused, nothing written.
+
+    ``field`` is ``"orientation"``; ``path`` the slice's source when the caller knows it."""
 
 
 @dataclasses.dataclass
@@ -215,6 +225,7 @@ class SpacingSegmenter:
 
     Call: ``(uint8 [H, W], (row_mm, col_mm)) -> Segmentation``.
 
+    Raises: SpoilsError: no model at ``model_path``, not a model, or one that does not load.
     Raises (call): OrientationError: ``"auto"`` and the anatomy does not say which way is up.
     """
 
@@ -227,10 +238,10 @@ class SpacingSegmenter:
         self.orientation = orientation
         model_path = pathlib.Path(model_path)
         if not model_path.exists():
-            raise FileNotFoundError(f"{model_path}: model not found")
+            raise SpoilsError(model_path, None, "model not found")
         if model_path.is_dir() and (model_path / "saved_model.pb").is_file():
             from spoils_tf.export import serving
-            fn = tf.saved_model.load(str(model_path)).signatures[serving.SIGNATURE_NAME]
+            fn = serving.load_signature(model_path)
 
             def probs(grey, spacing):
                 return fn(image=tf.constant(grey), pixel_spacing_mm=tf.constant(
@@ -244,8 +255,8 @@ class SpacingSegmenter:
             def probs(grey, spacing):
                 return np.asarray(predict(grey, np.asarray(spacing, np.float32)))
         else:
-            raise ValueError(f"{model_path}: expected a .keras file or a SavedModel version "
-                             "directory (with saved_model.pb)")
+            raise SpoilsError(model_path, None, "expected a .keras file or a SavedModel version "
+                                                "directory (with saved_model.pb)")
         self.probabilities = probs
         self._levels = levels
 
@@ -264,6 +275,7 @@ class SpacingSegmenter:
         decision = levels.choose_orientation({n: r for n, (_, r) in results.items()})
         if not decision.confident:
             raise OrientationError(
+                    None, "orientation",
                     "cannot tell which way is up and which way is anterior from the anatomy "
                     f"({decision.reason}); refusing to report levels. Give the slice in display "
                     "orientation (superior at the top, anterior on the left)")
@@ -298,14 +310,31 @@ def _stem(path: pathlib.Path) -> str:
 
 def _write_outputs(out_dir: pathlib.Path, stem: str, grey: np.ndarray, mask: np.ndarray,
                    result: dict[str, Any]) -> None:
-    """The four output files of one slice, each written atomically."""
+    """The four output files of one slice, all or none: every file is encoded first, then
+    each is written atomically (temporary file + rename, ``fileio.atomic_write_bytes``); if a
+    write fails, the files this call already wrote are removed and the error is raised, so no
+    partial file and no partial set of this slice's files is left.
+
+    Raises:
+      SpoilsError: (``out_dir``) an ``OSError`` while writing (chained).
+    """
     from spoils_tf import viz
+    payloads = {f"{stem}_input.png": _png_bytes(grey), f"{stem}_mask.png": _png_bytes(mask),
+                f"{stem}_overlay.png": _png_bytes(viz.overlay(grey, mask)),
+                f"{stem}_areas.json": (json.dumps(result, indent=2) + "\n").encode("utf-8")}
     out_dir.mkdir(parents=True, exist_ok=True)
-    fileio.atomic_write_bytes(out_dir / f"{stem}_input.png", _png_bytes(grey))
-    fileio.atomic_write_bytes(out_dir / f"{stem}_mask.png", _png_bytes(mask))
-    fileio.atomic_write_bytes(out_dir / f"{stem}_overlay.png", _png_bytes(viz.overlay(grey, mask)))
-    fileio.atomic_write_bytes(out_dir / f"{stem}_areas.json",
-                              (json.dumps(result, indent=2) + "\n").encode("utf-8"))
+    written: list[pathlib.Path] = []
+    try:
+        for name, data in payloads.items():
+            written.append(fileio.atomic_write_bytes(out_dir / name, data))
+    except BaseException as e:
+        for p in written:
+            p.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise SpoilsError(out_dir, None, f"{stem}: the output files could not be written "
+                                             f"({type(e).__name__}: {e}); none of them was "
+                                             "kept") from e
+        raise
 
 
 class Segmenter:
@@ -319,7 +348,9 @@ class Segmenter:
     letterbox models run :func:`load_segmenter`.
 
     Raises:
-      FileNotFoundError, ValueError (incl. ``bundle.BundleError``): naming the path and field.
+      FileNotFoundError: a bundle directory that does not exist (``bundle.load_bundle``).
+      SpoilsError (incl. ``bundle.BundleError``): naming the path and field: no model there,
+        a bad card or metadata, a missing, truncated or damaged ``.keras`` / SavedModel.
     """
 
     def __init__(self, model_path: Optional[str | pathlib.Path] = None, *,
@@ -339,9 +370,14 @@ class Segmenter:
         else:
             meta = path / "assets.extra" / "spoils_model.json"
             if path.is_dir() and meta.is_file():
-                info = json.loads(meta.read_text())
-                resize_mode = str(info.get("resize_mode", resize_mode))
-                target_spacing_mm = float(info.get("target_spacing_mm") or 0.0)
+                try:
+                    info = json.loads(meta.read_text())
+                    resize_mode = str(info.get("resize_mode", resize_mode))
+                    target_spacing_mm = float(info.get("target_spacing_mm") or 0.0)
+                except (OSError, ValueError, TypeError, AttributeError) as e:
+                    raise SpoilsError(meta, "resize_mode, target_spacing_mm",
+                                      f"unreadable model metadata ({e}); expected the JSON "
+                                      "that spoils_tf.export.serving writes") from e
             elif target_spacing_mm > 0:
                 resize_mode = "spacing"
             self.label = str(path)
@@ -366,16 +402,23 @@ class Segmenter:
         """Segments one slice.
 
         Raises:
-          ValueError: a fixed-spacing model and no pixel spacing (names ``source``);
-            OrientationError: the orientation cannot be read from the anatomy.
+          SpoilsError: a fixed-spacing model and no pixel spacing, or one that
+            ``images.check_pixel_spacing`` refuses (names ``source``);
+          OrientationError: the orientation cannot be read from the anatomy (names ``source``).
         """
+        from spoils_tf.data import images
         if not self.spacing_mode:
             return Segmentation(grey, np.asarray(self._run(grey), np.int32), "as_is",
                                 "taken as given (letterbox model)", None)
         if spacing_mm is None:
-            raise ValueError(f"{source}: field 'pixel spacing' is unknown; this model works in "
-                             "millimetres: give --pixel-spacing ROW_MM COL_MM")
-        return self._run(grey, spacing_mm)
+            raise SpoilsError(source, "pixel spacing", "unknown; this model works in "
+                                                       "millimetres: give --pixel-spacing "
+                                                       "ROW_MM COL_MM")
+        spacing_mm = images.check_pixel_spacing(spacing_mm, source, "pixel spacing")
+        try:
+            return self._run(grey, spacing_mm)
+        except OrientationError as e:
+            raise OrientationError(source or None, e.field, e.reason) from None
 
 
 def segment_file(image_path: str | pathlib.Path, model_path: str | pathlib.Path | None,
@@ -398,7 +441,8 @@ def segment_file(image_path: str | pathlib.Path, model_path: str | pathlib.Path 
     image_path = pathlib.Path(image_path)
     grey, spacing, note = read_input_slice(image_path)
     if pixel_spacing_mm is not None:
-        spacing = (float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1]))
+        from spoils_tf.data import images
+        spacing = images.check_pixel_spacing(pixel_spacing_mm, None, "--pixel-spacing")
     seg_model = segmenter or Segmenter(model_path, resize_mode=resize_mode)
     seg = seg_model(grey, spacing, str(image_path))
     mask = seg.label_map.astype(np.uint8)
@@ -453,7 +497,9 @@ def segment_main(argv: list[str]) -> int:
     """``spoils segment [FILE|DIR ...] [--image FILE] [--model PATH] --out DIR ...``.
 
     Returns 0 when every input was segmented, 1 with a message on stderr when any failed (the
-    others are still written) or the arguments / model are bad.
+    others are still written; a failed one leaves none of its files) or the arguments, the
+    model or ``--out`` are bad (``--out`` is a file or cannot be written: checked with
+    ``fileio.check_writable_dir`` before the model loads).
     """
     from tqdm.auto import tqdm
     parser = argparse.ArgumentParser(
@@ -484,18 +530,22 @@ def segment_main(argv: list[str]) -> int:
         files = expand_inputs(list(args.inputs) + list(args.image))
         if not files:
             parser.error("give at least one input file or folder")
+        if args.pixel_spacing is not None:
+            from spoils_tf.data import images
+            images.check_pixel_spacing(args.pixel_spacing, None, "--pixel-spacing")
+        fileio.check_writable_dir(args.out, field="--out")
         segmenter = Segmenter(args.model, resize_mode=args.resize_mode,
                               target_spacing_mm=args.target_spacing_mm,
                               orientation=args.orientation)
     except (FileNotFoundError, ValueError) as e:
         print(f"spoils segment: {e}", file=sys.stderr)
-        return 1
+        return errors.EXIT_BAD_INPUT
     failed: list[str] = []
     for path in tqdm(files, desc="segment", unit="slice", disable=len(files) < 2):
         try:
             result = segment_file(path, None, args.out, pixel_spacing_mm=args.pixel_spacing,
                                   segmenter=segmenter)
-        except (FileNotFoundError, ValueError) as e:
+        except (OSError, ValueError) as e:     # FileNotFoundError is an OSError
             failed.append(f"{path}: {e}")
             print(f"spoils segment: {e}", file=sys.stderr)
             continue
@@ -509,4 +559,4 @@ def segment_main(argv: list[str]) -> int:
               + (f"; flags: {'; '.join(flags)}" if flags else ""))
     print(f"{len(files) - len(failed)} of {len(files)} segmented into {args.out}"
           + (f"; {len(failed)} failed (listed above)" if failed else ""))
-    return 1 if failed else 0
+    return errors.EXIT_PARTIAL if failed else errors.EXIT_OK

@@ -37,11 +37,20 @@ Uncertainty: each classifier entry of a disc (and its ensemble) carries ``"uncer
 (:func:`is_uncertain`: largest probability below ``UNCERTAIN_FACTOR / number of classes``);
 the HTML page shows a caution next to that top-3.
 
+Plausibility: a disc with a measurement outside ``spoils_tf.geometry.plausibility.
+PLAUSIBLE_RANGES`` on a slice it was found on (a segmentation, cut or pixel-spacing error, not
+a finding) is reported with the measurement, its value and the range under
+``"implausible_measurements"`` and is not graded; the recommendation then abstains
+(:data:`IMPLAUSIBLE_NOTE`), as it does when the level names are in doubt.
+
 Status: ``"ok"``, or ``"no_disc"`` when no disc is found on any slice (report written, no
 grades, no recommendation, exit code 3). Bad input (not sagittal, no PixelSpacing, a picture
 without ``--pixel-spacing``, bad ODI/NRS, a bad bundle) is a ``ValueError`` naming the file
 and field, exit code 2, and nothing is written: every output is built in memory first and
-each file is written atomically (``spoils_tf.fileio``) only after all stages succeeded.
+written, only after all stages succeeded, into a hidden folder next to ``--out`` that is
+renamed into place when complete (``spoils_tf.fileio.atomic_output_dir``). ``--out`` is
+checked first, before the models load: a file, a non-empty folder that is not a previous
+report (:func:`is_report_dir`) or a folder that cannot be written is refused (exit code 2).
 
 Privacy: the report holds technical facts only (``SagittalSeries.deidentified_summary``), the
 sha256 of the input bytes, never a patient field and never the input path (folder names are
@@ -70,6 +79,8 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import numpy as np
 
 from spoils_tf import bundle, fileio, labels
+from spoils_tf.errors import EXIT_BAD_INPUT, EXIT_NO_DISC, EXIT_OK, SpoilsError
+from spoils_tf.data.images import check_pixel_spacing
 
 SCHEMA_VERSION = "spoils-tf/report/1"
 STAGES: tuple[str, ...] = ("read", "segment", "geometry", "crops", "classify_cnn",
@@ -78,7 +89,6 @@ PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
 KERAS_POLICY: dict[str, str] = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 STATUS_OK = "ok"
 STATUS_NO_DISC = "no_disc"
-EXIT_OK, EXIT_BAD_INPUT, EXIT_NO_DISC = 0, 2, 3
 DISCLAIMER = ("This report is decision support produced by software. It supports, and does not "
               "replace, the judgement of a qualified clinician, who must review the images and "
               "the patient before any treatment decision. It is not a diagnosis.")
@@ -86,6 +96,10 @@ NO_SCORES_NOTE = "no ODI/NRS given: grades only, no recommendation"
 LEVEL_DOUBT_NOTE = ("the level names on the mid-sagittal slice are uncertain, so no "
                     "recommendation is given (a grade at the wrong level must not drive one); the "
                     "grades are shown for review against the overlay")
+IMPLAUSIBLE_NOTE = ("a measurement lies outside the plausible range of an adult lumbar spine "
+                    "({}), which points to a segmentation or pixel-spacing error: the disc(s) "
+                    "named are not graded and no recommendation is given (an ungraded disc "
+                    "could change it); check the overlay and the pixel spacing")
 NO_DISC_NOTE = ("no intervertebral disc was found in the segmentation of any slice: no grades "
                 "and no recommendation can be given; check the input (a sagittal lumbar T2 "
                 "slice, superior up, anterior left) and the segmentation overlay")
@@ -223,18 +237,6 @@ def check_scores(odi: Any, nrs: Any) -> tuple[Optional[float], Optional[int]]:
     except ValueError as e:
         raise ValueError(f"nrs: {e}") from None
     return odi_v, nrs_v
-
-
-def _check_spacing(spacing_mm: Any, field: str) -> tuple[float, float]:
-    try:
-        sr, sc = (float(v) for v in spacing_mm)
-    except (TypeError, ValueError):
-        raise ValueError(f"{field}: expected two numbers (row_mm, col_mm), got "
-                         f"{spacing_mm!r}") from None
-    if not (math.isfinite(sr) and math.isfinite(sc) and sr > 0 and sc > 0):
-        raise ValueError(f"{field}: expected two positive numbers (row_mm, col_mm), got "
-                         f"{[sr, sc]}")
-    return sr, sc
 
 
 def default_offsets(n: int) -> list[int]:
@@ -471,7 +473,7 @@ class Predictor:
         traced: list[str] = []      # stages whose time includes one-off graph tracing
         t0 = time.perf_counter()
         odi_v, nrs_v = check_scores(odi, nrs)
-        spacing = _check_spacing(spacing_mm, "pixel_spacing_mm")
+        spacing = check_pixel_spacing(spacing_mm, None, "pixel_spacing_mm")
         slices = [np.asarray(s) for s in slices]
         if not slices:
             raise ValueError("slices: empty; expected at least the mid-sagittal slice")
@@ -528,8 +530,11 @@ class Predictor:
         implausible = self._implausible_discs(per_level, found, len(slices))
         for d, i in implausible:
             found[d].remove(i)
+        status = STATUS_OK if any(found[d] for d in levels) else STATUS_NO_DISC
+        flagged = self._implausible_measurements(per_level, found, offsets)
+        for d in flagged:
+            found[d] = []    # not graded: no crops, classifiers, ensemble or decision
         found_levels = [d for d in levels if found[d]]
-        status = STATUS_OK if found_levels else STATUS_NO_DISC
         # feature rows (same code as the training table) also give the volume columns
         table = self._feature_table(results, offsets, ss)
         timing["geometry"] = _ms(t0)
@@ -571,12 +576,17 @@ class Predictor:
         timing["ensemble"] = _ms(t0)
 
         # decision
+        from spoils_tf.geometry import plausibility
         t0 = time.perf_counter()
         recommendation, rec_note = None, None
         if status != STATUS_OK:
             rec_note = NO_DISC_NOTE
-        elif level_doubts:
-            rec_note = (f"{LEVEL_DOUBT_NOTE} ({'; '.join(level_doubts)})")
+        elif level_doubts or flagged:
+            rec_note = "; ".join(
+                ([f"{LEVEL_DOUBT_NOTE} ({'; '.join(level_doubts)})"] if level_doubts else [])
+                + ([IMPLAUSIBLE_NOTE.format("; ".join(
+                    f"{d}: " + ", ".join(plausibility.describe(x) for x in flagged[d][1])
+                    for d in flagged))] if flagged else []))
         elif not members:
             rec_note = ("no 11-class grade classifier in the bundle: measurements only, no "
                         "grades and no recommendation")
@@ -600,7 +610,7 @@ class Predictor:
         t0 = time.perf_counter()
         report = self._report(status, segmentation, spacing, ss, offsets, slices, masks, levels,
                               per_level, found, table, probs, members, ensemble, recommendation,
-                              rec_note, odi_v, nrs_v, notes, source)
+                              rec_note, odi_v, nrs_v, notes, source, flagged)
         report["model_load_ms"] = self.load_ms
         report["timing_ms"] = timing
         report["timing_ms_note"] = (TIMING_NOTE_TRACED.format(", ".join(traced)) if traced
@@ -627,6 +637,22 @@ class Predictor:
                     out.append((d, i))
                     v = per_level[d][i].values
                     v["reason"] = ";".join(x for x in (v["reason"], IMPLAUSIBLE_AREA_REASON) if x)
+        return out
+
+    @staticmethod
+    def _implausible_measurements(per_level, found, offsets: Sequence[int]
+                                  ) -> dict[str, tuple[list[int], list[dict[str, Any]]]]:
+        """Levels with a measurement outside ``geometry.plausibility.PLAUSIBLE_RANGES`` on any
+        slice they were found on: level -> (those slice indices, one dict per implausible value:
+        ``measurement``, ``value``, ``unit``, ``plausible_range``, ``slice_offset``). Such a
+        disc is not graded and the recommendation abstains."""
+        from spoils_tf.geometry import plausibility
+        out = {}
+        for d, idx in found.items():
+            items = [{**x.to_dict(), "slice_offset": int(offsets[i])} for i in idx
+                     for x in plausibility.implausible_measurements(per_level[d][i].values)]
+            if items:
+                out[d] = (list(idx), items)
         return out
 
     def _feature_table(self, results, offsets: Sequence[int], ss: Optional[float]):
@@ -750,31 +776,38 @@ class Predictor:
 
     def _report(self, status, segmentation, spacing, ss, offsets, slices, masks, levels,
                 per_level, found, table, probs, members, ensemble, recommendation, rec_note,
-                odi_v, nrs_v, notes, source) -> dict[str, Any]:
+                odi_v, nrs_v, notes, source, flagged) -> dict[str, Any]:
+        from spoils_tf.geometry import plausibility
         cols = measurement_columns()
         discs = []
         for d in levels:
+            seen = found[d] or (flagged[d][0] if d in flagged else [])
             # the mid-sagittal slice when the disc was found there, else the nearest one
-            idx = found[d] or sorted(per_level[d])
+            idx = seen or sorted(per_level[d])
             i = min(idx, key=lambda j: (abs(int(offsets[j])), j))
             row = table[(table["level"] == d) & (table["slice"] == int(offsets[i]))].iloc[0]
             entry: dict[str, Any] = {
-                "level": d, "found": bool(found[d]),
-                "found_on_slice_offsets": [int(offsets[j]) for j in found[d]],
+                "level": d, "found": bool(seen),
+                "found_on_slice_offsets": [int(offsets[j]) for j in seen],
                 "measured_on_slice_offset": int(offsets[i]),
                 "measurements": {c: {"value": _finite_or_none(row.get(c)), "unit": unit_of(c)}
                                  for c in cols},
                 "reasons": _reasons(row.get("reason")),
+                "implausible_measurements": list(flagged[d][1]) if d in flagged else [],
                 "classifiers": {},
             }
+            if d in flagged:
+                entry["reasons"].append(plausibility.IMPLAUSIBLE_MEASUREMENT_REASON)
             for key, clf in (("crop_classifier", self.cnn), ("geometry_classifier",
                                                               self.geometry)):
                 if clf is None:
                     entry["classifiers"][key] = {"present": False}
                     continue
                 if d not in probs.get(key, {}):
-                    entry["classifiers"][key] = {"present": True, "probabilities": None,
-                                                 "note": "disc not found: not classified"}
+                    entry["classifiers"][key] = {
+                        "present": True, "probabilities": None,
+                        "note": ("a measurement outside its plausible range: not classified"
+                                 if d in flagged else "disc not found: not classified")}
                     continue
                 pr = {c: float(v) for c, v in zip(clf.classes, probs[key][d])}
                 entry["classifiers"][key] = {
@@ -806,9 +839,13 @@ class Predictor:
         inp.update(dict(source or {}))
         if segmentation == SUPPLIED_MASK:
             inp["segmentation"] = SUPPLIED_MASK
-        message = {STATUS_OK: f"{len([d for d in levels if found[d]])} disc(s) found and graded"
-                   if ensemble else f"{len([d for d in levels if found[d]])} disc(s) found",
+        n_found = len([d for d in levels if found[d] or d in flagged])
+        message = {STATUS_OK: f"{n_found} disc(s) found and graded" if ensemble and not flagged
+                   else f"{n_found} disc(s) found",
                    STATUS_NO_DISC: NO_DISC_NOTE}[status]
+        if flagged:
+            message += (f", {len(ensemble)} graded; {len(flagged)} not graded: a measurement "
+                        f"outside its plausible range ({', '.join(flagged)})")
         return {
             "schema_version": SCHEMA_VERSION,
             "status": status,
@@ -856,27 +893,33 @@ def read_input(input_path, *, pixel_spacing=None, slices: int = 1
 
     Raises:
         FileNotFoundError: no such input.
-        ValueError: naming the file and field: not sagittal, no PixelSpacing, a picture without
-            ``--pixel-spacing``, too small, ``--slices`` even or > 1 for a 2-D input.
+        SpoilsError: naming the file and field, before any pixel is decoded where the format
+            allows: not sagittal, no PixelSpacing, a picture without ``--pixel-spacing``, a
+            pixel spacing (``--pixel-spacing`` or the header's) outside
+            ``images.PIXEL_SPACING_RANGE_MM``, larger than ``images.MAX_IMAGE_PIXELS``, too
+            small, unreadable (no or short DICOM pixel data, a damaged MHA/NIfTI),
+            ``--slices`` even or > 1 for a 2-D input.
     """
     from spoils_tf import inference
-    from spoils_tf.data import dicom_io
+    from spoils_tf.data import dicom_io, images as images_lib
     path = pathlib.Path(input_path)
     if int(slices) < 1 or int(slices) % 2 == 0:
-        raise ValueError(f"--slices: {slices}; expected an odd number >= 1 (the mid-sagittal "
-                         "slice and as many neighbours on each side)")
+        raise SpoilsError(None, "--slices", f"{slices}; expected an odd number >= 1 (the "
+                                            "mid-sagittal slice and as many neighbours on each "
+                                            "side)")
     if not path.exists():
         raise FileNotFoundError(f"{path}: input not found")
-    user_spacing = None if pixel_spacing is None else _check_spacing(pixel_spacing,
-                                                                     "--pixel-spacing")
+    user_spacing = None if pixel_spacing is None else images_lib.check_pixel_spacing(
+            pixel_spacing, None, "--pixel-spacing")
     kind = inference.input_kind(path)
     desc: dict[str, Any] = {"sha256": _sha256_of(path)}
     if kind == "series":
         series = dicom_io.load_series(path, neighbours=int(slices) // 2)
         if min(series.images.shape[1:]) < inference.MIN_IMAGE_SIDE:
-            raise ValueError(f"{path}: image is {series.images.shape[1]}x{series.images.shape[2]}"
-                             f" px, too small; expected at least {inference.MIN_IMAGE_SIDE} px "
-                             "on each side (an MRI slice)")
+            raise SpoilsError(path, None, f"image is {series.images.shape[1]}x"
+                                          f"{series.images.shape[2]} px, too small; expected at "
+                                          f"least {inference.MIN_IMAGE_SIDE} px on each side (an "
+                                          "MRI slice)")
         summary = series.deidentified_summary()
         mid_pos = (series.n_slices_total - 1) // 2
         offs = [int(k) - mid_pos for k in series.slice_indices]
@@ -904,8 +947,8 @@ def read_input(input_path, *, pixel_spacing=None, slices: int = 1
                 f"{slices} slices asked, {len(images)} in the series around the middle")
     else:
         if int(slices) != 1:
-            raise ValueError(f"{path}: --slices {slices}, but a 2-D image holds one slice; "
-                             "use --slices 1")
+            raise SpoilsError(path, "--slices", f"{slices}, but a 2-D image holds one slice; "
+                                                "use --slices 1")
         grey, spacing, _ = inference.read_input_slice(path)
         images, offsets, ss = [grey], [0], None
         desc.update({"kind": "image_2d" if kind == "image_2d" else "picture",
@@ -918,9 +961,9 @@ def read_input(input_path, *, pixel_spacing=None, slices: int = 1
                                           f"file's {list(spacing)}")
         spacing, desc["pixel_spacing_source"] = user_spacing, "--pixel-spacing"
     if spacing is None:
-        raise ValueError(f"{path}: field pixel spacing is missing: a {desc['kind']} carries no "
-                         "pixel spacing; give --pixel-spacing ROW_MM COL_MM (measurements are "
-                         "in mm)")
+        raise SpoilsError(path, "pixel spacing", f"missing: a {desc['kind']} carries no pixel "
+                                                 "spacing; give --pixel-spacing ROW_MM COL_MM "
+                                                 "(measurements are in mm)")
     return images, (float(spacing[0]), float(spacing[1])), offsets, ss, desc
 
 
@@ -931,8 +974,9 @@ def read_mask(mask_path, shape_hw: tuple[int, int]) -> tuple[np.ndarray, str]:
         (int32 [H, W], sha256 of the file).
 
     Raises:
-        FileNotFoundError: no such file. ValueError: naming ``--mask``: unreadable, colour
-        PNG, wrong shape, unknown class ids.
+        FileNotFoundError: no such file. SpoilsError: naming the file and ``--mask`` (or the
+        LabelMe field): unreadable, colour PNG, a size other than ``shape_hw`` (checked from
+        the PNG header, before decoding), unknown class ids.
     """
     path = pathlib.Path(mask_path)
     if not path.is_file():
@@ -944,18 +988,24 @@ def read_mask(mask_path, shape_hw: tuple[int, int]) -> tuple[np.ndarray, str]:
         import PIL.Image
         try:
             with PIL.Image.open(path) as img:
+                if (img.size[1], img.size[0]) != tuple(shape_hw):
+                    raise SpoilsError(path, "--mask", f"{img.size[1]}x{img.size[0]} px; the "
+                                                      f"input slice is {shape_hw[0]}x"
+                                                      f"{shape_hw[1]}")
                 mask = np.asarray(img)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: --mask is not a readable image ({e})") from e
+        except SpoilsError:
+            raise
+        except (OSError, ValueError, PIL.Image.DecompressionBombError) as e:
+            raise SpoilsError(path, "--mask", f"not a readable image ({e})") from e
         if mask.ndim != 2:
-            raise ValueError(f"{path}: --mask has shape {mask.shape}; expected a single-channel "
-                             "PNG of class ids (labels.py)")
+            raise SpoilsError(path, "--mask", f"shape {mask.shape}; expected a single-channel "
+                                              "PNG of class ids (labels.py)")
     if tuple(mask.shape) != tuple(shape_hw):
-        raise ValueError(f"{path}: --mask is {mask.shape[0]}x{mask.shape[1]} px; the input "
-                         f"slice is {shape_hw[0]}x{shape_hw[1]}")
+        raise SpoilsError(path, "--mask", f"{mask.shape[0]}x{mask.shape[1]} px; the input "
+                                          f"slice is {shape_hw[0]}x{shape_hw[1]}")
     if mask.size and (int(mask.min()) < 0 or int(mask.max()) >= labels.NUM_SEG_CLASSES):
-        raise ValueError(f"{path}: --mask holds class ids up to {int(mask.max())}; expected "
-                         f"0..{labels.NUM_SEG_CLASSES - 1} (labels.py)")
+        raise SpoilsError(path, "--mask", f"holds class ids up to {int(mask.max())}; expected "
+                                          f"0..{labels.NUM_SEG_CLASSES - 1} (labels.py)")
     return mask.astype(np.int32), _sha256_of(path)
 
 
@@ -1041,8 +1091,11 @@ def run_predict(input_path, models_dir, out_dir, *, odi=None, nrs=None, mask_pat
 
     Writes ``out_dir/report.json``, ``report.html`` (``spoils_tf.report.render_html``),
     ``overlay.png``, ``input.png`` (the mid-sagittal slice as used) and ``mask.png`` (uint8
-    class ids), each atomically and only after every stage succeeded. A ``no_disc`` report is
-    written too (the caller checks ``report["status"]``).
+    class ids), all or none: only after every stage succeeded, into a hidden sibling folder
+    that is renamed to ``out_dir`` once every file is in it (``fileio.atomic_output_dir``). An
+    ``out_dir`` holding a previous report (:func:`is_report_dir`) is replaced whole; an empty
+    one is filled. ``out_dir`` is checked before anything is read or loaded. A ``no_disc``
+    report is written too (the caller checks ``report["status"]``).
 
     Args:
         predictor: an already loaded :class:`Predictor` (benchmarks); else one is loaded from
@@ -1053,12 +1106,15 @@ def run_predict(input_path, models_dir, out_dir, *, odi=None, nrs=None, mask_pat
             ``report["timing_ms_note"]`` says whether tracing is included.
 
     Raises:
+        SpoilsError: ``out_dir`` is a file, a non-empty folder that is not a previous report,
+            or not writable (before any work), or writing failed (nothing left behind).
         FileNotFoundError, ValueError (incl. ``bundle.BundleError``): naming the file and field;
             nothing is written then.
     """
     from spoils_tf import report as report_mod
     t0 = time.perf_counter()
-    check_scores(odi, nrs)      # fail fast, before reading anything
+    fileio.check_output_dir(out_dir, replace_if=is_report_dir)   # fail fast, before any work
+    check_scores(odi, nrs)
     if mask_path is not None and int(slices) != 1:
         raise ValueError(f"--mask with --slices {slices}: a mask is one label map for the "
                          "mid-sagittal slice; use --slices 1")
@@ -1089,16 +1145,24 @@ def run_predict(input_path, models_dir, out_dir, *, odi=None, nrs=None, mask_pat
     report["timing_ms"]["write"] = round(report["timing_ms"]["write"] + _ms(t0), 3)
     t1 = time.perf_counter()
     json_text = json.dumps(report, indent=2, allow_nan=False, default=fileio.json_default) + "\n"
-    out = pathlib.Path(out_dir)
-    for key, data in files.items():
-        fileio.atomic_write_bytes(out / REPORT_FILES[key], data)
-    fileio.atomic_write_text(out / REPORT_FILES["html"], html_text)
-    write_ms = _ms(t1)
-    report["timing_ms"]["write"] = round(report["timing_ms"]["write"] + write_ms, 3)
-    # the JSON on disk carries the write time up to its own serialisation
-    json_text = json.dumps(report, indent=2, allow_nan=False, default=fileio.json_default) + "\n"
-    fileio.atomic_write_text(out / REPORT_FILES["json"], json_text)
+    with fileio.atomic_output_dir(out_dir, replace_if=is_report_dir) as out:
+        for key, data in files.items():
+            fileio.atomic_write_bytes(out / REPORT_FILES[key], data)
+        fileio.atomic_write_text(out / REPORT_FILES["html"], html_text)
+        write_ms = _ms(t1)
+        report["timing_ms"]["write"] = round(report["timing_ms"]["write"] + write_ms, 3)
+        # the JSON on disk carries the write time up to its own serialisation
+        json_text = json.dumps(report, indent=2, allow_nan=False,
+                               default=fileio.json_default) + "\n"
+        fileio.atomic_write_text(out / REPORT_FILES["json"], json_text)
     return report
+
+
+def is_report_dir(path: pathlib.Path) -> bool:
+    """True when the folder ``path`` holds a previous report: ``report.json`` and no file
+    whose name is not one of :data:`REPORT_FILES` (so that replacing it loses nothing else)."""
+    names = {p.name for p in pathlib.Path(path).iterdir()}
+    return REPORT_FILES["json"] in names and names <= set(REPORT_FILES.values())
 
 
 # === CLI ===

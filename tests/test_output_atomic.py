@@ -327,7 +327,7 @@ def test_segment_out_that_is_a_file_is_refused_before_the_model_loads(tmp_path, 
     afile.write_text("keep")
     out = afile if where == "file" else afile / "out"
     _no_model(monkeypatch)
-    assert inference.segment_main([str(folder), "--out", str(out)]) == 1
+    assert inference.segment_main([str(folder), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"{out}: field '--out'" in err and "is a file" in err
     assert afile.read_text() == "keep"

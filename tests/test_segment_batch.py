@@ -141,7 +141,7 @@ def test_bundle_as_model_and_checksum(model_path, tmp_path, capsys):
         inference.Segmenter(base)
     capsys.readouterr()
     assert inference.segment_main(_args([folder], base, tmp_path / "out2",
-                                         "--pixel-spacing", "1", "1")) == 1
+                                         "--pixel-spacing", "1", "1")) == 2
     assert "sha256" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
 
@@ -189,4 +189,4 @@ def test_spacing_keras_without_target_spacing_flag_is_a_clear_error(model_path, 
     folder = _folder(tmp_path, n_good=1, junk=False)
     rc = inference.segment_main([str(folder / "s0.png"), "--model", str(model_path),
                                  "--pixel-spacing", "1", "1", "--out", str(tmp_path / "out")])
-    assert rc == 1 and "--target-spacing-mm" in capsys.readouterr().err
+    assert rc == 2 and "--target-spacing-mm" in capsys.readouterr().err
