@@ -70,7 +70,8 @@ def format_message(path: Any, field: Optional[str], reason: str) -> str:
 
 def wrap(path: Optional[Union[str, os.PathLike]], what: str, exc: BaseException,
          field: Optional[str] = None) -> SpoilsError:
-    """A :class:`SpoilsError` for a third-party exception raised while reading ``path``.
+    """A :class:`SpoilsError` for a third-party exception raised while reading ``path``; the
+    library's message is folded onto one line (SimpleITK's spans several).
 
     Args:
       path: the file being read.
@@ -78,7 +79,7 @@ def wrap(path: Optional[Union[str, os.PathLike]], what: str, exc: BaseException,
       exc: the library's exception (chained by the caller with ``raise ... from exc``).
       field: the field at fault, when known.
     """
-    detail = str(exc).strip() or type(exc).__name__
+    detail = " ".join(str(exc).split()) or type(exc).__name__    # one line
     return SpoilsError(path, field, f"cannot be read as {what} ({type(exc).__name__}: {detail})")
 
 

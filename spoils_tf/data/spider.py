@@ -807,11 +807,13 @@ def convert_spider(src: str | pathlib.Path, out: str | pathlib.Path,
 
     Raises:
         FileNotFoundError: ``src`` lacks images/, overview.csv or radiological_gradings.csv.
-        SpoilsError: ``src`` has no ``masks/`` folder, or overview.csv /
+        SpoilsError: ``out`` is a file, under a file or not writable
+            (``fileio.check_writable_dir``); ``src`` has no ``masks/`` folder, or overview.csv /
             radiological_gradings.csv cannot be parsed (names the file, line and column);
             raised before anything is written.
     """
     src, out = pathlib.Path(src), pathlib.Path(out)
+    fileio.check_writable_dir(out, field="--out")
     slices = list_spider_slices(src)
     if not slices:
         raise SpoilsError(src / "images", None, "no <patient>_t2_SPACE_slice<k>.png file; "

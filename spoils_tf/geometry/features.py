@@ -36,6 +36,7 @@ import pandas as pd
 
 from spoils_tf import fileio
 from spoils_tf.data import layout
+from spoils_tf.errors import EXIT_BAD_INPUT, SpoilsError
 from spoils_tf.geometry import measure
 
 LABEL_COLUMNS: tuple[str, ...] = ("ivd_label", "pfirrmann", "severity", "grade_class")
@@ -286,10 +287,9 @@ def assemble_feature_table(rows: Sequence[Mapping[str, Any]], patients: dict[str
     return table, volumes
 
 
-def write_feature_table(table: pd.DataFrame, volumes: pd.DataFrame, issues: pd.DataFrame,
-                        out: str | pathlib.Path) -> list[pathlib.Path]:
-    """Writes ``out`` (.parquet) + ``.csv`` next to it, ``<stem>_disc_volumes.{parquet,csv}``
-    and ``<stem>_issues.csv``. Returns the paths written.
+def output_paths(out: str | pathlib.Path) -> list[pathlib.Path]:
+    """The files :func:`write_feature_table` writes for ``out``: ``out`` (.parquet), the
+    ``.csv`` next to it, ``<stem>_disc_volumes.{parquet,csv}`` and ``<stem>_issues.csv``.
 
     Raises:
         ValueError: if ``out`` does not end in ``.parquet``.
@@ -298,8 +298,37 @@ def write_feature_table(table: pd.DataFrame, volumes: pd.DataFrame, issues: pd.D
     if out.suffix != ".parquet":
         raise ValueError(f"--out must end in .parquet, got {out}")
     stem = out.with_suffix("")
-    paths = [out, out.with_suffix(".csv"), pathlib.Path(f"{stem}_disc_volumes.parquet"),
-             pathlib.Path(f"{stem}_disc_volumes.csv"), pathlib.Path(f"{stem}_issues.csv")]
+    return [out, out.with_suffix(".csv"), pathlib.Path(f"{stem}_disc_volumes.parquet"),
+            pathlib.Path(f"{stem}_disc_volumes.csv"), pathlib.Path(f"{stem}_issues.csv")]
+
+
+def check_output(out: str | pathlib.Path) -> None:
+    """Checks, before any work, that the files of :func:`output_paths` can be written.
+
+    Raises:
+        SpoilsError: (the path, ``--out``) not ending in ``.parquet``; one of the files is
+            an existing folder; the folder is under a file or not writable
+            (``fileio.check_writable_dir``).
+    """
+    out = pathlib.Path(out)
+    if out.suffix != ".parquet":
+        raise SpoilsError(out, "--out", "expected a file name ending in .parquet (a .csv and "
+                                        "the volume and issue tables are written next to it)")
+    for path in output_paths(out):
+        if path.is_dir():
+            raise SpoilsError(path, "--out", "is a folder; expected a file to write (or "
+                                             "replace)")
+    fileio.check_writable_dir(out.parent, field="--out")
+
+
+def write_feature_table(table: pd.DataFrame, volumes: pd.DataFrame, issues: pd.DataFrame,
+                        out: str | pathlib.Path) -> list[pathlib.Path]:
+    """Writes the files of :func:`output_paths` for ``out``. Returns the paths written.
+
+    Raises:
+        ValueError: if ``out`` does not end in ``.parquet``.
+    """
+    paths = output_paths(out)
     write_parquet_atomic(table, paths[0])
     write_csv_atomic(table, paths[1])
     write_parquet_atomic(volumes, paths[2])
@@ -317,15 +346,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``spoils features``: 0 = tables written, 2 = refused before writing anything (a bad
+    ``--out``, no ``labelme/`` or no LabelMe file in it, a bad ``patients.csv``)."""
     args = _parser().parse_args(argv)
-    if not str(args.out).endswith(".parquet"):
-        print(f"spoils features: --out must end in .parquet, got {args.out}", file=sys.stderr)
-        return 2
     try:
+        check_output(args.out)
         table, volumes, issues = build_feature_table(args.data, progress=not args.no_progress)
-    except FileNotFoundError as e:
+        if not layout.list_labelme_jsons(args.data):
+            raise SpoilsError(pathlib.Path(args.data) / layout.LABELME_DIR, None,
+                              "no LabelMe *.json file; expected the dataset's slices "
+                              "(written by spoils convert-spider or spoils synth)")
+    except (FileNotFoundError, ValueError) as e:      # SpoilsError is a ValueError
         print(f"spoils features: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     paths = write_feature_table(table, volumes, issues, args.out)
     n_nan = int(table["disc_height_mm"].isna().sum()) if not table.empty else 0
     print(f"spoils features: {len(table)} disc rows from {table['patient'].nunique() if len(table) else 0} "
