@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from spoils_tf import fileio
+from spoils_tf.metrics import confusion
 
 PROB_PREFIX = "prob/"
 
@@ -86,49 +87,24 @@ def _check_probs(y_true, probs) -> tuple[np.ndarray, np.ndarray]:
     return t.astype(np.int64), p
 
 
-# === Counting ===
+# === Counting (spoils_tf.metrics.confusion) ===
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
-    """``int64 [C, C]`` counts; row = true class, column = predicted class."""
+    """``int64 [C, C]`` counts; row = true class, column = predicted class.
+
+    Raises:
+      ValueError: ``y_true``/``y_pred`` not 1-D of equal length, not integer, or an index
+        outside ``0..num_classes-1``.
+    """
     t, p = _check_labels(y_true, y_pred, num_classes)
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(cm, (t, p), 1)
-    return cm
+    return confusion.confusion_matrix(t, p, num_classes)
 
 
-def _tp_fp_fn(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    cm = np.asarray(cm, np.float64)
-    tp = np.diag(cm)
-    fp = cm.sum(axis=0) - tp
-    fn = cm.sum(axis=1) - tp
-    return tp, fp, fn
-
-
-def jaccard_per_class(cm: np.ndarray) -> np.ndarray:
-    """``float [C]``: ``TP / (TP + FP + FN)`` per class, ``NaN`` for absent classes."""
-    tp, fp, fn = _tp_fp_fn(cm)
-    den = tp + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, tp / np.where(den > 0, den, 1), np.nan)
-
-
-def f1_per_class(cm: np.ndarray) -> np.ndarray:
-    """``float [C]``: ``2 TP / (2 TP + FP + FN)`` per class, ``NaN`` for absent classes."""
-    tp, fp, fn = _tp_fp_fn(cm)
-    den = 2 * tp + fp + fn
-    return np.where(den > 0, 2 * tp / np.where(den > 0, den, 1), np.nan)
-
-
-def recall_per_class(cm: np.ndarray) -> np.ndarray:
-    """``float [C]``: ``TP / (TP + FN)``, ``NaN`` for classes absent from ``y_true``."""
-    tp, _, fn = _tp_fp_fn(cm)
-    den = tp + fn
-    return np.where(den > 0, tp / np.where(den > 0, den, 1), np.nan)
-
-
-def _nanmean(x: np.ndarray) -> float:
-    x = np.asarray(x, np.float64)
-    x = x[~np.isnan(x)]
-    return float(x.mean()) if x.size else float("nan")
+# The paper's names for the shared per-class scores: Jaccard (its classification "IoU") and
+# F1 (= Dice). Each is ``float64 [C]``, NaN for absent classes; recall is NaN for a class
+# absent from ``y_true``.
+jaccard_per_class = confusion.iou_per_class
+f1_per_class = confusion.dice_per_class
+recall_per_class = confusion.recall_per_class
 
 
 # === Scalar metrics ===
@@ -142,17 +118,17 @@ def accuracy(y_true, y_pred) -> float:
 
 def macro_jaccard(y_true, y_pred, num_classes: int) -> float:
     """Mean of ``jaccard_per_class`` over present classes (the paper's classification "IoU")."""
-    return _nanmean(jaccard_per_class(confusion_matrix(y_true, y_pred, num_classes)))
+    return confusion.nanmean(jaccard_per_class(confusion_matrix(y_true, y_pred, num_classes)))
 
 
 def macro_f1(y_true, y_pred, num_classes: int) -> float:
     """Mean of ``f1_per_class`` over present classes."""
-    return _nanmean(f1_per_class(confusion_matrix(y_true, y_pred, num_classes)))
+    return confusion.nanmean(f1_per_class(confusion_matrix(y_true, y_pred, num_classes)))
 
 
 def balanced_accuracy(y_true, y_pred, num_classes: int) -> float:
     """Mean recall over the classes that occur in ``y_true`` (Brodersen et al., ICPR 2010)."""
-    return _nanmean(recall_per_class(confusion_matrix(y_true, y_pred, num_classes)))
+    return confusion.nanmean(recall_per_class(confusion_matrix(y_true, y_pred, num_classes)))
 
 
 def quadratic_weighted_kappa(y_true, y_pred, num_classes: int) -> float:
@@ -201,7 +177,7 @@ def auroc_per_class(y_true, probs) -> np.ndarray:
 
 def macro_auroc(y_true, probs) -> float:
     """Mean one-vs-rest AUROC over the classes present in ``y_true`` (others skipped)."""
-    return _nanmean(auroc_per_class(y_true, probs))
+    return confusion.nanmean(auroc_per_class(y_true, probs))
 
 
 def brier_score(y_true, probs) -> float:
@@ -249,8 +225,8 @@ def classification_report(y_true, probs, class_names: Sequence[str]) -> dict[str
         "n": float(t.size),
         "accuracy": accuracy(t, pred),
         "balanced_accuracy": balanced_accuracy(t, pred, c),
-        "iou_macro": _nanmean(jaccard_per_class(cm)),
-        "f1_macro": _nanmean(f1_per_class(cm)),
+        "iou_macro": confusion.nanmean(jaccard_per_class(cm)),
+        "f1_macro": confusion.nanmean(f1_per_class(cm)),
         "kappa_quadratic": quadratic_weighted_kappa(t, pred, c),
         "auroc_macro": macro_auroc(t, p),
         "brier": brier_score(t, p),

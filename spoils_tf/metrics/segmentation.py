@@ -4,7 +4,8 @@ Plain functions (:func:`confusion_matrix`, :func:`per_class_metrics`,
 :func:`segmentation_metrics`, :func:`level_accuracy`) plus a thin accumulator
 (:class:`SegmentationMetrics`) that sums a confusion matrix over batches.
 
-Definitions, per class c with TP/FP/FN/TN counted one-vs-rest over all pixels:
+Definitions (computed by :mod:`spoils_tf.metrics.confusion`), per class c with TP/FP/FN/TN
+counted one-vs-rest over all pixels:
 
 * accuracy_c  = (TP + TN) / N               (one-vs-rest pixel accuracy)
 * precision_c = TP / (TP + FP)
@@ -37,6 +38,7 @@ import numpy as np
 import scipy.ndimage
 
 from spoils_tf import labels
+from spoils_tf.metrics import confusion
 
 METRIC_NAMES: tuple[str, ...] = ("accuracy", "precision", "recall", "dice", "iou")
 
@@ -45,6 +47,9 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray,
                      num_classes: int = labels.NUM_SEG_CLASSES) -> np.ndarray:
     """Pixel confusion matrix ``int64 [num_classes, num_classes]``, rows = truth, cols = prediction.
 
+    :func:`spoils_tf.metrics.confusion.confusion_matrix` with the 14 segmentation classes as
+    the default.
+
     Args:
       y_true, y_pred: integer class-id masks of the same shape (any rank: ``[H, W]`` or
         ``[B, H, W]``).
@@ -52,16 +57,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray,
     Raises:
       ValueError: shapes differ, or an id is outside ``0..num_classes-1``.
     """
-    t = np.asarray(y_true).astype(np.int64).ravel()
-    p = np.asarray(y_pred).astype(np.int64).ravel()
-    if np.shape(y_true) != np.shape(y_pred):
-        raise ValueError(f"y_true shape {np.shape(y_true)} != y_pred shape {np.shape(y_pred)}")
-    for name, a in (("y_true", t), ("y_pred", p)):
-        if a.size and (a.min() < 0 or a.max() >= num_classes):
-            raise ValueError(f"{name} has class ids outside 0..{num_classes - 1}: "
-                             f"min {a.min()}, max {a.max()}")
-    return np.bincount(t * num_classes + p, minlength=num_classes ** 2).reshape(
-            num_classes, num_classes)
+    return confusion.confusion_matrix(y_true, y_pred, num_classes)
 
 
 def per_class_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
@@ -69,29 +65,18 @@ def per_class_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
 
     Returns:
       ``{"accuracy"|"precision"|"recall"|"dice"|"iou": float64 [C]}``, NaN for classes absent
-      from both truth and prediction (module docstring).
+      from both truth and prediction (module docstring); precision and recall of a class
+      present on one side only are 0.
     """
-    cm = np.asarray(cm, np.float64)
-    n = cm.sum()
-    tp = np.diag(cm)
-    fp = cm.sum(axis=0) - tp
-    fn = cm.sum(axis=1) - tp
-    tn = n - tp - fp - fn
-    present = (tp + fp + fn) > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = {
-                "accuracy": (tp + tn) / n if n else np.full_like(tp, np.nan),
-                "precision": np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0),
-                "recall": np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0),
-                "dice": 2 * tp / np.maximum(2 * tp + fp + fn, 1),
-                "iou": tp / np.maximum(tp + fp + fn, 1),
-        }
-    return {k: np.where(present, v, np.nan) for k, v in out.items()}
-
-
-def _nanmean(values: np.ndarray) -> float:
-    values = np.asarray(values, np.float64)
-    return float(np.mean(values[~np.isnan(values)])) if np.any(~np.isnan(values)) else float("nan")
+    is_present = confusion.present(cm)
+    out = {
+            "accuracy": confusion.accuracy_per_class(cm),
+            "precision": confusion.precision_per_class(cm, zero_division=0.0),
+            "recall": confusion.recall_per_class(cm, zero_division=0.0),
+            "dice": confusion.dice_per_class(cm),
+            "iou": confusion.iou_per_class(cm),
+    }
+    return {k: np.where(is_present, v, np.nan) for k, v in out.items()}
 
 
 def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str] = labels.SEG_NAMES,
@@ -116,8 +101,8 @@ def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str] = labels.SEG
     for metric, values in per_class_metrics(cm).items():
         for name, v in zip(class_names, values):
             result[f"{metric}/{name}"] = float(v)
-        result[f"{metric}/macro"] = _nanmean(values)
-        result[f"{metric}/fg_macro"] = _nanmean(values[fg])
+        result[f"{metric}/macro"] = confusion.nanmean(values)
+        result[f"{metric}/fg_macro"] = confusion.nanmean(values[fg])
     return result
 
 
