@@ -66,6 +66,7 @@ import pandas as pd
 from spoils_tf import fileio, labels
 from spoils_tf.data import layout
 from spoils_tf.errors import SpoilsError
+from spoils_tf.metrics import confusion
 
 PROVENANCE_JSON = "provenance.json"
 DISC_MATCHES_CSV = "disc_matches.csv"
@@ -505,8 +506,8 @@ def all_disc_scores(gt_oof: pd.DataFrame, pred_oof: pd.DataFrame, classes: Seque
     def scores(t: np.ndarray, q: np.ndarray) -> dict[str, float]:
         conf = cm.confusion_matrix(t, q, n_cls + 1)
         return {"accuracy": cm.accuracy(t, q),
-                "iou_macro": _nanmean(cm.jaccard_per_class(conf)[:n_cls]),
-                "f1_macro": _nanmean(cm.f1_per_class(conf)[:n_cls])}
+                "iou_macro": confusion.nanmean(cm.jaccard_per_class(conf)[:n_cls]),
+                "f1_macro": confusion.nanmean(cm.f1_per_class(conf)[:n_cls])}
 
     fold = merged["fold"].to_numpy()
     per_fold = {int(f): scores(y[fold == f], p[fold == f]) for f in sorted(set(fold))}
@@ -530,13 +531,6 @@ def all_disc_scores(gt_oof: pd.DataFrame, pred_oof: pd.DataFrame, classes: Seque
             "n_pred_not_in_gt": int((not_in_gt["_merge"] == "left_only").sum()),
             "correct_found": int((found & (p == y)).sum()),
             "per_fold": per_fold, "mean": mean, "sd": sd, "pooled": pooled}
-
-
-def _nanmean(x: np.ndarray) -> float:
-    """Mean over the finite entries (classes absent from both sides are NaN); NaN if none."""
-    x = np.asarray(x, np.float64)
-    x = x[np.isfinite(x)]
-    return float(x.mean()) if x.size else float("nan")
 
 
 def _pct(v: float) -> str:
