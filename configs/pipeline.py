@@ -13,22 +13,9 @@ Named runs (``--config=configs/pipeline.py:<name>``):
   dice/fg_macro>=0.5, level_accuracy>=0.7, grade/ensemble/accuracy>=0.4``: a gate the tuned
   model passes with margin and a broken run fails (an all-background segmentation scores pixel
   accuracy ~0.93 but Dice ~0; chance accuracy over 11 classes is 0.09, the majority class
-  0.20). Measured 2026-11-23 on the 2 shared cores (load 2-12 from other jobs), held-out
-  fold 0, 36 slices / 216 discs:
-
-  ==========================================  =========  ==========  =====
-  variant (24 x 6 slices, 128x128 input)      seg train  Dice fg-mac level
-  ==========================================  =========  ==========  =====
-  A: U-Net 16..128, 20 ep, batch 8, 3e-3, CE  973 s      0.234       0.005
-  B: U-Net 8..64, 40 ep, batch 8, 3e-3, CE    1118 s     0.124       0.000
-  C: A with CE + soft Dice (kept)             445 s      0.756       0.917
-  ==========================================  =========  ==========  =====
-
-  With plain cross-entropy the U-Net found vertebrae, sacrum and canal but no disc (the discs
-  are ~4 px high at 128 px and ~3 % of the pixels); the Dice term weights every class equally
-  (C: disc Dice 0.53-0.88, 5 of 216 discs missed). Classifiers (ground-truth masks, same
-  cohort, run B): geometry accuracy 0.704 / IoU 0.529 / F1 0.596, crop CNN 0.338 / 0.156 /
-  0.247, ensemble 0.718 / 0.538 / 0.603. Command:
+  0.20). The soft Dice term is there for the discs: about 4 px high at 128 px and ~3 % of
+  the pixels, they are what plain cross-entropy misses, and the Dice term weights every class
+  equally (BUILD.md, "Pipeline", compares the losses on this run). Command:
   ``python -m experiments.pipeline --config=configs/pipeline.py:demo --workdir=DIR``.
 * ``spider``: the converted SPIDER dataset (``spoils convert-spider --out runs/data/spider``),
   8 folds (the dataset's ``folds.json`` when it has one), ``seg_deeplabv3plus.py:cpu``,
