@@ -10,12 +10,9 @@ Named experiments (``--config=configs/seg_deeplabv3plus.py:<name>``):
 * ``cpu``: DeepLabV3+ (ASPP + decoder as in the paper) on the small ``mini`` residual encoder
   (16/32/64/128 channels, 0.65 M params), 256x256 input, the 5 middle slices per patient
   (the paper segments midsagittal slices), 8 epochs, batch 4, Adam 1e-3, cross-entropy +
-  soft Dice (``train.loss``; plain CE: ``--config.train.loss=ce``). Why not ResNet50:
-  benchmarks/bench_seg.py measured 0.06-0.08 training images/s for DeepLabV3+ R50 at
-  128-256 px on the 2 shared cores (load ~7), i.e. hours per fold. Estimate for this config
-  on SPIDER (32 patients -> 160 slices, ~140 training slices per fold): 4.4 images/s
-  measured at 256 px -> 140 * 8 / 4.4 = 255 s of training + ~30 s of tracing and evaluation
-  per fold, ~38 min for all 8 folds (measured: 24 min on 2 cores shared with lighter jobs).
+  soft Dice (``train.loss``; plain CE: ``--config.train.loss=ce``). A network small enough
+  to train all 8 SPIDER folds on two CPU cores; ResNet50 would take hours per fold there
+  (BUILD.md, "Segmentation", has the training speeds and the loss comparison).
 * ``spider_cpu``: the U-Net's CPU recipe for real scans (``configs/seg_unet.py:spider_cpu``:
   0.75 mm, random patches, augmentation, CE + soft Dice, warm-up + cosine over steps) with the
   ``cpu`` config's mini-encoder DeepLabV3+ on one channel, for the comparison in BUILD.md.
@@ -33,7 +30,8 @@ from configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The complete config of experiment ``arg`` (``"paper" | "cpu" | "smoke"``; default paper).
+    """The complete config of experiment ``arg`` (``"paper" | "cpu" | "spider_cpu" | "smoke"``;
+    default paper).
 
     Raises:
       ValueError: for any other name.
@@ -70,8 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.batch_size = 4
         c.train.epochs = 8
         c.train.learning_rate = 1e-3
-        # Measured on SPIDER (8 patient folds): fg-macro Dice 44.8 -> 56.3 %, level accuracy
-        # 52.5 -> 71.2 % with the soft-Dice term (BUILD.md, Segmentation).
+        # the soft-Dice term raises fg-macro Dice and level accuracy on SPIDER (BUILD.md)
         c.train.loss = "ce+dice"
     elif name == "smoke":
         c.data.labelme_dir = ""          # always the synthetic cohort

@@ -2,7 +2,7 @@
 
 Named experiments (``--config=configs/seg_unet.py:<name>``): ``paper`` (512x512, the
 original U-Net widths 64..1024, batch 8, Adam 1e-4, 50 epochs: our choices, U-Net is not in
-the paper), ``cpu`` (128x128, widths 16..128, 5 middle slices per patient, 8 epochs, CE + soft Dice; not timed) and
+the paper), ``cpu`` (128x128, widths 16..128, 5 middle slices per patient, 8 epochs, CE + soft Dice) and
 ``spider_cpu`` (the CPU recipe for real scans: every slice resampled to 0.75 mm, random
 288 x 224 patches with augmentation for other scanners, a 5-stage conv-BN-LeakyReLU U-Net (16..256 filters, 1.9 M parameters),
 CE + soft Dice, Adam 2e-3 with warm-up and cosine decay over ``train.steps``; trained by
@@ -17,13 +17,14 @@ import ml_collections
 
 from configs import base
 
-# The recipe's pixel size and step budget (BUILD.md gives the measured cost of each).
+# The spider_cpu recipe's pixel size (mm) and number of training steps.
 SPIDER_CPU_SPACING_MM = 0.75
 SPIDER_CPU_STEPS = 1200
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The complete config of experiment ``arg`` (``"paper" | "cpu" | "smoke"``; default paper).
+    """The complete config of experiment ``arg`` (``"paper" | "cpu" | "spider_cpu" |
+    "spider_cpu_smoke" | "smoke"``; default paper).
 
     Raises:
       ValueError: for any other name.
