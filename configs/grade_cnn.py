@@ -4,24 +4,22 @@ Named experiments (``--config=configs/grade_cnn.py:<name>``):
 
 * ``paper``: as the paper: MobileNetV2, 11-class target, 150 epochs, 8 patient-level folds.
 * ``cpu``:   the same model (MobileNetV2, 11 classes, 8 patient-level folds) on a schedule
-  that 2 shared CPU cores finish in ~35 min for all 8 folds of the 32 SPIDER patients: the 3
-  crops per (patient, level) nearest the mid-sagittal slice (574 of 3,694 crops), resized
-  to 32x64 px, 14 epochs, batch-norm momentum 0.9. Measured with 2 cores under a load of
-  ~10 (other jobs): ~15 s per epoch at 32x64 (~38 s at the stored 64x128), plus ~3 min
-  to trace the training step once (reused by later folds). A feasibility schedule, not the
-  paper's 150 epochs: read its numbers as a lower bound of what the model can do.
+  that two CPU cores finish for all 8 folds of the 32 SPIDER patients: the 3 crops per
+  (patient, level) nearest the mid-sagittal slice (574 of 3,694 crops), resized to 32x64 px,
+  14 epochs, batch-norm momentum 0.9, the training step traced once and reused by later
+  folds. A feasibility schedule, not the paper's 150 epochs: read its numbers as a lower
+  bound of what the model can do.
 * ``smoke``: seconds; a plain CNN on a toy crops dir written into the workdir, 3 folds,
   2 epochs. Checks the plumbing, not the science.
 
 Override any field with ``--config.x=y``, e.g. ``--config.data.crops_dir=runs/crops``,
 ``--config.model.backbone=vgg16``, ``--config.model.target=pfirrmann5``,
 ``--config.train.learning_rate=1e-4`` (needed for VGG16 from random init: it has no batch
-norm, and at the default 1e-3 it diverged on SPIDER, loss 27, one class predicted),
+norm and diverges at the default 1e-3),
 ``--config.split=slice`` (LEAKAGE MODE: slice-level random folds that ignore patients, for
 comparison with a slice-level CV only; every output is labelled as leaky).
 
-Self-contained (plain ``ml_collections.ConfigDict``): configs/base.py did not exist when this
-was written.
+Self-contained: a plain ``ml_collections.ConfigDict``, not built from configs/base.py.
 """
 
 from __future__ import annotations
@@ -82,7 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.verbose = 2
     # Folds run in one process reuse the first fold's compiled model (fresh weights drawn with
     # the fold's seed, optimizer state zeroed) so its training step is traced once, not per
-    # fold (MobileNetV2: 1-3 min per fold on 2 busy cores). False = a new model per fold.
+    # fold. False = a new model per fold.
     c.train.reuse_traced_model = True
     # "auto" (mixed_float16 on a GPU, else float32) | float32 | mixed_float16 | mixed_bfloat16
     c.train.precision = "auto"

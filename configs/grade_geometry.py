@@ -8,9 +8,9 @@ Named experiments (``--config=configs/grade_geometry.py:<name>``):
   runs every model both ways.
 * ``cpu``:   the same models and folds; ``split=leakage`` runs only gradient boosting with
   slice-level folds.
-* ``smoke``: about 25 s on 2 idle cores; a synthetic 12-patient table written into the
-  workdir, 3 folds, 10-tree ensembles, 50 resamples, ``split=leakage`` (gradient boosting on
-  slice-level folds). Checks the plumbing, not the science.
+* ``smoke``: seconds; a synthetic 12-patient table written into the workdir, 3 folds,
+  10-tree ensembles, 50 resamples, ``split=leakage`` (gradient boosting on slice-level
+  folds). Checks the plumbing, not the science.
 
 Override any field with ``--config.x=y``, e.g.
 ``--config.data.features_path=/data/spider/features.parquet``, ``--config.split=leakage``,
