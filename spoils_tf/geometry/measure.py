@@ -22,17 +22,13 @@ Definitions (shared with ``spoils_tf.data.synthetic``; ``t`` in [0, 1] is the po
 - ``disc_width_mm`` = average anteroposterior width = disc area / ``disc_height_mm``: the
   length along ``u`` of the rectangle with the disc's area and its mean height (for the
   trapezoid of a wedged disc, exactly its width along the mid-line, whatever the wedge).
-  It replaces "mean chord along u over the central 80 % of the extent along v", which is
-  ill-conditioned on thin, strongly wedged discs: there the superior/inferior edges run
-  almost parallel to u, so the chord at a given height moves by (1 / edge slope) mm per mm
-  of edge error (up to 1.4 mm on the synthetic cohort). Area (a pixel count) and mean height
-  (an average over 80 % of the columns) are both averages over many pixels, so
-  ``d width / width = d area / area - d height / height`` stays small (within 1 pixel or 2 %
-  on the synthetic cohort, rotated discs included). Its one weakness: the relative error of
-  the area itself, which for a very thin disc (height < ~8 px) is the mask's rasterisation
-  noise (a few %) and is passed on unchanged (seen: a 4.6 mm disc at 0.6 mm/px whose mask has
-  3 % fewer pixels than its polygon's area; width 1.05 mm = 1.75 px short). Our own
-  definition.
+  A chord along u at a fixed height would be ill-conditioned on thin, strongly wedged discs:
+  there the superior/inferior edges run almost parallel to u, so the chord moves by
+  (1 / edge slope) mm per mm of edge error. Area (a pixel count) and mean height (an average
+  over 80 % of the columns) are both averages over many pixels, so
+  ``d width / width = d area / area - d height / height`` stays small. The relative error of
+  the area itself is passed on unchanged: for a very thin disc (height < ~8 px) that is the
+  mask's rasterisation noise, a few %. Our own definition.
   ``disc_midpoint_width_mm`` = the chord along ``u`` through the disc centroid.
 - ``disc_area_mm2`` = pixel count x row spacing x col spacing (the disc volume across slices
   is computed in ``spoils_tf.geometry.features``).
@@ -70,23 +66,20 @@ several blobs yields NaN for the measurements that depend on it and a short code
 ``reason`` (codes joined by ``;``); nothing raises except a missing pixel spacing or a
 malformed mask.
 
-Speed (``benchmarks/bench_geometry.py``; numbers, machine and load in BUILD.md and
-``benchmarks/results/bench_geometry.json``; ``--reference`` times another version of this
-module interleaved, for comparisons on a shared machine): a slice's numpy work is batched
-across its structures rather than run once per structure. The grids of all discs (then of all
-vertebral bodies) are resampled into one stacked array (``_resample_stack``), and their edge
-crossings, median-filtered ends, edge fits and canal runs each come from a few whole-slice
-numpy calls (``_extents``, ``_canal_runs``); the column crossings transpose only the 0/1 inside
-masks and read the values from the stack (``_crossings_strided``); grid extents come from the
-rows' end pixels (``Structure.row_ends``). Every class's bounding box comes from one bit-set
-pass (``_class_boxes``), and each class is labelled once on its own crop (``_main_component``).
-The vertebral margins for the bulge (``_band_max_a``) and the signal-intensity columns
-(``_signals``) are computed for all discs at once. What remains is mostly data-bound
-(resampling, crossings, per-pixel projections) rather than per-call overhead. Results are
-bit-identical to resampling each structure alone (grid values are multiples of 1/1024 from
-OpenCV's fixed-point bilinear weights, so their sums do not depend on summation order, nor on
-whether a zero neighbour lies inside or outside the ROI); the edge fits' least-squares sums are
-accumulated in another order, which moves the fitted ends by < 1e-12 mm.
+Implementation (timings: ``benchmarks/bench_geometry.py`` and BUILD.md, "Geometry"): a slice's
+numpy work is batched across its structures rather than run once per structure. The grids of
+all discs (then of all vertebral bodies) are resampled into one stacked array
+(``_resample_stack``), and their edge crossings, median-filtered ends, edge fits and canal runs
+each come from a few whole-slice numpy calls (``_extents``, ``_canal_runs``); the column
+crossings transpose only the 0/1 inside masks and read the values from the stack
+(``_crossings_strided``); grid extents come from the rows' end pixels (``Structure.row_ends``).
+Every class's bounding box comes from one bit-set pass (``_class_boxes``), and each class is
+labelled once on its own crop (``_main_component``). The vertebral margins for the bulge
+(``_band_max_a``) and the signal-intensity columns (``_signals``) are computed for all discs at
+once. Results are bit-identical to resampling each structure alone (grid values are multiples
+of 1/1024 from OpenCV's fixed-point bilinear weights, so their sums do not depend on summation
+order, nor on whether a zero neighbour lies inside or outside the ROI); the edge fits'
+least-squares sums are accumulated in another order, which moves the fitted ends by < 1e-12 mm.
 """
 
 from __future__ import annotations
@@ -109,9 +102,8 @@ FRAGMENT_FRACTION = 0.05
 # Fewer pixels than this: no frame can be fitted (reason "<part>_too_small").
 MIN_STRUCTURE_PIXELS = 12
 # Resampling step, as a fraction of the smaller pixel spacing: discs (and the canal) 1/3;
-# vertebral bodies, 3-4 times larger, one pixel. On 60 synthetic slices (360 rows) the
-# vertebral heights/widths at a 1-pixel step are as close to the truth as at 1/2 pixel
-# (worst 0.49 vs 0.46 px height, 0.89 vs 0.89 px width), and the warp costs a quarter.
+# vertebral bodies, 3-4 times larger, one pixel (within a pixel of the truth, as at 1/2 pixel,
+# for a quarter of the warp; BUILD.md, "Geometry").
 SAMPLE_STEP_FRACTION = 1.0 / 3.0
 VERTEBRA_STEP_FRACTION = 1.0
 BULGE_BAND_MM = 5.0
