@@ -439,11 +439,11 @@ def train_fold(config, x_train: np.ndarray, y_train: np.ndarray, seed: int, mode
         seed: seeds Python, numpy and TensorFlow for this fold.
         model: ``None`` (build and compile a new model) or the compiled model returned by
             an earlier call with the same config and input shape. Its traced training step
-            is reused (tracing MobileNetV2's step costs 1-3 min of 2 busy CPU cores, i.e.
-            3-5 epochs of the cpu schedule, per fold); its variables (weights, batch-norm
-            statistics, dropout random state) are overwritten with those of a new model
-            built after seeding with ``seed`` and its optimizer state is zeroed, so it
-            trains as a new model would and nothing carries over from the earlier fold.
+            is reused (tracing costs minutes on a CPU; BUILD.md, "Grading"); its variables
+            (weights, batch-norm statistics, dropout random state) are overwritten with those
+            of a new model built after seeding with ``seed`` and its optimizer state is
+            zeroed, so it trains as a new model would and nothing carries over from the
+            earlier fold.
 
     Returns:
         ``(model, history dict of per-epoch lists, class_weight dict or None)``.

@@ -90,8 +90,8 @@ LEAKY_BANNER = ("LEAKY SPLIT (split=slice): folds were drawn per slice ignoring 
 PAPER_NUMBERS: dict[str, dict[str, dict[str, float]]] = {
     "grade_class": {"gradient_boosting": {"accuracy": 91.65, "iou_macro": 84.59}},
 }
-# Anchors to beat named in issue 5 (same dataset family, SPIDER), as fractions. "relation"
-# says how the number was given.
+# Published results on the same dataset family (SPIDER) to compare with, as fractions.
+# "relation" says how the number was given.
 ANCHORS: dict[str, tuple[dict[str, Any], ...]] = {
     "pfirrmann": (
         {"source": "SPIDER radiomics + LightGBM/TabPFN", "metric": "auroc_macro",
@@ -561,8 +561,8 @@ def _paper_cell(v: float) -> str:
 
 
 def comparison_markdown(frame: pd.DataFrame, target: str, title: str = "") -> str:
-    """The paper's comparison table for one target (markdown), with the issue's anchors below
-    for ``pfirrmann`` / ``binary``."""
+    """The paper's comparison table for one target (markdown), with the published anchors
+    (:data:`ANCHORS`) below for ``pfirrmann`` / ``binary``."""
     classes = cmodels.TARGETS.get(target, ())
     lines = []
     if len(frame) and bool(frame["leaky"].iloc[0]):

@@ -1,8 +1,8 @@
 """Held-out predicted masks as a spoils dataset, and grading scored against ground truth.
 
-Issue #5 asks for the grading tables twice: with features measured on the ground-truth masks
-and with features measured on the segmentation model's masks. This module makes the second
-input and scores it fairly.
+Grading is reported twice: with features measured on the ground-truth masks and with
+features measured on the segmentation model's masks. This module makes the second input and
+scores it fairly.
 
 **predict** (``python -m spoils_tf.train.predicted_masks --data DIR --seg-workdir RUN --out
 OUT``): for every fold ``k`` of ``DIR/folds.json``, the model ``RUN/fold_<k>/model.keras``
