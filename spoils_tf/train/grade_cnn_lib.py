@@ -383,8 +383,8 @@ def set_batchnorm_momentum(model, momentum: float) -> int:
     Why: ``keras.applications.MobileNetV2`` builds its batch norms with momentum 0.999, so
     the moving mean/variance used at inference move by 0.1 % per step; after the few hundred
     steps of a short CPU schedule they are still mostly their initial values (0 and 1) and a
-    randomly initialised network predicts one class for every crop at test time (seen on
-    SPIDER: accuracy 0, AUROC exactly 0.5 after 2 epochs). 0.9 lets them follow the batch
+    randomly initialised network predicts one class for every crop at test time (BUILD.md,
+    "Grading"). 0.9 lets them follow the batch
     statistics within ~10 steps. Training itself is unchanged (it uses batch statistics).
     Call before ``compile``/``fit``; the saved model keeps its learnt moving statistics.
 
