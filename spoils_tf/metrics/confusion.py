@@ -17,9 +17,10 @@ Precision and recall have their own zero denominators (never predicted; never tr
 give ``zero_division`` there, NaN unless the caller asks for another value (scikit-learn's
 argument of the same name).
 
-The matrix is counted with ``np.bincount`` rather than ``sklearn.metrics.confusion_matrix``
-because segmentation counts every pixel of every slice (millions per fold), where bincount
-is several times faster; ``tests/test_confusion_metrics.py`` pins it to scikit-learn's.
+The matrix is counted with one ``np.bincount`` rather than ``sklearn.metrics.confusion_matrix``
+because segmentation counts every pixel of every slice (millions per fold), where a single
+pass without scikit-learn's label checks and sparse matrix is faster (BUILD.md,
+"Segmentation"); ``tests/test_confusion_metrics.py`` pins it to scikit-learn's.
 """
 
 from __future__ import annotations
