@@ -1,8 +1,8 @@
 """Does the orientation check undo flipped slices? Held-out slices, each given in the four
 orientations of ``spoils_tf.levels.ORIENTATIONS``.
 
-    .venv/bin/python tools/orientation_check.py --workdir runs/seg_unet_spider_cpu --fold 0 \
-        --data runs/data/spider --tfds runs/tfds --out runs/seg_unet_spider_cpu/orientation_fold0.json
+    .venv/bin/python tools/orientation_check.py --workdir runs/seg_dlv3_spider_cpu_cv1200 --fold 0 1 2 3 4 5 6 7 \
+        --data runs/data/spider --tfds runs/tfds --out runs/seg_dlv3_spider_cpu_cv1200/orientation.json
 
 The fold model (``fold_<k>/model.keras``, which never saw these patients) segments the middle
 ``--slices`` slices of each held-out patient after ``levels.orient(slice, t)`` for every
@@ -25,7 +25,8 @@ import numpy as np
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", required=True, type=pathlib.Path)
-    ap.add_argument("--fold", type=int, required=True)
+    ap.add_argument("--fold", type=int, nargs="+", required=True,
+                    help="one or more folds; each fold's model on its own held-out patients")
     ap.add_argument("--data", required=True, type=pathlib.Path)
     ap.add_argument("--tfds", required=True, type=pathlib.Path)
     ap.add_argument("--slices", type=int, default=5, help="middle slices per patient")
@@ -38,40 +39,49 @@ def main(argv: list[str]) -> int:
     from spoils_tf.train import seg_spacing_lib
 
     config = json.loads((args.workdir / "config.json").read_text())
-    segmenter = inference.SpacingSegmenter(args.workdir / f"fold_{args.fold}" / "model.keras",
-                                           float(config["data"]["target_spacing_mm"]))
-    _, test = folds_lib.load_folds(args.data / "folds.json").split(args.fold)
     examples, _ = tfds_builder.load_dataset(args.data, args.tfds, "spider")
-    rows = {}
+    by_patient = {}
     for ex in examples.as_numpy_iterator():
-        p = ex["patient"].decode()
-        if p in test:
-            rows.setdefault(p, []).append((int(ex["slice"]), ex["key"].decode(), ex))
-    keep = seg_spacing_lib.middle_keys({p: [(i, k) for i, k, _ in v] for p, v in rows.items()},
-                                       args.slices)
-    cases = [ex for v in rows.values() for _, k, ex in v if k in keep]
-    counts = {t: {"right": 0, "refused": 0, "wrong": 0} for t in levels.ORIENTATIONS}
-    wrong = []
-    for ex in tqdm(cases, desc="orientation", unit="slice"):
-        grey = ex["image"][..., 0]
-        spacing = tuple(float(v) for v in ex["pixel_spacing_mm"])
-        for t in levels.ORIENTATIONS:
-            try:
-                seg = segmenter(np.ascontiguousarray(levels.orient(grey, t)), spacing)
-            except inference.OrientationError:
-                counts[t]["refused"] += 1
-                continue
-            if seg.orientation == t:
-                counts[t]["right"] += 1
-            else:
-                counts[t]["wrong"] += 1
-                wrong.append({"key": ex["key"].decode(), "given": t, "undone": seg.orientation})
-    result = {"fold": args.fold, "slices": len(cases), "counts": counts, "wrong": wrong}
+        by_patient.setdefault(ex["patient"].decode(), []).append(
+                (int(ex["slice"]), ex["key"].decode(), ex))
+    folds = folds_lib.load_folds(args.data / "folds.json")
+    total = {t: {"right": 0, "refused": 0, "wrong": 0} for t in levels.ORIENTATIONS}
+    result = {"folds": {}, "slices": 0, "counts": total, "wrong": []}
+    for fold in args.fold:
+        segmenter = inference.SpacingSegmenter(args.workdir / f"fold_{fold}" / "model.keras",
+                                               float(config["data"]["target_spacing_mm"]))
+        _, test = folds.split(fold)
+        rows = {p: v for p, v in by_patient.items() if p in test}
+        keep = seg_spacing_lib.middle_keys({p: [(i, k) for i, k, _ in v] for p, v in rows.items()},
+                                           args.slices)
+        cases = [ex for v in rows.values() for _, k, ex in v if k in keep]
+        counts = {t: {"right": 0, "refused": 0, "wrong": 0} for t in levels.ORIENTATIONS}
+        for ex in tqdm(cases, desc=f"orientation fold {fold}", unit="slice"):
+            grey = ex["image"][..., 0]
+            spacing = tuple(float(v) for v in ex["pixel_spacing_mm"])
+            for t in levels.ORIENTATIONS:
+                try:
+                    seg = segmenter(np.ascontiguousarray(levels.orient(grey, t)), spacing)
+                except inference.OrientationError:
+                    outcome = "refused"
+                else:
+                    outcome = "right" if seg.orientation == t else "wrong"
+                    if outcome == "wrong":
+                        result["wrong"].append({"fold": fold, "key": ex["key"].decode(),
+                                                "given": t, "undone": seg.orientation})
+                counts[t][outcome] += 1
+                total[t][outcome] += 1
+        result["folds"][fold] = {"slices": len(cases), "counts": counts}
+        result["slices"] += len(cases)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    for t, c in counts.items():
+    for fold, r in result["folds"].items():
+        print(f"fold {fold}: " + "; ".join(f"{t} {c['right']}/{c['refused']}/{c['wrong']}"
+                                           for t, c in r["counts"].items())
+              + f" (right/refused/wrong of {r['slices']})")
+    for t, c in total.items():
         print(f"given {t:8s}: right {c['right']}, refused {c['refused']}, wrong {c['wrong']} "
-              f"(of {len(cases)})")
+              f"(of {result['slices']})")
     print(f"wrote {args.out}")
     return 0
 
