@@ -165,15 +165,6 @@ def test_a_read_only_folder_is_refused(tmp_path):
 
 # === spoils predict ===
 @pytest.fixture(scope="module")
-def case():
-    """(image uint8 [256, 256], mask int32 [256, 256]) of one synthetic patient."""
-    from spoils_tf.data import synthetic
-    image, mask, _, _ = synthetic.generate_slice(synthetic.sample_patient(0, 0), 0, 2, 5,
-                                                 size=256)
-    return image, mask
-
-
-@pytest.fixture(scope="module")
 def inputs(case, tmp_path_factory):
     """(slice PNG, mask PNG) of ``case``."""
     folder = tmp_path_factory.mktemp("inputs")

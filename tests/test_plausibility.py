@@ -59,15 +59,6 @@ def test_every_range_is_a_measured_column_with_its_report_unit():
 
 # === spoils predict ===
 @pytest.fixture(scope="module")
-def case():
-    """(image uint8 [256, 256], mask int32 [256, 256]) of one synthetic patient."""
-    from spoils_tf.data import synthetic
-    image, mask, _, _ = synthetic.generate_slice(synthetic.sample_patient(0, 0), 0, 2, 5,
-                                                 size=256)
-    return image, mask
-
-
-@pytest.fixture(scope="module")
 def predictor():
     """The shipped bundle; its geometry classifier grades (the tests supply the mask)."""
     from spoils_tf import weights

@@ -37,19 +37,6 @@ SPACING = (1.2, 1.2)              # mm, of the 256x256 synthetic slice (307.2 mm
 
 
 # === Fixtures ===
-def _synthetic_slice(size: int = 256):
-    from spoils_tf.data import synthetic
-    anat = synthetic.sample_patient(0, 0)
-    image, mask, _, _ = synthetic.generate_slice(anat, 0, 2, 5, size=size)
-    return image, mask
-
-
-@pytest.fixture(scope="module")
-def case():
-    """(image uint8 [256, 256], mask int32 [256, 256]) of one synthetic patient."""
-    return _synthetic_slice()
-
-
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
     import keras
