@@ -16,6 +16,12 @@ import pytest
 
 from spoils_tf import labels
 from spoils_tf.geometry import measure, phantom
+from spoils_tf.geometry.extents import (SAMPLE_STEP_FRACTION, crossings, crossings_strided,
+                                        measure_extents, segment_median_ends)
+from spoils_tf.geometry.frame import Frame, sample_in_frame
+from spoils_tf.geometry.reductions import median, median_grey, segment_counts
+from spoils_tf.geometry.signal import gmm_peak_gap
+from spoils_tf.geometry.structures import band_max_a, class_boxes, extract, pca_frame
 
 LENGTH_KEYS = ("disc_height_mm", "disc_central_height_mm", "disc_anterior_height_mm",
                "disc_posterior_height_mm", "disc_width_mm", "disc_midpoint_width_mm",
@@ -148,9 +154,9 @@ def test_signal_intensity_hand_numbers():
 def test_gmm_peak_gap_two_clusters():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(100, 5, 400), rng.normal(180, 8, 300)])
-    assert measure.gmm_peak_gap(x) == pytest.approx(80.0, abs=3.0)
-    assert measure.gmm_peak_gap(np.full(50, 7.0)) == 0.0
-    assert math.isnan(measure.gmm_peak_gap(np.array([1.0])))
+    assert gmm_peak_gap(x) == pytest.approx(80.0, abs=3.0)
+    assert gmm_peak_gap(np.full(50, 7.0)) == 0.0
+    assert math.isnan(gmm_peak_gap(np.array([1.0])))
 
 
 def test_bulge_sign():
@@ -299,18 +305,18 @@ def test_segment_median_ends_hand_numbers():
     # longer than the window) is read raw. Ends are kept (edge padding: median(x0, x0, x1) = x0).
     first = np.array([5.0, 1.0, 5.0, 5.0, 3.0, 2.0])
     last = np.array([9.0, 9.0, 20.0, 9.0, 7.0, 8.0])
-    lo, hi = measure._segment_median_ends(first, last, np.array([0, 4, 6]), win=3)
+    lo, hi = segment_median_ends(first, last, np.array([0, 4, 6]), win=3)
     assert lo.tolist() == [5.0, 2.0]
     assert hi.tolist() == [9.0, 8.0]
     # An empty segment gives NaN; a profile alone gives what it gives among others.
-    lo, hi = measure._segment_median_ends(first, last, np.array([0, 4, 4, 6]), win=3)
+    lo, hi = segment_median_ends(first, last, np.array([0, 4, 4, 6]), win=3)
     assert math.isnan(lo[1]) and math.isnan(hi[1]) and lo[2] == 2.0
-    lo, hi = measure._segment_median_ends(first[:4], last[:4], np.array([0, 4]), win=3)
+    lo, hi = segment_median_ends(first[:4], last[:4], np.array([0, 4]), win=3)
     assert (lo.tolist(), hi.tolist()) == ([5.0], [9.0])
     # A longer window (anisotropic pixels, win 5 -> median of 5): the dip survives only if
     # it is the median of its window, which [5, 1, 5, 5, 5] it is not.
     f5 = np.array([5.0, 5.0, 1.0, 5.0, 5.0, 5.0])
-    lo, _ = measure._segment_median_ends(f5, f5 + 1, np.array([0, 6]), win=5)
+    lo, _ = segment_median_ends(f5, f5 + 1, np.array([0, 6]), win=5)
     assert lo.tolist() == [5.0]
 
 
@@ -322,14 +328,14 @@ def test_stacked_grids_equal_single_structure_sampling():
         (-(xx - 70) * 0.28 + (yy - 50) * 0.96) / 6.0) ** 2 < 1
     body = ((xx - 80) / 35.0) ** 2 + ((yy - 90) / 14.0) ** 2 < 1
     spacing = (0.5, 0.5)
-    structs = [measure._extract(m, name, False) for m, name in ((disc, "a"), (body, "b"))]
-    frames = [measure._pca_frame(s, spacing) for s in structs]
-    step = measure.SAMPLE_STEP_FRACTION * 0.5
-    extents = measure._extents(structs, frames, spacing, step, fit_edges=True)
+    structs = [extract(m, name, False) for m, name in ((disc, "a"), (body, "b"))]
+    frames = [pca_frame(s, spacing) for s in structs]
+    step = SAMPLE_STEP_FRACTION * 0.5
+    extents = measure_extents(structs, frames, spacing, step, fit_edges=True)
     for s, fr, ext in zip(structs, frames, extents):
         a, b = s.project(fr, spacing)
         pad = 1.5 * 0.5
-        alone, a0, b1 = measure.sample_in_frame(s.roi, fr, spacing, (a.min() - pad, a.max() + pad),
+        alone, a0, b1 = sample_in_frame(s.roi, fr, spacing, (a.min() - pad, a.max() + pad),
                                                 (b.min() - pad, b.max() + pad), step, s.offset)
         assert (a0, b1) == (ext.grid.a0, ext.grid.b1)
         np.testing.assert_array_equal(ext.grid.values, alone)
@@ -343,20 +349,20 @@ def test_median_matches_numpy():
     for n in (1, 2, 5, 6, 41):
         for dtype in (np.float32, np.float64, np.uint8):
             x = (rng.random(n) * 250).astype(dtype)
-            assert measure._median(x) == float(np.median(x))
-    assert measure._median(np.array([1.0, 2.0, 4.0, 10.0])) == 3.0
-    assert math.isnan(measure._median(np.array([1.0, np.nan, 3.0])))
+            assert median(x) == float(np.median(x))
+    assert median(np.array([1.0, 2.0, 4.0, 10.0])) == 3.0
+    assert math.isnan(median(np.array([1.0, np.nan, 3.0])))
 
 
 def test_median_grey_by_counting_matches_numpy():
-    assert measure._median_grey(np.array([3, 1, 2, 10], np.uint8)) == 2.5
-    assert measure._median_grey(np.array([7], np.uint8)) == 7.0
-    assert measure._median_grey(np.array([0, 255], np.uint8)) == 127.5
+    assert median_grey(np.array([3, 1, 2, 10], np.uint8)) == 2.5
+    assert median_grey(np.array([7], np.uint8)) == 7.0
+    assert median_grey(np.array([0, 255], np.uint8)) == 127.5
     rng = np.random.default_rng(5)
     for n in (1, 2, 3, 4, 7, 10, 999, 1000):
         for dtype in (np.uint8, np.uint16, np.float64):
             x = (rng.random(n) * 250).astype(dtype)
-            assert measure._median_grey(x) == float(np.median(x.astype(np.float32))), (n, dtype)
+            assert median_grey(x) == float(np.median(x.astype(np.float32))), (n, dtype)
 
 
 def test_class_boxes_hand_numbers():
@@ -364,11 +370,11 @@ def test_class_boxes_hand_numbers():
     m8 = np.zeros((5, 5), np.uint8)
     m8[1:3, 1:4] = 1
     m8[4, 0] = 2
-    boxes = measure._class_boxes(m8, 4)
+    boxes = class_boxes(m8, 4)
     assert boxes.tolist() == [[0, 5, 0, 5], [1, 3, 1, 4], [4, 5, 0, 1], [0, 0, 0, 0]]
-    assert measure._class_boxes(np.zeros((0, 0), np.uint8), 4).tolist() == [[0, 0, 0, 0]] * 4
+    assert class_boxes(np.zeros((0, 0), np.uint8), 4).tolist() == [[0, 0, 0, 0]] * 4
     with pytest.raises(ValueError, match="64 ids"):
-        measure._class_boxes(m8, 65)
+        class_boxes(m8, 65)
 
 
 def test_main_component_several_blobs_hand_numbers():
@@ -380,7 +386,7 @@ def test_main_component_several_blobs_hand_numbers():
     mask[8:11, 9:12] = True
     mask[0, 13] = True
     for keep_largest, problem in ((True, ""), (False, "fragmented")):
-        s = measure._extract(mask, "x", keep_largest)
+        s = extract(mask, "x", keep_largest)
         assert (s.n_pixels, s.specks, s.problem) == (20, 1, problem)
         rr, cc = np.nonzero(mask[:7])            # the kept block, row-major
         rr, cc = rr[cc < 9], cc[cc < 9]
@@ -390,15 +396,15 @@ def test_main_component_several_blobs_hand_numbers():
     # One component: the ROI is the class crop, no specks; at the border -> touches_border.
     single = np.zeros((6, 6), bool)
     single[0:3, 1:5] = True
-    s = measure._extract(single, "y", False)
+    s = extract(single, "y", False)
     assert (s.n_pixels, s.specks, s.problem, s.offset, s.roi.shape) == (
         12, 0, "touches_border", (0, 0), (4, 6))
-    assert measure._extract(np.zeros((4, 4), bool), "z", False).problem == "missing"
+    assert extract(np.zeros((4, 4), bool), "z", False).problem == "missing"
 
 
 def test_crossings_strided_equals_crossings_of_transposed_grids():
     # Two grids stacked as _resample_stack does (3 x 4 and 2 x 3, padded to 4 columns): the
-    # column crossings read with strides must equal _crossings of the transposed grids.
+    # column crossings read with strides must equal crossings of the transposed grids.
     rng = np.random.default_rng(0)
     g1 = (rng.integers(0, 1025, (3, 4)) / 1024).astype(np.float32)
     g2 = (rng.integers(0, 1025, (2, 3)) / 1024).astype(np.float32)
@@ -407,11 +413,11 @@ def test_crossings_strided_equals_crossings_of_transposed_grids():
     vals[:3, :4], vals[3:5, :3] = g1, g2
     vals_t = np.zeros((7, 3), np.float32)
     vals_t[:4, :3], vals_t[4:7, :2] = g1.T, g2.T
-    want = measure._crossings(vals_t)
+    want = crossings(vals_t)
     inside_t = np.ascontiguousarray(vals_t >= 0.5)
     inside_t[4:7, 2] = False
     base = np.array([0, 1, 2, 3, 12, 13, 14])         # row r: vals[offset + j, column]
-    got = measure._crossings_strided(vals.ravel(), inside_t, base, 4,
+    got = crossings_strided(vals.ravel(), inside_t, base, 4,
                                      np.array([3, 3, 3, 3, 2, 2, 2]))
     for w, g in zip(want, got):
         np.testing.assert_array_equal(w, g)
@@ -420,9 +426,9 @@ def test_crossings_strided_equals_crossings_of_transposed_grids():
 
 def test_segment_counts_and_row_ends_hand_numbers():
     mask = np.array([True, False, True, True, False, True])
-    counts = measure._segment_counts(mask, np.array([0, 2, 2, 5, 6]))
+    counts = segment_counts(mask, np.array([0, 2, 2, 5, 6]))
     assert counts.tolist() == [1, 0, 2, 1]
-    s = measure._extract(np.array([[0, 1, 1, 1], [0, 0, 1, 0], [1, 1, 0, 0]], bool), "r", True)
+    s = extract(np.array([[0, 1, 1, 1], [0, 0, 1, 0], [1, 1, 0, 0]], bool), "r", True)
     # Pixels (row-major): (0,1) (0,2) (0,3) (1,2) (2,0) (2,1): rows start at 0, 3, 4.
     assert sorted(s.row_ends().tolist()) == [0, 2, 3, 3, 4, 5]
 
@@ -433,9 +439,9 @@ def test_band_max_a_hand_numbers():
     # b in [-10, -9]: no pixel -> None.
     mask = np.zeros((6, 7), bool)
     mask[1:4, 2:5] = True
-    s = measure._extract(mask, "b", True)
-    fr = measure.Frame.from_u(np.zeros(2), np.array([1.0, 0.0]))
-    got = measure._band_max_a([(s, fr, -2.0, -1.0), (s, fr, -10.0, -9.0),
+    s = extract(mask, "b", True)
+    fr = Frame.from_u(np.zeros(2), np.array([1.0, 0.0]))
+    got = band_max_a([(s, fr, -2.0, -1.0), (s, fr, -10.0, -9.0),
                                (s, fr, -3.0, -3.0)], (1.0, 1.0))
     assert got == [4.0, None, 4.0]
-    assert measure._band_max_a([], (1.0, 1.0)) == []
+    assert band_max_a([], (1.0, 1.0)) == []

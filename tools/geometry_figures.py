@@ -29,6 +29,8 @@ import pandas as pd
 from spoils_tf import viz
 from spoils_tf.data import layout
 from spoils_tf.geometry import features, measure
+from spoils_tf.geometry.extents import Extent
+from spoils_tf.geometry.frame import Frame
 
 
 def plot_vs_pfirrmann(table: pd.DataFrame, out_dir: pathlib.Path) -> dict:
@@ -75,12 +77,12 @@ def plot_vs_pfirrmann(table: pd.DataFrame, out_dir: pathlib.Path) -> dict:
     return result
 
 
-def _pt(fr: measure.Frame, a: float, b: float, spacing, scale: float) -> tuple[int, int]:
+def _pt(fr: Frame, a: float, b: float, spacing, scale: float) -> tuple[int, int]:
     r, c = fr.to_pixel(a, b, spacing)
     return int(round(c * scale)), int(round(r * scale))
 
 
-def _column_span(ext: measure.Extent, a: float) -> tuple[float, float]:
+def _column_span(ext: Extent, a: float) -> tuple[float, float]:
     """(b_bottom, b_top) of the inside run at position a (mm)."""
     g = ext.grid
     i = min(max(int(round((a - g.a0) / g.step)), 0), g.values.shape[1] - 1)
@@ -88,7 +90,7 @@ def _column_span(ext: measure.Extent, a: float) -> tuple[float, float]:
     return g.b1 - (rows[-1] + 0.5) * g.step, g.b1 - (rows[0] - 0.5) * g.step
 
 
-def _row_span(ext: measure.Extent, b: float) -> tuple[float, float]:
+def _row_span(ext: Extent, b: float) -> tuple[float, float]:
     g = ext.grid
     j = min(max(int(round((g.b1 - b) / g.step)), 0), g.values.shape[0] - 1)
     cols = np.flatnonzero(g.values[j] >= 0.5)

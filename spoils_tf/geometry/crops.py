@@ -34,6 +34,7 @@ import pandas as pd
 from spoils_tf import fileio
 from spoils_tf.data import layout
 from spoils_tf.geometry import features, measure
+from spoils_tf.geometry.frame import sample_in_frame
 
 DEFAULT_SIZE: tuple[int, int] = (64, 128)  # (height, width) pixels
 DEFAULT_MARGIN_FRAC: float = 0.15
@@ -124,7 +125,7 @@ def crop_disc(images: Sequence[np.ndarray], geometry: measure.DiscGeometry,
     b_range = (b1 - (out_h - 1) * scale, b1)
 
     def warp(img: np.ndarray) -> np.ndarray:
-        out, _, _ = measure.sample_in_frame(img, fr, spacing, a_range, b_range, scale)
+        out, _, _ = sample_in_frame(img, fr, spacing, a_range, b_range, scale)
         return out[:out_h, :out_w]
 
     centre_idx = len(images) // 2
