@@ -18,7 +18,7 @@ from spoils_tf import labels
 from spoils_tf.geometry import measure, phantom
 from spoils_tf.geometry.extents import (SAMPLE_STEP_FRACTION, crossings, crossings_strided,
                                         measure_extents, segment_median_ends)
-from spoils_tf.geometry.frame import Frame, sample_in_frame
+from spoils_tf.geometry.frame import Frame, sample_in_frame, to_world
 from spoils_tf.geometry.reductions import median, median_grey, segment_counts
 from spoils_tf.geometry.signal import gmm_peak_gap
 from spoils_tf.geometry.structures import band_max_a, class_boxes, extract, pca_frame
@@ -125,7 +125,7 @@ def test_lordotic_chain_each_disc_in_its_own_frame():
     centres = [(100.0, 60.0), (100.0, 120.0), (100.0, 180.0)]
     tilts = [-5.0, 10.0, 28.0]
     for name, c, t in zip(("L3-L4", "L4-L5", "L5-S1"), centres, tilts):
-        poly = phantom.local_to_xy(c, t, phantom.trapezoid(36.0, 10.0, 7.0))
+        poly = to_world(phantom.trapezoid(36.0, 10.0, 7.0), c, t)
         phantom.fill_convex(mask, poly, labels.SEG_ID[name], spacing)
     rows = measure.measure_slice(mask, spacing)
     for r, t in zip(rows, tilts):

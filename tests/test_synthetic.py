@@ -13,6 +13,7 @@ from matplotlib.path import Path as MplPath
 from spoils_tf import labels
 from spoils_tf.data import labelme_io, layout
 from spoils_tf.data import synthetic as sy
+from spoils_tf.geometry.frame import frame_axes, tilt_of, to_world
 
 SEED = 0
 SMALL = ["--size", "256", "--pixel-spacing", "1.2", "--no-progress"]
@@ -70,8 +71,8 @@ def test_trapezoid_measures_by_hand():
     # width: chord 20 for |s| <= 2, 10 * (6 - 2|s|) for 2 < |s| <= 3; central 80 %: |s| <= 2.4
     # -> mean (2 * 20 + 0.4 * (20 + 12) / 2) / 2.4 = 19.333 (the vertebral-body width rule);
     # disc width = area / mean height = 100 / 5 = 20 (the trapezoid's own width)
-    poly = sy.to_world(sy.disc_local_polygon(20, 6, 4), np.array([50.0, 40.0]), 0.0)
-    u, v = sy.frame_axes(0.0)
+    poly = to_world(sy.disc_local_polygon(20, 6, 4), np.array([50.0, 40.0]), 0.0)
+    u, v = frame_axes(0.0)
     m = sy.measure_in_frame(poly, u, v)
     assert m.height_mm == pytest.approx(5.0)
     assert m.central_height_mm == pytest.approx(5.0)
@@ -82,18 +83,10 @@ def test_trapezoid_measures_by_hand():
     assert m.midpoint_width_mm == pytest.approx(20.0)
     assert m.area_mm2 == pytest.approx(100.0)
     # the same disc tilted by 35 degrees, measured in its own frame: identical numbers
-    poly35 = sy.to_world(sy.disc_local_polygon(20, 6, 4), np.array([50.0, 40.0]), 35.0)
-    m35 = sy.measure_in_frame(poly35, *sy.frame_axes(35.0))
+    poly35 = to_world(sy.disc_local_polygon(20, 6, 4), np.array([50.0, 40.0]), 35.0)
+    m35 = sy.measure_in_frame(poly35, *frame_axes(35.0))
     assert m35.height_mm == pytest.approx(5.0) and m35.width_mm == pytest.approx(19.0 + 1 / 3)
     assert m35.area_width_mm == pytest.approx(20.0)
-
-
-def test_frame_axes_convention():
-    u, v = sy.frame_axes(30.0)
-    # posterior end higher: u points right (+x) and up (-y in image rows)
-    assert u[0] > 0 and u[1] < 0 and v[1] < 0
-    assert sy.tilt_of(u) == pytest.approx(30.0)
-    assert float(u @ v) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_bulge_moves_the_posterior_end():
@@ -109,8 +102,8 @@ def test_bulge_moves_the_posterior_end():
 def test_untilted_disc_height_by_column_count_anisotropic():
     # independent pixel measurement: pixels per column x row spacing, over the central 80 %
     sr, sc = 0.5, 0.8
-    poly = sy.to_world(sy.disc_local_polygon(36, 11, 7, bulge_mm=2.0), np.array([40.0, 30.0]), 0.0)
-    gt = sy.measure_in_frame(poly, *sy.frame_axes(0.0))
+    poly = to_world(sy.disc_local_polygon(36, 11, 7, bulge_mm=2.0), np.array([40.0, 30.0]), 0.0)
+    gt = sy.measure_in_frame(poly, *frame_axes(0.0))
     mask = sy.rasterize(poly / np.array([sc, sr]), (120, 100))
     cols = np.nonzero(mask.any(0))[0]
     lo, hi = cols.min(), cols.max()
@@ -267,7 +260,7 @@ def test_ground_truth_matches_pixels(cohort):
         pts = np.stack([cc * sc, rr * sr], 1)
         w, vecs = np.linalg.eigh(np.cov((pts - pts.mean(0)).T))
         u = vecs[:, -1] * (1 if vecs[0, -1] > 0 else -1)
-        assert sy.tilt_of(u) == pytest.approx(float(r["tilt_deg"]), abs=1.5)
+        assert tilt_of(u) == pytest.approx(float(r["tilt_deg"]), abs=1.5)
         # disc height: pixel count per column on nearly untilted discs (|tilt| < 6 deg)
         if abs(float(r["tilt_deg"])) < 6:
             cols = np.nonzero(disc.any(0))[0]

@@ -16,8 +16,9 @@ It is the always-available default dataset and the fixture on which geometry is 
 exactly, so every labelled shape is a polygon in millimetres and every ground-truth number
 is computed from the polygons (never from pixels).
 
-Coordinates: x = image column direction (mm, posterior positive), y = row direction (mm,
-inferior positive); pixel (r, c) has its centre at x = c * col_spacing, y = r * row_spacing.
+Coordinates and frames follow ``spoils_tf.geometry.frame``: x = image column direction (mm,
+posterior positive), y = row direction (mm, inferior positive); pixel (r, c) has its centre at
+x = c * col_spacing, y = r * row_spacing; a part's frame has u posterior, v superior.
 A pixel belongs to a labelled shape iff its centre lies inside the polygon (``rasterize``, an
 exact scanline test on pixel centres), so pixel counts are unbiased estimates of polygon areas.
 
@@ -75,6 +76,7 @@ import numpy as np
 from spoils_tf import fileio
 from spoils_tf import labels
 from spoils_tf.data import images, layout
+from spoils_tf.geometry.frame import frame_axes, to_world, v_axis
 
 # === Constants ===
 # Default field of view (mm) across the image; the default pixel spacing is FOV / size.
@@ -130,31 +132,6 @@ SYNTH_CONFIG_JSON = "synth_config.json"
 
 
 # === Exact polygon geometry ===
-def frame_axes(tilt_deg: float) -> tuple[np.ndarray, np.ndarray]:
-    """Unit axes (u, v) of a frame with the given tilt, in image mm coordinates (x, y down).
-
-    u points posterior (tilt 0 -> +x), v points superior (tilt 0 -> -y); ``tilt_deg`` is
-    the angle from +x to u with y pointing up (positive = posterior end higher).
-
-    Returns:
-        (u, v): float64 [2] each.
-    """
-    t = math.radians(tilt_deg)
-    return np.array([math.cos(t), -math.sin(t)]), np.array([-math.sin(t), -math.cos(t)])
-
-
-def tilt_of(u: np.ndarray) -> float:
-    """Inverse of ``frame_axes``: the tilt (degrees) of a u axis given in image mm coordinates."""
-    return math.degrees(math.atan2(-float(u[1]), float(u[0])))
-
-
-def to_world(local_ab: np.ndarray, centre: np.ndarray, tilt_deg: float) -> np.ndarray:
-    """Local frame coordinates (a along u, b along v; mm) ``[N, 2]`` -> image mm ``[N, 2]``."""
-    u, v = frame_axes(tilt_deg)
-    ab = np.asarray(local_ab, np.float64)
-    return np.asarray(centre, np.float64)[None, :] + ab[:, :1] * u[None, :] + ab[:, 1:2] * v[None, :]
-
-
 def polygon_area_centroid(poly: np.ndarray) -> tuple[float, np.ndarray]:
     """Area (units^2, >= 0) and area centroid ``[2]`` of a simple polygon ``[N, 2]`` (shoelace)."""
     p = np.asarray(poly, np.float64)
@@ -419,7 +396,7 @@ class Part:
         class_id: id painted into the mask (``labels.BACKGROUND_ID`` for image-only parts).
         kind: "vertebra" | "disc" | "sacrum".
         centre: float [2] construction centre (image mm).
-        tilt_deg: angle of the part's frame (``frame_axes``).
+        tilt_deg: angle of the part's frame (``geometry.frame.frame_axes``).
         local: float [N, 2] polygon in the frame at the midline (a along u, b along v).
         lateral_radius_mm: lateral semi-axis R; the part is absent where |z| >= 0.95 R.
         scale_height: True for discs (both axes shrink laterally), False for bodies (AP only).
@@ -808,7 +785,7 @@ def _vertebra_frame(level_discs: list[tuple[str, float]]) -> Optional[tuple[np.n
         return None
     u = np.sum([frame_axes(t)[0] for _, t in level_discs], axis=0)
     u /= np.linalg.norm(u)
-    return u, np.array([u[1], -u[0]])
+    return u, v_axis(u)
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,7 +1,7 @@
 """Hand-checkable spine phantoms for tests and benchmarks (numpy only).
 
-Shapes are convex polygons given in a local frame (a along u = posterior, b along v =
-superior, mm) and rasterised by pixel centre: pixel ``(r, c)`` belongs to a shape iff its
+Shapes are convex polygons given in a local frame (``spoils_tf.geometry.frame``: a along
+u = posterior, b along v = superior, mm) and rasterised by pixel centre: pixel ``(r, c)`` belongs to a shape iff its
 centre ``(x, y) = (c * col_mm, r * row_mm)`` lies inside the polygon (boundary included), the
 rule shared with ``spoils_tf.data.synthetic`` so that analytic lengths are unbiased.
 """
@@ -15,24 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from spoils_tf import labels
-
-
-def frame_vectors(tilt_deg: float) -> tuple[np.ndarray, np.ndarray]:
-    """(u, v) unit vectors in image (x right, y down) coordinates for a tilt in degrees.
-
-    ``tilt_deg`` > 0 raises the posterior end (y points up for the angle).
-    """
-    t = math.radians(tilt_deg)
-    u = np.array([math.cos(t), -math.sin(t)])
-    v = np.array([-math.sin(t), -math.cos(t)])
-    return u, v
-
-
-def local_to_xy(centre_xy: Sequence[float], tilt_deg: float, ab: np.ndarray) -> np.ndarray:
-    """Local (a, b) mm points ``float [N, 2]`` -> image (x, y) mm ``float [N, 2]``."""
-    u, v = frame_vectors(tilt_deg)
-    ab = np.asarray(ab, np.float64)
-    return np.asarray(centre_xy, np.float64) + ab[:, :1] * u + ab[:, 1:2] * v
+from spoils_tf.geometry.frame import frame_axes, to_world
 
 
 def fill_convex(mask: np.ndarray, poly_xy: np.ndarray, value: int,
@@ -120,7 +103,7 @@ def spine_phantom(shape: tuple[int, int] = (320, 256), spacing: tuple[float, flo
     mask = np.zeros(shape, np.int32)
     image = np.full(shape, 20, np.uint8)
     centre = np.array([0.5 * (W - 1) * sc, 0.5 * (H - 1) * sr]) + np.asarray(centre_offset_mm)
-    u, v = frame_vectors(tilt_deg)
+    u, v = frame_axes(tilt_deg)
     # Stack from the top: v above, disc, v below, ... along -v.
     idx = [labels.DISC_NAMES.index(d) for d in discs]
     if idx != list(range(idx[0], idx[0] + len(idx))):
@@ -138,10 +121,10 @@ def spine_phantom(shape: tuple[int, int] = (320, 256), spacing: tuple[float, flo
         for vname, db in ((above, disc_b[k] + 0.5 * pitch), (below, disc_b[k] - 0.5 * pitch)):
             if vname is not None and vname not in verts_drawn:
                 verts_drawn[vname] = db
-                poly = local_to_xy(centre + db * v, tilt_deg, rectangle(vert_width, vert_height))
+                poly = to_world(rectangle(vert_width, vert_height), centre + db * v, tilt_deg)
                 fill_convex(mask, poly, labels.SEG_ID[vname], spacing)
         c = centre + disc_b[k] * v
-        fill_convex(mask, local_to_xy(c, tilt_deg, trapezoid(disc_width, h_ant, h_post)),
+        fill_convex(mask, to_world(trapezoid(disc_width, h_ant, h_post), c, tilt_deg),
                     labels.SEG_ID[d], spacing)
     image[mask > 0] = vert_value
     for d in discs:
@@ -153,7 +136,7 @@ def spine_phantom(shape: tuple[int, int] = (320, 256), spacing: tuple[float, flo
         w = disc_width
         nuc_poly = np.array([[-0.2 * w, 5 * h_ant], [0.2 * w, 5 * h_ant],
                              [0.2 * w, -5 * h_ant], [-0.2 * w, -5 * h_ant]])
-        fill_convex(nuc, local_to_xy(c, tilt_deg, nuc_poly), 1, spacing)
+        fill_convex(nuc, to_world(nuc_poly, c, tilt_deg), 1, spacing)
     disc_any = np.isin(mask, [labels.SEG_ID[d] for d in discs])
     image[(nuc > 0) & disc_any] = nucleus_value
     # Canal band, long along v, covering the whole stack.
@@ -161,7 +144,7 @@ def spine_phantom(shape: tuple[int, int] = (320, 256), spacing: tuple[float, flo
     half_len = 0.5 * (n * pitch + vert_height) + 5.0
     canal_poly = np.array([[a0, half_len], [a0 + canal_ap, half_len],
                            [a0 + canal_ap, -half_len], [a0, -half_len]])
-    fill_convex(mask, local_to_xy(centre, tilt_deg, canal_poly), labels.CANAL_ID, spacing)
+    fill_convex(mask, to_world(canal_poly, centre, tilt_deg), labels.CANAL_ID, spacing)
     image[mask == labels.CANAL_ID] = csf_value
 
     for d in discs:
