@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from spoils_tf import labels
-from spoils_tf.geometry import crops, measure, phantom
+from spoils_tf.geometry import crops, measure
+
+import phantom
 
 
 def _disc_geometry(tilt: float, spacing=(0.5, 0.5)):

@@ -15,13 +15,15 @@ import numpy as np
 import pytest
 
 from spoils_tf import labels
-from spoils_tf.geometry import measure, phantom
+from spoils_tf.geometry import measure
 from spoils_tf.geometry.extents import (SAMPLE_STEP_FRACTION, crossings, crossings_strided,
                                         measure_extents, segment_median_ends)
 from spoils_tf.geometry.frame import Frame, sample_in_frame, to_world
 from spoils_tf.geometry.reductions import median, median_grey, segment_counts
 from spoils_tf.geometry.signal import gmm_peak_gap
 from spoils_tf.geometry.structures import band_max_a, class_boxes, extract, pca_frame
+
+import phantom
 
 LENGTH_KEYS = ("disc_height_mm", "disc_central_height_mm", "disc_anterior_height_mm",
                "disc_posterior_height_mm", "disc_width_mm", "disc_midpoint_width_mm",

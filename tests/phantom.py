@@ -1,9 +1,10 @@
-"""Hand-checkable spine phantoms for tests and benchmarks (numpy only).
+"""Hand-checkable spine phantoms for the geometry tests (numpy only).
 
 Shapes are convex polygons given in a local frame (``spoils_tf.geometry.frame``: a along
-u = posterior, b along v = superior, mm) and rasterised by pixel centre: pixel ``(r, c)`` belongs to a shape iff its
-centre ``(x, y) = (c * col_mm, r * row_mm)`` lies inside the polygon (boundary included), the
-rule shared with ``spoils_tf.data.synthetic`` so that analytic lengths are unbiased.
+u = posterior, b along v = superior, mm) and rasterised by pixel centre: pixel ``(r, c)``
+belongs to a shape iff its centre ``(x, y) = (c * col_mm, r * row_mm)`` lies inside the
+polygon (boundary included), the rule shared with ``spoils_tf.data.synthetic`` so that
+analytic lengths are unbiased.
 """
 
 from __future__ import annotations
