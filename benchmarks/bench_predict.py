@@ -63,9 +63,8 @@ sys.path.insert(0, str(_HERE))
 import numpy as np  # noqa: E402
 
 from bench_seg import machine_info  # noqa: E402
-from spoils_tf import labels  # noqa: E402
+from spoils_tf import fileio, labels  # noqa: E402
 from spoils_tf import predict as pr  # noqa: E402
-from spoils_tf.train import common  # noqa: E402
 
 TARGET_S = 0.5        # issue #6: seconds per 512² slice on 2 cores
 CROP_SIZE = (64, 128)  # (height, width) px: spoils_tf.geometry.crops.DEFAULT_SIZE
@@ -291,7 +290,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"{len(out['input']['gt_discs'])} discs)")
         print(out["verdict"])
         print(f"load average start {out['loadavg_start']}, end {out['loadavg_end']}")
-        common.write_json(args.out, out)
+        fileio.write_json(args.out, out, sort_keys=True)
         print(f"wrote {args.out}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

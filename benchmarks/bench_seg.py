@@ -54,7 +54,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from spoils_tf import labels  # noqa: E402
+from spoils_tf import fileio, labels  # noqa: E402
 from spoils_tf.data import seg_pipeline  # noqa: E402
 from spoils_tf.models.deeplabv3plus import DeepLabV3Plus  # noqa: E402
 from spoils_tf.train import common  # noqa: E402
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"input pipeline 512² with augmentation: {r['images_per_s']:.1f} images/s",
               flush=True)
     result["loadavg_end"] = os.getloadavg()
-    common.write_json(args.out, result)
+    fileio.write_json(args.out, result, sort_keys=True)
     print(f"wrote {args.out}")
     return 0
 

@@ -27,7 +27,7 @@ import time
 
 import pandas as pd
 
-from spoils_tf import labels
+from spoils_tf import fileio, labels
 from spoils_tf.data import layout
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     _stage("summary")
     table = pd.DataFrame([summarize(d, n) for n, d in datasets.items()])
     print(table.to_string(index=False))
-    table.to_csv(out / "summary.csv", index=False)
+    fileio.write_csv(out / "summary.csv", table)
     for path in reports:
         print(f"HTML report: {path.resolve()}")
     print(f"\nspoils-demo: finished in {time.perf_counter() - t_start:.0f} s; outputs in {out}/")

@@ -9,6 +9,12 @@ An output folder (``spoils predict --out``) is built the same way, one level up
 renamed into place only when all of them are written; a failure removes it and leaves the
 target as it was. :func:`check_output_dir` and :func:`check_writable_dir` refuse an unusable
 output path (a file, a folder of other files, no write permission) before any work starts.
+
+Every result file of the library goes through the writers here: :func:`write_json` (numpy
+values as numbers, optionally sorted keys), :func:`save_config` (a run's resolved config),
+:func:`write_csv`, :func:`write_parquet` and :func:`write_table` (CSV + Parquet of one
+``DataFrame``), :func:`atomic_save_keras`. :func:`json_safe` makes a nested value strict JSON
+(no NaN or infinity).
 """
 
 from __future__ import annotations
@@ -18,13 +24,15 @@ import ctypes
 import ctypes.util
 import errno
 import hashlib
+import json
 import logging
+import math
 import os
 import pathlib
 import secrets
 import shutil
 import tempfile
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -80,8 +88,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# === JSON ===
 def json_default(o: Any) -> Any:
-    """``json.dumps(default=...)`` for numpy scalars/arrays, paths, tuples and sets."""
+    """``json.dumps(default=...)`` for numpy scalars/arrays, paths, tuples and sets.
+
+    Raises:
+        TypeError: any other type (the caller's object is not data).
+    """
+    if isinstance(o, np.bool_):
+        return bool(o)
     if isinstance(o, np.integer):
         return int(o)
     if isinstance(o, np.floating):
@@ -93,6 +108,79 @@ def json_default(o: Any) -> Any:
     if isinstance(o, (tuple, set)):
         return list(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` as strict JSON types: every non-finite float (NaN, +-inf) becomes None.
+
+    Mappings become dicts with ``str`` keys; lists, tuples, sets and numpy arrays become lists;
+    numpy booleans, integers and floats become ``bool`` / ``int`` / ``float``; paths become
+    ``str``. Anything else is returned unchanged. The result passes
+    ``json.dumps(..., allow_nan=False)`` whenever ``obj`` holds only those types.
+    """
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, np.ndarray)):
+        return [json_safe(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, pathlib.PurePath):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2,
+               sort_keys: bool = False) -> pathlib.Path:
+    """Writes ``obj`` as JSON (UTF-8, ``indent`` spaces, one trailing newline) atomically.
+
+    Numpy scalars and arrays, paths, tuples and sets are written through
+    :func:`json_default`; NaN and infinity as Python's ``json`` writes them (``NaN``,
+    ``Infinity``; pass ``json_safe(obj)`` for strict JSON). ``sort_keys`` sorts every
+    mapping's keys. Returns ``path``.
+
+    Raises:
+        TypeError: ``obj`` holds a value :func:`json_default` does not convert.
+    """
+    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, default=json_default)
+    return atomic_write_text(path, text + "\n")
+
+
+def save_config(config: Any, workdir: str | os.PathLike) -> pathlib.Path:
+    """Saves a run's resolved config as ``workdir/config.json`` (2-space indent, sorted keys).
+
+    ``config`` is an ``ml_collections.ConfigDict`` (written with ``to_json_best_effort``) or
+    a plain mapping. Returns the path written.
+    """
+    path = pathlib.Path(workdir) / "config.json"
+    if hasattr(config, "to_json_best_effort"):
+        text = config.to_json_best_effort(indent=2, sort_keys=True)
+    else:
+        text = json.dumps(config, indent=2, sort_keys=True, default=json_default)
+    return atomic_write_text(path, text + "\n")
+
+
+# === Tables ===
+def write_csv(path: str | os.PathLike, df: Any) -> pathlib.Path:
+    """Writes a ``pandas.DataFrame`` as CSV (no index, ``\\n`` line ends) atomically; returns
+    ``path``."""
+    return atomic_write_text(path, df.to_csv(index=False))
+
+
+def write_parquet(path: str | os.PathLike, df: Any) -> pathlib.Path:
+    """Writes a ``pandas.DataFrame`` as Parquet (no index) atomically; returns ``path``."""
+    return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def write_table(stem: str | os.PathLike, df: Any, *, parquet: bool = True) -> None:
+    """Writes ``<stem>.csv`` and, when ``parquet``, ``<stem>.parquet`` (each atomically)."""
+    stem = pathlib.Path(stem)
+    write_csv(stem.with_name(stem.name + ".csv"), df)
+    if parquet:
+        write_parquet(stem.with_name(stem.name + ".parquet"), df)
 
 
 # === Hashes ===

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from configs import ensemble as ensemble_config
-from spoils_tf import labels
+from spoils_tf import fileio, labels
 from spoils_tf.metrics.classification import prob_columns
 from spoils_tf.train import ensemble_lib
 from spoils_tf.train import grade_geometry_lib as geo
@@ -46,11 +46,11 @@ def _tables():
 
 def _write_inputs(tmp_path, cnn, geom, classes=B, split="patient"):
     cnn_dir, geom_dir = tmp_path / "cnn", tmp_path / "geom"
-    geo.write_table(cnn, cnn_dir / "oof_predictions")
-    geo.write_json(cnn_dir / "summary.json", {"split": split, "classes": list(classes),
-                                              "backbone": "mobilenetv2", "k": 2})
-    geo.write_table(geom, ensemble_lib.geometry_predictions_path(geom_dir, "patient", "binary",
-                                                                 "gradient_boosting"))
+    fileio.write_table(cnn_dir / "oof_predictions", cnn)
+    fileio.write_json(cnn_dir / "summary.json", {"split": split, "classes": list(classes),
+                                                 "backbone": "mobilenetv2", "k": 2})
+    fileio.write_table(ensemble_lib.geometry_predictions_path(geom_dir, "patient", "binary",
+                                                              "gradient_boosting"), geom)
     config = ensemble_config.get_config("cpu")
     config.cnn_workdir, config.geometry_workdir = str(cnn_dir), str(geom_dir)
     config.target = "binary"

@@ -1,6 +1,10 @@
 import hashlib
+import json
 import pathlib
 
+import ml_collections
+import numpy as np
+import pandas as pd
 import pytest
 
 from spoils_tf import fileio
@@ -111,3 +115,46 @@ def test_atomic_save_keras_leaves_nothing_behind_when_the_save_fails(tmp_path):
     fileio.atomic_save_keras(Saved(), target)
     assert target.read_bytes() == b"new model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+
+
+def test_write_json_formats_numpy_values_and_sorts_keys_on_request(tmp_path):
+    obj = {"b": np.int64(3), "a": [np.float32(0.5), float("nan")], "c": (1, np.bool_(True))}
+    p = fileio.write_json(tmp_path / "x" / "a.json", obj)
+    assert p.read_text() == ('{\n  "b": 3,\n  "a": [\n    0.5,\n    NaN\n  ],\n'
+                             '  "c": [\n    1,\n    true\n  ]\n}\n')
+    fileio.write_json(p, {"b": 1, "a": {"d": 2, "c": 3}}, indent=1, sort_keys=True)
+    assert p.read_text() == '{\n "a": {\n  "c": 3,\n  "d": 2\n },\n "b": 1\n}\n'
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        fileio.write_json(p, {"x": object()})
+    assert json.loads(p.read_text()) == {"a": {"c": 3, "d": 2}, "b": 1}   # old file kept
+    assert sorted(q.name for q in p.parent.iterdir()) == ["a.json"]
+
+
+def test_json_safe_makes_strict_json():
+    obj = {1: [np.float64(np.inf), np.nan, np.int32(2)], "p": pathlib.Path("a/b"),
+           "t": (np.bool_(False), np.array([1.5, -np.inf])), "s": "x", "n": None}
+    safe = fileio.json_safe(obj)
+    assert safe == {"1": [None, None, 2], "p": "a/b", "t": [False, [1.5, None]], "s": "x",
+                    "n": None}
+    assert type(safe["1"][2]) is int and type(safe["t"][0]) is bool
+    json.dumps(safe, allow_nan=False)   # would raise on NaN or infinity
+
+
+def test_save_config_sorts_a_config_dict_and_a_mapping_alike(tmp_path):
+    c = ml_collections.ConfigDict({"seed": 1, "data": {"k": 8, "dir": "x"}})
+    text_cfg = fileio.save_config(c, tmp_path / "c").read_text()
+    text_map = fileio.save_config({"seed": 1, "data": {"k": 8, "dir": "x"}},
+                                  tmp_path / "m").read_text()
+    assert (tmp_path / "c" / "config.json").is_file()
+    assert text_cfg == text_map == ('{\n  "data": {\n    "dir": "x",\n    "k": 8\n  },\n'
+                                    '  "seed": 1\n}\n')
+
+
+def test_write_table_writes_csv_and_parquet(tmp_path):
+    df = pd.DataFrame({"patient": ["P1", "P2"], "prob": [0.25, 0.75]})
+    fileio.write_table(tmp_path / "t" / "oof", df)
+    assert (tmp_path / "t" / "oof.csv").read_text() == "patient,prob\nP1,0.25\nP2,0.75\n"
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "t" / "oof.parquet"), df)
+    fileio.write_table(tmp_path / "t" / "only_csv", df, parquet=False)
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["only_csv.csv", "oof.csv",
+                                                                "oof.parquet"]

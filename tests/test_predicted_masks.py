@@ -14,12 +14,11 @@ import pandas as pd
 import pytest
 
 from configs import seg_unet
-from spoils_tf import labels
+from spoils_tf import fileio, labels
 from spoils_tf.data import folds as folds_lib
 from spoils_tf.data import layout, synthetic
 from spoils_tf.data.labelme_io import read_labelme
 from spoils_tf.geometry.features import build_feature_table
-from spoils_tf.train import common
 from spoils_tf.train import predicted_masks as pm
 
 SIZE = 32
@@ -49,7 +48,7 @@ def make_seg_run(run: pathlib.Path, data: pathlib.Path, folds: folds_lib.Folds,
     c.data.folds_path = folds_path
     c.data.image_size = (SIZE, SIZE)
     c.data.k = folds.k
-    common.save_config(c, run)
+    fileio.save_config(c, run)
     for k in range(folds.k):
         train, test = folds.split(k)
         (run / f"fold_{k}").mkdir(parents=True)

@@ -18,7 +18,6 @@ Exit status: 0 (a report, even with rows beyond the tolerance), 2 on bad argumen
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import pathlib
 import sys
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{b['measured']:.3f} vs truth {b['truth']:.3f} (tolerance {b['tolerance']:.3f})")
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fileio.atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    fileio.write_json(out, result)
     print(f"-> {out}")
     return 0
 

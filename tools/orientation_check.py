@@ -21,6 +21,8 @@ import sys
 
 import numpy as np
 
+from spoils_tf import fileio
+
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -74,7 +76,7 @@ def main(argv: list[str]) -> int:
         result["folds"][fold] = {"slices": len(cases), "counts": counts}
         result["slices"] += len(cases)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    fileio.write_json(args.out, result)
     for fold, r in result["folds"].items():
         print(f"fold {fold}: " + "; ".join(f"{t} {c['right']}/{c['refused']}/{c['wrong']}"
                                            for t, c in r["counts"].items())

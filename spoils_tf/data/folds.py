@@ -138,7 +138,7 @@ def write_folds(path: str | pathlib.Path, assignment: Mapping[str, int], *, k: i
             f"differ); folds are made once and reused: pass overwrite=True (--overwrite) to replace it")
     payload = {"version": FOLDS_VERSION, "k": k, "seed": seed, "stratified_by": stratified_by,
                "source": source, "folds": {p: folds[p] for p in sorted(folds)}}
-    return fileio.atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
+    return fileio.write_json(path, payload, indent=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -483,5 +483,5 @@ def write_labelme(json_path: str | pathlib.Path, image: np.ndarray, mask: np.nda
     }
     if not embed_image:
         fileio.atomic_write_bytes(json_path.parent / image_name, png)
-    fileio.atomic_write_bytes(json_path, (json.dumps(payload, indent=1) + "\n").encode("utf-8"))
+    fileio.write_json(json_path, payload, indent=1)
     return json_path

@@ -67,7 +67,6 @@ import argparse
 import csv
 import dataclasses
 import io
-import json
 import math
 import pathlib
 import re
@@ -935,7 +934,7 @@ def convert_spider(src: str | pathlib.Path, out: str | pathlib.Path,
         class_pixels={name: int(class_pixels[i]) for i, name in enumerate(labels.SEG_NAMES)},
         n_gradings=len(relevant), n_gradings_matched=len(relevant) - len(unmatched),
         unmatched_gradings=unmatched, skipped=skipped)
-    fileio.atomic_write_text(out / SUMMARY_JSON, json.dumps(summary.to_json(), indent=1) + "\n")
+    fileio.write_json(out / SUMMARY_JSON, summary.to_json(), indent=1)
     return summary
 
 

@@ -23,7 +23,6 @@ spoils_model.json`` records class names, input size, resize mode and normalisati
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import shutil
@@ -32,7 +31,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from spoils_tf import labels
+from spoils_tf import fileio, labels
 from spoils_tf.data import seg_pipeline
 
 SIGNATURE_NAME = "serving_default"
@@ -162,7 +161,7 @@ def export_saved_model(model, base_dir: str | pathlib.Path, model_name: str,
                 "signature": signature,
         }
         (tmp / "assets.extra").mkdir(exist_ok=True)
-        (tmp / "assets.extra" / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        fileio.write_json(tmp / "assets.extra" / METADATA_FILE, meta)
         os.rename(tmp, final)   # fails if `final` appeared meanwhile: never overwrites
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,4 +1,8 @@
-"""Helpers shared by the ``*_lib.py`` trainers: distribution strategy, precision, seeds, files.
+"""The TensorFlow runtime of the Keras trainers: distribution strategy, precision, seeds,
+determinism, machine facts.
+
+Importing this module imports TensorFlow; code without a Keras model (the scikit-learn
+trainers, tables, file writers) uses ``spoils_tf.fileio`` and never imports it.
 
 Precision modes (``config.train.precision``):
 
@@ -12,14 +16,11 @@ Models keep their final softmax in float32 whatever the policy.
 
 from __future__ import annotations
 
-import json
 import os
-import pathlib
 import platform
 from typing import Any
 
 import keras
-from spoils_tf import fileio
 import tensorflow as tf
 
 STRATEGIES: tuple[str, ...] = ("default", "mirrored", "multi_worker", "tpu")
@@ -76,23 +77,6 @@ def enable_determinism() -> None:
     same printed numbers on the same machine; some ops run slower. Used by ``make demo``.
     """
     tf.config.experimental.enable_op_determinism()
-
-
-atomic_write_text = fileio.atomic_write_text  # re-exported; one implementation
-
-
-def write_json(path: str | pathlib.Path, obj: Any) -> None:
-    """Atomic JSON dump (NaN written as ``NaN``, as Python's json does)."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def save_config(config: Any, workdir: str | pathlib.Path) -> pathlib.Path:
-    """Saves the resolved ``ml_collections`` config as ``workdir/config.json``."""
-    path = pathlib.Path(workdir) / "config.json"
-    text = config.to_json_best_effort(indent=2, sort_keys=True) if hasattr(
-            config, "to_json_best_effort") else json.dumps(config, indent=2, sort_keys=True)
-    atomic_write_text(path, text + "\n")
-    return path
 
 
 def machine_info() -> dict[str, Any]:

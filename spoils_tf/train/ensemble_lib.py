@@ -41,12 +41,12 @@ import json
 import logging
 import os
 import pathlib
-from typing import Any, Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from spoils_tf import ensemble
+from spoils_tf import ensemble, fileio
 from spoils_tf.classical import models as cmodels
 from spoils_tf.metrics import classification as cm
 from spoils_tf.train import grade_geometry_lib as geo
@@ -212,9 +212,9 @@ def write_toy_inputs(config, workdir: pathlib.Path) -> tuple[pathlib.Path, pathl
     cnn = g[list(KEYS) + ["fold", "y_true"]].copy()
     cnn["y_pred"] = np.asarray(classes, object)[probs.argmax(axis=1)]
     cnn[cm.prob_columns(classes)] = probs
-    geo.write_table(cnn, cnn_dir / "oof_predictions")
-    geo.write_json(cnn_dir / "summary.json", {"split": config.split, "classes": list(classes),
-                                              "backbone": "toy"})
+    fileio.write_table(cnn_dir / "oof_predictions", cnn)
+    fileio.write_json(cnn_dir / "summary.json", {"split": config.split,
+                                                 "classes": list(classes), "backbone": "toy"})
     return cnn_dir, geom_dir
 
 
@@ -274,7 +274,7 @@ def run(config, workdir: str | os.PathLike) -> dict:
                          f"{config.on_unmatched!r}")
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    geo.save_config(config, workdir)
+    fileio.save_config(config, workdir)
     if config.toy.enabled:
         cnn_dir, geom_dir = write_toy_inputs(config, workdir)
     else:
@@ -290,7 +290,7 @@ def run(config, workdir: str | os.PathLike) -> dict:
                                                           config.geometry_model))
     rows, p_cnn, p_geom, unmatched = align(cnn, geom, classes)
     unmatched = explain_unmatched(unmatched, cnn_dir)
-    geo.write_table(unmatched, workdir / "unmatched", parquet=False)
+    fileio.write_table(workdir / "unmatched", unmatched, parquet=False)
     if len(unmatched):
         counts = unmatched["only_in"].value_counts().to_dict()
         if config.on_unmatched == "raise":
@@ -312,7 +312,7 @@ def run(config, workdir: str | os.PathLike) -> dict:
         table = _prediction_table(rows, probs, classes, target).loc[keep]
         table = table.reset_index(drop=True)
         safe = name.replace(":", "_")
-        geo.write_table(table, workdir / "predictions" / safe)
+        fileio.write_table(workdir / "predictions" / safe, table)
         ev = geo.evaluate_predictions(table, classes, n_boot=int(config.eval.n_boot),
                                       seed=int(config.seed),
                                       ci_metrics=tuple(config.eval.ci_metrics))
@@ -322,14 +322,14 @@ def run(config, workdir: str | os.PathLike) -> dict:
         summaries.append({"model": name, "target": target, "split": config.split,
                           "n_unmatched": int(len(unmatched)), **ev})
         fold_rows += [{"method": name, **r} for r in ev["per_fold"]]
-    geo.write_table(pd.DataFrame(fold_rows), workdir / "fold_metrics", parquet=False)
-    geo.write_json(workdir / "weights.json",
-                   {"order": [cnn_name, config.geometry_model], "step": config.weight_step,
-                    "per_fold": {str(f): w for f, w in weights.items()}})
+    fileio.write_table(workdir / "fold_metrics", pd.DataFrame(fold_rows), parquet=False)
+    fileio.write_json(workdir / "weights.json",
+                      {"order": [cnn_name, config.geometry_model], "step": config.weight_step,
+                       "per_fold": {str(f): w for f, w in weights.items()}})
     paper = PAPER_NUMBERS if target == "grade_class" else {}
     frame = geo.comparison_frame(summaries, target, paper)
-    geo.write_table(frame, workdir / "comparison", parquet=False)
-    geo.write_json(workdir / "comparison.json", summaries)
+    fileio.write_table(workdir / "comparison", frame, parquet=False)
+    fileio.write_json(workdir / "comparison.json", summaries)
     md = geo.comparison_markdown(
         frame, target, f"Ensemble of {cnn_name} and {config.geometry_model}, target {target} "
         f"({len(classes)} classes), split={config.split}: {int(keep.sum())} joined rows in "
@@ -341,7 +341,7 @@ def run(config, workdir: str | os.PathLike) -> dict:
     if paper:
         md += ("Paper CNN numbers are MobileNetV2 after 8-fold CV (initial split 86.40 / "
                "74.27); the paper reports no number for its ensemble.\n")
-    geo.write_text(workdir / "comparison.md", md)
+    fileio.atomic_write_text(workdir / "comparison.md", md)
     return {"methods": {s["model"]: s for s in summaries}, "weights": weights,
             "n_joined": int(len(rows)), "n_unmatched": int(len(unmatched)),
             "unmatched": unmatched_summary(unmatched), "frame": frame, "markdown": md}

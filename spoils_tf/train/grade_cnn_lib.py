@@ -43,7 +43,7 @@ import logging
 import os
 import pathlib
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -75,21 +75,7 @@ _PERCENT_METRICS = ("accuracy", "iou_macro", "f1_macro", "balanced_accuracy", "a
 
 log = logging.getLogger(__name__)
 
-
-# === Small file helpers (atomic: temporary file in the same folder + os.replace) ===
-
-
-def _atomic_write_csv(df: pd.DataFrame, path: pathlib.Path) -> pathlib.Path:
-    return fileio.atomic_write_text(path, df.to_csv(index=False))
-
-
-def _atomic_write_parquet(df: pd.DataFrame, path: pathlib.Path) -> pathlib.Path:
-    return fileio.atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
-
-
-def _write_json(obj: Any, path: pathlib.Path) -> pathlib.Path:
-    return fileio.atomic_write_text(path, json.dumps(obj, indent=2, default=fileio.json_default,
-                                               allow_nan=True) + "\n")
+save_model = fileio.atomic_save_keras   # the name the pipeline's Trainer saves a model with
 
 
 # === Crops ===
@@ -495,10 +481,6 @@ def train_fold(config, x_train: np.ndarray, y_train: np.ndarray, seed: int, mode
     return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}, class_weight
 
 
-def _save_model(model, path: pathlib.Path) -> None:
-    fileio.atomic_save_keras(model, path)
-
-
 def predictions_table(rows: pd.DataFrame, probs: np.ndarray, y_true: np.ndarray, fold: int,
                       target: str) -> pd.DataFrame:
     """One row per held-out crop: keys, fold, target, y_true, y_pred, ``prob/<class>``."""
@@ -558,8 +540,8 @@ def aggregate(workdir: str | os.PathLike, config) -> dict:
                              f"but this run has {want}; use a fresh workdir per experiment")
     oof = pd.concat([pd.read_csv(d / "predictions.csv", dtype={"patient": str, "level": str})
                      for d in fold_dirs], ignore_index=True)
-    _atomic_write_csv(oof, workdir / "oof_predictions.csv")
-    _atomic_write_parquet(oof, workdir / "oof_predictions.parquet")
+    fileio.write_csv(workdir / "oof_predictions.csv", oof)
+    fileio.write_parquet(workdir / "oof_predictions.parquet", oof)
 
     fold_rows = []
     for m in per_fold:
@@ -572,7 +554,7 @@ def aggregate(workdir: str | os.PathLike, config) -> dict:
         row.update({k: m["metrics"][k] for k in SUMMARY_METRICS})
         fold_rows.append(row)
     fold_df = pd.DataFrame(fold_rows)
-    _atomic_write_csv(fold_df, workdir / "fold_metrics.csv")
+    fileio.write_csv(workdir / "fold_metrics.csv", fold_df)
 
     y_true = cm.encode(oof["y_true"], classes, field="y_true")
     probs = oof[cm.prob_columns(classes)].to_numpy(np.float64)
@@ -600,7 +582,7 @@ def aggregate(workdir: str | os.PathLike, config) -> dict:
             "per_fold": fold_rows, "paper": PAPER_NUMBERS,
             "paper_comparable": config.model.backbone == "mobilenetv2" and target == "grade11",
     }
-    _write_json(summary, workdir / "summary.json")
+    fileio.write_json(workdir / "summary.json", summary)
     fileio.atomic_write_text(workdir / "summary.md", summary_markdown(summary))
     return summary
 
@@ -678,7 +660,7 @@ def run(config, workdir: str | os.PathLike) -> dict:
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     crops_dir = _resolve_crops_dir(config, workdir)
-    common.save_config(config, workdir)
+    fileio.save_config(config, workdir)
     previous_policy = keras.mixed_precision.global_policy()
     precision = common.configure_precision(config.train.precision)
     log.info("precision policy: %s", precision)
@@ -706,7 +688,7 @@ def _run_folds(config, workdir: pathlib.Path, crops_dir: pathlib.Path,
                                         int(config.model.input_width))
     skipped = pd.concat([d for d in (not_central, unreadable) if len(d)] or [unreadable],
                         ignore_index=True)
-    _atomic_write_csv(skipped, workdir / "skipped.csv")
+    fileio.write_csv(workdir / "skipped.csv", skipped)
     if len(skipped):
         log.warning("%d of %d crops not used (%d not central, %d unusable; see %s)",
                     len(skipped), len(index), len(not_central), len(unreadable),
@@ -717,11 +699,11 @@ def _run_folds(config, workdir: pathlib.Path, crops_dir: pathlib.Path,
         k = int(config.data.k)
         fold, source = slice_level_folds(rows, k, int(config.seed)), "random slice-level folds"
         log.warning(LEAKY_BANNER)
-    _write_json({"split": config.split, "k": k, "source": source,
-                 "rows": [{"patient": p, "slice": int(s), "level": lv, "fold": int(f)}
-                          for p, s, lv, f in zip(rows["patient"], rows["slice"], rows["level"],
-                                                 fold)]},
-                workdir / "folds_used.json")
+    fileio.write_json(workdir / "folds_used.json",
+                      {"split": config.split, "k": k, "source": source,
+                       "rows": [{"patient": p, "slice": int(s), "level": lv, "fold": int(f)}
+                                for p, s, lv, f in zip(rows["patient"], rows["slice"],
+                                                       rows["level"], fold)]})
 
     patients = rows["patient"].astype(str).to_numpy()
     reuse = bool(config.train.get("reuse_traced_model", False))
@@ -744,23 +726,23 @@ def _run_folds(config, workdir: pathlib.Path, crops_dir: pathlib.Path,
         probs = model.predict(x[test], batch_size=int(config.train.batch_size), verbose=0)
         probs = np.asarray(probs, np.float64)
         fold_dir = workdir / "folds" / f"fold_{f}"
-        _save_model(model, fold_dir / "model.keras")
+        fileio.atomic_save_keras(model, fold_dir / "model.keras")
         table = predictions_table(rows[test], probs, y[test], f, config.model.target)
-        _atomic_write_csv(pd.DataFrame(history).rename_axis("epoch").reset_index(),
-                          fold_dir / "history.csv")
-        _atomic_write_csv(table, fold_dir / "predictions.csv")
+        fileio.write_csv(fold_dir / "history.csv",
+                         pd.DataFrame(history).rename_axis("epoch").reset_index())
+        fileio.write_csv(fold_dir / "predictions.csv", table)
         report = cm.classification_report(y[test], probs, classes)
-        _write_json({"fold": f, "k": k, "split": config.split, "target": config.model.target,
-                     "backbone": config.model.backbone, "input_shape": list(x.shape[1:]),
-                     "n_train": int(train.sum()),
-                     "n_test": int(test.sum()), "train_patients": sorted(train_p),
-                     "test_patients": sorted(test_p), "patients_in_train_and_test": len(both),
-                     "class_weight": ({classes[c]: w for c, w in class_weight.items()}
-                                      if class_weight else None),
-                     "loss_first_epoch": history["loss"][0],
-                     "loss_last_epoch": history["loss"][-1],
-                     "train_seconds": seconds, "metrics": report},
-                    fold_dir / "metrics.json")
+        fileio.write_json(fold_dir / "metrics.json", {
+                "fold": f, "k": k, "split": config.split, "target": config.model.target,
+                "backbone": config.model.backbone, "input_shape": list(x.shape[1:]),
+                "n_train": int(train.sum()),
+                "n_test": int(test.sum()), "train_patients": sorted(train_p),
+                "test_patients": sorted(test_p), "patients_in_train_and_test": len(both),
+                "class_weight": ({classes[c]: w for c, w in class_weight.items()}
+                                 if class_weight else None),
+                "loss_first_epoch": history["loss"][0],
+                "loss_last_epoch": history["loss"][-1],
+                "train_seconds": seconds, "metrics": report})
         log.info("fold %d: acc %.4f iou %.4f (%d test crops, %.0f s)", f, report["accuracy"],
                  report["iou_macro"], int(test.sum()), seconds)
         if not reuse:
@@ -807,14 +789,5 @@ def write_toy_crops(out_dir: str | os.PathLike, n_patients: int = 3, crops_per_p
             rows.append({"patient": patient, "slice": j, "level": level, "pfirrmann": grade,
                          "severity": sev, "grade_class": cls, "file_npy": "",
                          "file_png": file})
-    _atomic_write_csv(pd.DataFrame(rows), out / INDEX_CSV)
+    fileio.write_csv(out / INDEX_CSV, pd.DataFrame(rows))
     return out
-
-
-# === Public helpers (used by the pipeline's Trainer) ===
-def save_model(model, path: str | os.PathLike) -> pathlib.Path:
-    """Saves a Keras model to ``path`` (``.keras``) atomically: a hidden temporary file in
-    the same folder, then ``os.replace``; no partial file is left on failure. Returns the path."""
-    path = pathlib.Path(path)
-    _save_model(model, path)
-    return path

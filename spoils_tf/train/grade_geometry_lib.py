@@ -118,35 +118,7 @@ LEAKAGE_METRICS: tuple[str, ...] = ("accuracy", "iou_macro", "f1_macro", "auroc_
 log = logging.getLogger(__name__)
 
 
-# === Files (atomic: temporary file in the same folder + os.replace) ===
-
-
-def write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
-    """Writes ``text`` (UTF-8) to ``path`` atomically; parent folders are created."""
-    return fileio.atomic_write_text(path, text)
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> pathlib.Path:
-    """Atomic JSON dump (NaN written as ``NaN``, numpy scalars as numbers)."""
-    return write_text(path, json.dumps(obj, indent=2, default=fileio.json_default) + "\n")
-
-
-def write_table(df: pd.DataFrame, stem: str | os.PathLike, parquet: bool = True) -> None:
-    """Writes ``<stem>.csv`` (and ``<stem>.parquet``) atomically."""
-    stem = pathlib.Path(stem)
-    write_text(stem.with_name(stem.name + ".csv"), df.to_csv(index=False))
-    if parquet:
-        fileio.atomic_write(stem.with_name(stem.name + ".parquet"),
-                            lambda tmp: df.to_parquet(tmp, index=False))
-
-
-def save_config(config, workdir: str | os.PathLike) -> pathlib.Path:
-    """Saves the resolved ``ml_collections`` config as ``workdir/config.json``."""
-    text = (config.to_json_best_effort(indent=2, sort_keys=True)
-            if hasattr(config, "to_json_best_effort") else json.dumps(config, indent=2))
-    return write_text(pathlib.Path(workdir) / "config.json", text + "\n")
-
-
+# === Files ===
 def read_predictions(stem: str | os.PathLike) -> pd.DataFrame:
     """Reads ``<stem>.parquet`` (else ``<stem>.csv``) with patient/level as str, slice as int.
 
@@ -662,10 +634,11 @@ def _run_split(config, workdir: pathlib.Path, df: pd.DataFrame, X: pd.DataFrame,
     split_dir = workdir / split
     if split == "slice":
         log.warning(LEAKY_BANNER)
-    write_json(split_dir / "folds_used.json",
-               {"split": split, "k": k, "source": source,
-                "rows": [{"patient": p, "slice": int(s), "level": lv, "fold": int(f)}
-                         for p, s, lv, f in zip(df["patient"], df["slice"], df["level"], fold)]})
+    fileio.write_json(split_dir / "folds_used.json",
+                      {"split": split, "k": k, "source": source,
+                       "rows": [{"patient": p, "slice": int(s), "level": lv, "fold": int(f)}
+                                for p, s, lv, f in zip(df["patient"], df["slice"], df["level"],
+                                                       fold)]})
     if split == "patient":
         per_patient = pd.Series(fold).groupby(df["patient"].to_numpy()).nunique()
         if (per_patient > 1).any():
@@ -701,25 +674,25 @@ def _run_split(config, workdir: pathlib.Path, df: pd.DataFrame, X: pd.DataFrame,
                                            int(config.seed), _class_weight(config))
                 if split == "patient" and facts["patients_in_train_and_test"]:
                     raise ValueError(f"fold {f}: a patient is in both train and test")
-                write_table(pred, mdir / "folds" / f"fold_{f}", parquet=False)
-                write_json(mdir / "folds" / f"fold_{f}.json",
-                           {**facts, "split": split, "target": target, "model": model,
-                            "signature": sig, "params": params})
+                fileio.write_table(mdir / "folds" / f"fold_{f}", pred, parquet=False)
+                fileio.write_json(mdir / "folds" / f"fold_{f}.json",
+                                  {**facts, "split": split, "target": target, "model": model,
+                                   "signature": sig, "params": params})
                 log.info("%s %s %s fold %d: %d test rows, %.1f s", split, target, model, f,
                          facts["n_test"], facts["fit_seconds"])
             summaries.append(_aggregate_model(config, mdir, split, target, model, sig))
         frame = comparison_frame(summaries, target, PAPER_NUMBERS.get(target, {}))
-        write_table(frame, split_dir / target / "comparison", parquet=False)
-        write_json(split_dir / target / "comparison.json", summaries)
+        fileio.write_table(split_dir / target / "comparison", frame, parquet=False)
+        fileio.write_json(split_dir / target / "comparison.json", summaries)
         md = comparison_markdown(frame, target, _title(target, split, k))
-        write_text(split_dir / target / "comparison.md", md)
+        fileio.atomic_write_text(split_dir / target / "comparison.md", md)
         out["targets"][target] = summaries
         out["frames"][target] = frame
     results = "\n".join(comparison_markdown(f, t, _title(t, split, k))
                         for t, f in out["frames"].items())
     for t, why in out["skipped_targets"].items():
         results += f"\nTarget {t} not run: {why}\n"
-    write_text(split_dir / "results.md", results)
+    fileio.atomic_write_text(split_dir / "results.md", results)
     out["markdown"] = results
     return out
 
@@ -747,18 +720,18 @@ def _aggregate_model(config, mdir: pathlib.Path, split: str, target: str, model:
                                                                "y_true": str, "y_pred": str}))
     oof = pd.concat(preds, ignore_index=True)
     oof["y_true"] = oof["y_true"].astype(object).where(oof["y_true"].notna(), None)
-    write_table(oof, mdir / "oof_predictions")
+    fileio.write_table(mdir / "oof_predictions", oof)
     ev = evaluate_predictions(oof, classes, n_boot=int(config.eval.n_boot),
                               seed=int(config.seed), ci_metrics=tuple(config.eval.ci_metrics))
     fold_df = pd.DataFrame(ev["per_fold"]).merge(pd.DataFrame(facts).drop(
         columns=["signature", "params", "split", "target", "model"]), on="fold", how="right")
-    write_table(fold_df, mdir / "fold_metrics", parquet=False)
+    fileio.write_table(mdir / "fold_metrics", fold_df, parquet=False)
     cm.plot_confusion_matrix(np.asarray(ev["confusion"]), classes, mdir / "confusion.png",
                              title=f"{model} {target} out-of-fold ({split})")
     summary = {"model": model, "target": target, "split": split, "leaky": split == "slice",
                "banner": LEAKY_BANNER if split == "slice" else "", "classes": list(classes),
                "facts": facts, **ev}
-    write_json(mdir / "summary.json", summary)
+    fileio.write_json(mdir / "summary.json", summary)
     return summary
 
 
@@ -805,10 +778,10 @@ def _features_path(config, workdir: pathlib.Path) -> pathlib.Path:
         s = config.data.synthetic
         path = workdir / "synthetic_features.parquet"
         if not path.is_file():
-            write_table(synthetic_feature_table(int(s.patients), int(s.slices_per_patient),
-                                                int(s.levels), int(s.unlabelled_discs),
-                                                seed=int(config.seed)),
-                        path.with_suffix(""), parquet=True)
+            table = synthetic_feature_table(int(s.patients), int(s.slices_per_patient),
+                                            int(s.levels), int(s.unlabelled_discs),
+                                            seed=int(config.seed))
+            fileio.write_table(path.with_suffix(""), table)
         return path
     if not config.data.features_path:
         raise ValueError("config.data.features_path is empty and config.data.synthetic.enabled "
@@ -848,7 +821,7 @@ def run(config, workdir: str | os.PathLike) -> dict:
                          f"{tuple(cmodels.TARGETS)}")
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    save_config(config, workdir)
+    fileio.save_config(config, workdir)
     features_path = _features_path(config, workdir)
     df = load_feature_table(features_path)
     features, missing = resolve_feature_columns(df, tuple(config.features.columns))
@@ -883,9 +856,9 @@ def run(config, workdir: str | os.PathLike) -> dict:
         frames = {s: pd.concat(list(result["splits"][s]["frames"].values()) or [pd.DataFrame()],
                                ignore_index=True) for s in SPLITS}
         leak = leakage_frame(frames)
-        write_table(leak, workdir / "leakage", parquet=False)
-        write_json(workdir / "leakage.json", leak.to_dict(orient="records"))
-        write_text(workdir / "leakage.md", leakage_markdown(leak))
+        fileio.write_table(workdir / "leakage", leak, parquet=False)
+        fileio.write_json(workdir / "leakage.json", leak.to_dict(orient="records"))
+        fileio.atomic_write_text(workdir / "leakage.md", leakage_markdown(leak))
         result["leakage"] = leak
     if config.save_models and str(config.fold).strip().lower() in ("all", ""):
         result["models_saved"] = fit_final_models(df, X, features, config, workdir / "models",
@@ -905,5 +878,5 @@ def run(config, workdir: str | os.PathLike) -> dict:
         md += [f"Final models (all labelled rows): {len(result['models_saved'])} files under "
                f"{workdir / 'models'}."]
     result["markdown"] = "\n".join(md) + "\n"
-    write_text(workdir / "summary.md", result["markdown"])
+    fileio.atomic_write_text(workdir / "summary.md", result["markdown"])
     return result

@@ -303,10 +303,6 @@ def _progress(total: int, enabled: bool):
                 disable=not enabled)
 
 
-def _write_csv(path: pathlib.Path, df: pd.DataFrame) -> None:
-    fileio.atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
-
-
 def predict_dataset(data_dir: str | os.PathLike, seg_workdir: str | os.PathLike,
                     out_dir: str | os.PathLike, *, overwrite: bool = False,
                     progress: bool = True, allow_newer_folds: bool = False,
@@ -408,10 +404,10 @@ def predict_dataset(data_dir: str | os.PathLike, seg_workdir: str | os.PathLike,
                     entry["slices_failed"] += 1
                 bar.update(1)
         bar.close()
-        _write_csv(partial / layout.ISSUES_CSV,
+        fileio.write_csv(partial / layout.ISSUES_CSV,
                    pd.DataFrame(issues, columns=list(layout.ISSUE_COLUMNS)))
         match_df = pd.DataFrame(matches, columns=list(DISC_MATCH_COLUMNS))
-        _write_csv(partial / DISC_MATCHES_CSV, match_df)
+        fileio.write_csv(partial / DISC_MATCHES_CSV, match_df)
         status_counts = {s: int((match_df["status"] == s).sum()) for s in DISC_STATUSES}
         provenance = {
                 "format": PROVENANCE_FORMAT,
@@ -436,9 +432,7 @@ def predict_dataset(data_dir: str | os.PathLike, seg_workdir: str | os.PathLike,
                 "disc_matches": status_counts,
                 "copied": [n for n in COPIED_FILES if (data_dir / n).is_file()],
         }
-        fileio.atomic_write_text(partial / PROVENANCE_JSON,
-                                 json.dumps(provenance, indent=1, default=fileio.json_default)
-                                 + "\n")
+        fileio.write_json(partial / PROVENANCE_JSON, provenance, indent=1)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -644,9 +638,8 @@ def compare_runs(gt_workdir: str | os.PathLike, pred_workdir: str | os.PathLike,
     text = "\n".join(md) + "\n"
     out_dir = pathlib.Path(out_dir)
     fileio.atomic_write_text(out_dir / "gt_vs_pred.md", text)
-    _write_csv(out_dir / "gt_vs_pred.csv", pd.DataFrame(rows))
-    fileio.atomic_write_text(out_dir / "gt_vs_pred.json",
-                             json.dumps(rows, indent=1, default=fileio.json_default) + "\n")
+    fileio.write_csv(out_dir / "gt_vs_pred.csv", pd.DataFrame(rows))
+    fileio.write_json(out_dir / "gt_vs_pred.json", rows, indent=1)
     return {"rows": rows, "markdown": text}
 
 

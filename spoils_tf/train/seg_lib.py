@@ -310,7 +310,7 @@ def write_tables(summary: Mapping[str, Any], workdir: str | pathlib.Path) -> Non
     """Writes ``seg_cv_table.{md,csv,json}`` and ``seg_cv_per_class_dice.{md,csv}`` atomically."""
     workdir = pathlib.Path(workdir)
     md = table_markdown(summary)
-    common.atomic_write_text(workdir / "seg_cv_table.md", md)
+    fileio.atomic_write_text(workdir / "seg_cv_table.md", md)
     lines = ["metric,key,mean_pct,sd_pct,paper_initial_pct,paper_cv_pct,n_folds"]
     for name, r in summary["table"].items():
         lines.append(f"{name},{r['key']},{r['mean']:.4f},{r['sd']:.4f},{r['paper_initial']},"
@@ -318,12 +318,12 @@ def write_tables(summary: Mapping[str, Any], workdir: str | pathlib.Path) -> Non
     lv = summary["level_accuracy"]
     lines.append(f"level_accuracy,level_accuracy,{lv['mean']:.4f},{lv['sd']:.4f},,,"
                  f"{summary['n_folds']}")
-    common.atomic_write_text(workdir / "seg_cv_table.csv", "\n".join(lines) + "\n")
-    common.write_json(workdir / "seg_cv_table.json", summary)
+    fileio.atomic_write_text(workdir / "seg_cv_table.csv", "\n".join(lines) + "\n")
+    fileio.write_json(workdir / "seg_cv_table.json", summary, sort_keys=True)
     per_class = ["class,dice_mean_pct,dice_sd_pct"] + [
             f"{c},{r['mean']:.4f},{r['sd']:.4f}" for c, r in summary["per_class_dice"].items()]
-    common.atomic_write_text(workdir / "seg_cv_per_class_dice.csv", "\n".join(per_class) + "\n")
-    common.atomic_write_text(workdir / "seg_cv_per_class_dice.md",
+    fileio.atomic_write_text(workdir / "seg_cv_per_class_dice.csv", "\n".join(per_class) + "\n")
+    fileio.atomic_write_text(workdir / "seg_cv_per_class_dice.md",
                              md.split("\n\n", 1)[1] if "\n\n" in md else md)
 
 
@@ -349,7 +349,7 @@ def run(config, workdir: str | pathlib.Path, *, examples=None, folds=None,
         seg_spacing_lib.check_schedule(config.train)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    common.save_config(config, workdir)
+    fileio.save_config(config, workdir)
     common.set_seed(config.seed)
     precision = common.configure_precision(config.train.precision)
     strategy = common.get_strategy(strategy_name)
@@ -367,7 +367,7 @@ def run(config, workdir: str | pathlib.Path, *, examples=None, folds=None,
         final_dir = workdir / FINAL
         metrics = seg_spacing_lib.train_fold(config, final_dir, examples,
                                              sorted(folds.assignment), [])
-        common.write_json(final_dir / "metrics.json", metrics)
+        fileio.write_json(final_dir / "metrics.json", metrics, sort_keys=True)
         return {"folds": {}, "final": metrics, "summary": None}
     keys = central_slice_keys(examples, int(config.data.max_slices_per_patient))
     results: dict[int, dict[str, Any]] = {}
@@ -391,7 +391,7 @@ def run(config, workdir: str | pathlib.Path, *, examples=None, folds=None,
                                  keys=keys, strategy=strategy)
         metrics["fold"] = fold
         metrics["precision_policy"] = precision
-        common.write_json(done, metrics)
+        fileio.write_json(done, metrics, sort_keys=True)
         results[fold] = metrics
     summary = None
     if len(results) > 1 and spacing_path:

@@ -158,7 +158,7 @@ class _Progress:
     def add(self, seconds: float, step: int) -> float:
         self.state["train_seconds"] += seconds
         self.state["step"] = step
-        common.write_json(self.path, self.state)
+        fileio.write_json(self.path, self.state, sort_keys=True)
         return self.state["train_seconds"]
 
 

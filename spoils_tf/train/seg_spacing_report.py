@@ -17,9 +17,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from spoils_tf import labels
+from spoils_tf import fileio, labels
 from spoils_tf.metrics import segmentation as seg_metrics
-from spoils_tf.train import common
 
 SUBSETS: tuple[str, ...] = ("middle", "all")
 VARIANTS: tuple[str, ...] = ("raw", "levels")
@@ -100,8 +99,8 @@ def table_markdown(summary: Mapping[str, Any]) -> str:
 def write_tables(summary: Mapping[str, Any], workdir: str | pathlib.Path) -> None:
     """Writes ``seg_cv_table.{md,json}`` and ``seg_cv_per_class_dice.csv`` atomically."""
     workdir = pathlib.Path(workdir)
-    common.atomic_write_text(workdir / "seg_cv_table.md", table_markdown(summary))
-    common.write_json(workdir / "seg_cv_table.json", summary)
+    fileio.atomic_write_text(workdir / "seg_cv_table.md", table_markdown(summary))
+    fileio.write_json(workdir / "seg_cv_table.json", summary, sort_keys=True)
     lines = ["subset,variant,class,dice_mean,dice_sd,n_folds"]
     for s in SUBSETS:
         for v in VARIANTS:
@@ -109,4 +108,4 @@ def write_tables(summary: Mapping[str, Any], workdir: str | pathlib.Path) -> Non
                 r = summary["metrics"].get(f"{s}/{v}/dice/{cls}")
                 if r:
                     lines.append(f"{s},{v},{cls},{r['mean']:.5f},{r['sd']:.5f},{r['n']}")
-    common.atomic_write_text(workdir / "seg_cv_per_class_dice.csv", "\n".join(lines) + "\n")
+    fileio.atomic_write_text(workdir / "seg_cv_per_class_dice.csv", "\n".join(lines) + "\n")

@@ -1,0 +1,30 @@
+"""Modules without a Keras model import without TensorFlow: the scikit-learn trainers, the
+ensemble, the tables and the file writers (each checked in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TF_FREE_MODULES = (
+        "spoils_tf.fileio",
+        "spoils_tf.train.grade_geometry_lib",
+        "spoils_tf.train.ensemble_lib",
+        "spoils_tf.train.seg_spacing_report",
+        "spoils_tf.train.predicted_masks",
+)
+
+
+@pytest.mark.parametrize("module", TF_FREE_MODULES)
+def test_module_imports_without_tensorflow(module):
+    code = (f"import sys, {module}; "
+            "loaded = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules); "
+            "print(','.join(loaded))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"{module} imported {proc.stdout.strip()}"
