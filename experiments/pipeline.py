@@ -1,5 +1,5 @@
 """The TFX-style pipeline, ExampleGen -> Trainer -> Evaluator -> Pusher: a thin entry around
-``spoils_tf.pipeline.stages.run_pipeline``.
+``spoils_tf.pipeline.runner.run_pipeline``.
 
     python -m experiments.pipeline --config=configs/pipeline.py:smoke --workdir=runs/pipeline_smoke
     python -m experiments.pipeline --config=configs/pipeline.py:demo --workdir=runs/pipeline_demo
@@ -33,10 +33,10 @@ NOT_BLESSED_EXIT = 3
 
 def main(argv: list[str]) -> None:
     config = common.config_from_flags(argv, _FLAGS)
-    from spoils_tf.pipeline import stages
+    from spoils_tf.pipeline import runner
 
-    result = stages.run_pipeline(config, _FLAGS.workdir.value)
-    print(stages.summary_text(result))
+    result = runner.run_pipeline(config, _FLAGS.workdir.value)
+    print(runner.summary_text(result))
     if result["pushed"] is None:
         sys.exit(NOT_BLESSED_EXIT)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from spoils_tf.pipeline import artifacts as art
-from spoils_tf.pipeline import stages
+from spoils_tf.pipeline import common, evaluator, example_gen, pusher, runner
 
 FP = {"sha256": "ab" * 32, "n_files": 1, "total_bytes": 3}
 
@@ -59,7 +59,7 @@ def _model(tmp_path: pathlib.Path, name="Trainer") -> art.Model:
 def _blessing(tmp_path: pathlib.Path, model: art.Model, blessed: bool) -> art.ModelBlessing:
     uri = tmp_path / f"blessing_{blessed}_{pathlib.Path(model.uri).name}"
     uri.mkdir()
-    (uri / (stages.BLESSED_FILE if blessed else stages.NOT_BLESSED_FILE)).touch()
+    (uri / (common.BLESSED_FILE if blessed else common.NOT_BLESSED_FILE)).touch()
     b = art.ModelBlessing(uri=str(uri), producer="Evaluator", created=art.utc_now(),
                           fingerprint=FP, config={}, metrics={"dice/fg_macro": 0.4},
                           parents=(model.uri,), blessed=blessed, checks=(),
@@ -92,51 +92,51 @@ def test_artifact_round_trip_and_immutability(tmp_path):
         ({"dice/fg_macro": 0.81}, False),
 ])
 def test_bless_at_threshold_edges(spec, blessed):
-    ok, checks, failed = stages.bless({"dice/fg_macro": 0.8, "level_accuracy": 0.75}, spec)
+    ok, checks, failed = evaluator.bless({"dice/fg_macro": 0.8, "level_accuracy": 0.75}, spec)
     assert ok is blessed
     assert all(c["passed"] for c in checks) is blessed
     assert len(failed) == sum(not c["passed"] for c in checks)
 
 
 def test_bless_records_which_threshold_failed_and_nan_fails():
-    ok, _, failed = stages.bless({"dice/fg_macro": 0.9, "level_accuracy": 0.5},
+    ok, _, failed = evaluator.bless({"dice/fg_macro": 0.9, "level_accuracy": 0.5},
                                  "dice/fg_macro>=0.8, level_accuracy>=0.6")
     assert not ok and failed == ["level_accuracy >= 0.6 (got 0.5)"]
-    ok, checks, _ = stages.bless({"dice/fg_macro": math.nan}, "dice/fg_macro>=0")
+    ok, checks, _ = evaluator.bless({"dice/fg_macro": math.nan}, "dice/fg_macro>=0")
     assert not ok and checks[0]["value"] is None
 
 
 @pytest.mark.parametrize("spec", ["", "dice/fg_macro>0.5", "dice/fg_macro>=x", {"dice/fg_macro": "hi"}])
 def test_bad_threshold_specs_are_errors(spec):
     with pytest.raises(ValueError):
-        stages.bless({"dice/fg_macro": 0.9}, spec)
+        evaluator.bless({"dice/fg_macro": 0.9}, spec)
 
 
 def test_threshold_on_an_unknown_metric_is_an_error():
     with pytest.raises(ValueError, match="'dice/L9' is not an evaluation metric"):
-        stages.bless({"dice/fg_macro": 0.9}, "dice/L9>=0.5")
+        evaluator.bless({"dice/fg_macro": 0.9}, "dice/L9>=0.5")
 
 
 # === Pusher ===
 def test_pusher_refuses_an_unblessed_model(tmp_path):
     model = _model(tmp_path)
-    with pytest.raises(stages.NotBlessedError, match=r"not blessed.*dice/fg_macro >= 0.5"):
-        stages.pusher(model, _blessing(tmp_path, model, False), tmp_path / "serving", "seg")
+    with pytest.raises(pusher.NotBlessedError, match=r"not blessed.*dice/fg_macro >= 0.5"):
+        pusher.pusher(model, _blessing(tmp_path, model, False), tmp_path / "serving", "seg")
     assert not (tmp_path / "serving").exists()
 
 
 def test_pusher_refuses_a_blessing_of_another_model(tmp_path):
     model, other = _model(tmp_path), _model(tmp_path, "Trainer2")
-    with pytest.raises(stages.NotBlessedError, match="is for model"):
-        stages.pusher(model, _blessing(tmp_path, other, True), tmp_path / "serving", "seg")
+    with pytest.raises(pusher.NotBlessedError, match="is for model"):
+        pusher.pusher(model, _blessing(tmp_path, other, True), tmp_path / "serving", "seg")
 
 
 def test_pusher_refuses_a_blessing_without_its_marker_file(tmp_path):
     model = _model(tmp_path)
     blessing = _blessing(tmp_path, model, True)
-    (pathlib.Path(blessing.uri) / stages.BLESSED_FILE).unlink()
-    with pytest.raises(stages.NotBlessedError, match="no BLESSED marker"):
-        stages.pusher(model, blessing, tmp_path / "serving", "seg")
+    (pathlib.Path(blessing.uri) / common.BLESSED_FILE).unlink()
+    with pytest.raises(pusher.NotBlessedError, match="no BLESSED marker"):
+        pusher.pusher(model, blessing, tmp_path / "serving", "seg")
 
 
 def test_pusher_takes_the_next_version_and_never_overwrites(tmp_path):
@@ -145,14 +145,14 @@ def test_pusher_takes_the_next_version_and_never_overwrites(tmp_path):
     v1 = tmp_path / "serving" / "seg" / "1"
     v1.mkdir(parents=True)
     (v1 / "saved_model.pb").write_bytes(b"old model")
-    pushed = stages.pusher(model, blessing, tmp_path / "serving", "seg")
+    pushed = pusher.pusher(model, blessing, tmp_path / "serving", "seg")
     assert pushed.version == 2 and pathlib.Path(pushed.uri) == v1.parent / "2"
     assert (v1 / "saved_model.pb").read_bytes() == b"old model"
     assert (v1.parent / "2" / "saved_model.pb").read_bytes() == b"graph"
     assert (v1.parent / "2" / "variables" / "variables.index").read_bytes() == b"weights"
-    record = stages.read_pushed(pushed.uri)
+    record = pusher.read_pushed(pushed.uri)
     assert record == pushed and record.fingerprint == FP and record.blessing_uri == blessing.uri
-    assert stages.pusher(model, blessing, tmp_path / "serving", "seg").version == 3
+    assert pusher.pusher(model, blessing, tmp_path / "serving", "seg").version == 3
     assert sorted(p.name for p in v1.parent.iterdir()) == ["1", "2", "3"]
 
 
@@ -163,9 +163,9 @@ def test_pusher_rename_collision_is_an_error_and_leaves_nothing(tmp_path, monkey
     v1.mkdir(parents=True)
     (v1 / "saved_model.pb").write_bytes(b"old model")
     # A concurrent pusher took the version between our scan and our rename.
-    monkeypatch.setattr(stages, "next_version", lambda model_dir: 1)
+    monkeypatch.setattr(pusher, "next_version", lambda model_dir: 1)
     with pytest.raises(FileExistsError):
-        stages.pusher(model, blessing, tmp_path / "serving", "seg")
+        pusher.pusher(model, blessing, tmp_path / "serving", "seg")
     assert sorted(p.name for p in v1.parent.iterdir()) == ["1"]    # no temporary folder left
     assert sorted(p.name for p in v1.iterdir()) == ["saved_model.pb"]
     assert (v1 / "saved_model.pb").read_bytes() == b"old model"
@@ -207,7 +207,7 @@ def _bundle(tmp_path: pathlib.Path, blessed: bool = True):
     seg = models[bundle.SEG]
     uri = tmp_path / f"bundle_blessing_{blessed}"
     uri.mkdir()
-    (uri / (stages.BLESSED_FILE if blessed else stages.NOT_BLESSED_FILE)).touch()
+    (uri / (common.BLESSED_FILE if blessed else common.NOT_BLESSED_FILE)).touch()
     b = art.ModelBlessing(uri=str(uri), producer="Evaluator", created=art.utc_now(),
                           fingerprint=FP, config={}, metrics={"grade/ensemble/accuracy": 0.5},
                           parents=(seg.uri,), blessed=blessed, checks=(),
@@ -223,10 +223,10 @@ def test_push_bundle_twice_gives_versions_1_and_2_of_every_model_and_loads(tmp_p
 
     models, blessing = _bundle(tmp_path)
     base = tmp_path / "serving"
-    first = stages.push_bundle(models, blessing, base)
+    first = pusher.push_bundle(models, blessing, base)
     assert {n: p.version for n, p in first.items()} == {n: 1 for n in bundle.MODEL_NAMES}
     v1_card = bundle.card_path(base / bundle.CROP / "1").read_bytes()
-    second = stages.push_bundle(models, blessing, base)
+    second = pusher.push_bundle(models, blessing, base)
     assert {n: p.version for n, p in second.items()} == {n: 2 for n in bundle.MODEL_NAMES}
     for name in bundle.MODEL_NAMES:
         assert sorted(p.name for p in (base / name).iterdir()) == ["1", "2"]  # no temp folders
@@ -244,13 +244,13 @@ def test_push_bundle_twice_gives_versions_1_and_2_of_every_model_and_loads(tmp_p
     assert geo.card["bundle"]["versions"] == {n: 2 for n in bundle.MODEL_NAMES}
     assert geo.card["metrics"] == {"grade/ensemble/accuracy": 0.5}
     assert loaded[bundle.SEG].card["metrics"] == {}
-    assert stages.read_pushed(geo.version_dir).model_uri == models[bundle.GEOMETRY].uri
+    assert pusher.read_pushed(geo.version_dir).model_uri == models[bundle.GEOMETRY].uri
 
 
 def test_push_bundle_refuses_an_unblessed_bundle_and_pushes_nothing(tmp_path):
     models, blessing = _bundle(tmp_path, blessed=False)
-    with pytest.raises(stages.NotBlessedError, match="grade/ensemble/accuracy >= 0.6"):
-        stages.push_bundle(models, blessing, tmp_path / "serving")
+    with pytest.raises(pusher.NotBlessedError, match="grade/ensemble/accuracy >= 0.6"):
+        pusher.push_bundle(models, blessing, tmp_path / "serving")
     assert not (tmp_path / "serving").exists()
 
 
@@ -259,8 +259,8 @@ def test_push_bundle_refuses_a_classifier_the_blessing_does_not_cover(tmp_path):
 
     models, blessing = _bundle(tmp_path)
     models[bundle.CROP] = _classifier(tmp_path / "other_run", bundle.CROP)
-    with pytest.raises(stages.NotBlessedError, match="is for model"):
-        stages.push_bundle(models, blessing, tmp_path / "serving")
+    with pytest.raises(pusher.NotBlessedError, match="is for model"):
+        pusher.push_bundle(models, blessing, tmp_path / "serving")
     assert not (tmp_path / "serving").exists()
 
 
@@ -269,7 +269,7 @@ def test_push_bundle_collision_on_the_last_model_takes_the_others_back(tmp_path,
 
     models, blessing = _bundle(tmp_path)
     base = tmp_path / "serving"
-    stages.push_bundle(models, blessing, base)                 # version 1 of each
+    pusher.push_bundle(models, blessing, base)                 # version 1 of each
     real = fileio.rename_no_replace
 
     def collide_on_geometry(src, dst):                         # a concurrent pusher wins
@@ -279,7 +279,7 @@ def test_push_bundle_collision_on_the_last_model_takes_the_others_back(tmp_path,
 
     monkeypatch.setattr(fileio, "rename_no_replace", collide_on_geometry)
     with pytest.raises(FileExistsError):
-        stages.push_bundle(models, blessing, base)
+        pusher.push_bundle(models, blessing, base)
     for name in bundle.MODEL_NAMES:                            # version 2 of none survives
         assert sorted(p.name for p in (base / name).iterdir()) == ["1"]
 
@@ -290,33 +290,33 @@ def test_push_bundle_rejects_a_model_under_the_wrong_name(tmp_path):
     models, blessing = _bundle(tmp_path)
     models[bundle.CROP], models[bundle.GEOMETRY] = models[bundle.GEOMETRY], models[bundle.CROP]
     with pytest.raises(ValueError, match="must be 'crop_classifier'"):
-        stages.push_bundle(models, blessing, tmp_path / "serving")
+        pusher.push_bundle(models, blessing, tmp_path / "serving")
     with pytest.raises(ValueError, match="needs its segmentation model"):
-        stages.push_bundle({bundle.CROP: models[bundle.GEOMETRY]}, blessing, tmp_path / "s")
+        pusher.push_bundle({bundle.CROP: models[bundle.GEOMETRY]}, blessing, tmp_path / "s")
 
 
 def test_card_metrics_keep_each_models_own_keys():
     metrics = {"dice/fg_macro": 0.7, "level_accuracy": 0.9, "grade/cnn/accuracy": 0.4,
                "grade/geometry/accuracy": 0.5, "grade/ensemble/accuracy": 0.6,
                "grade/eval_seconds": 3.0}
-    assert stages.card_metrics("segmentation", metrics) == {"dice/fg_macro": 0.7,
+    assert pusher.card_metrics("segmentation", metrics) == {"dice/fg_macro": 0.7,
                                                             "level_accuracy": 0.9}
-    assert stages.card_metrics("crop_classifier", metrics) == {"grade/cnn/accuracy": 0.4,
+    assert pusher.card_metrics("crop_classifier", metrics) == {"grade/cnn/accuracy": 0.4,
                                                                "grade/ensemble/accuracy": 0.6}
-    assert stages.card_metrics("geometry_classifier", metrics) == {
+    assert pusher.card_metrics("geometry_classifier", metrics) == {
             "grade/geometry/accuracy": 0.5, "grade/ensemble/accuracy": 0.6}
 
 
 def test_grade_metric_keys_and_thresholds_on_them():
     from spoils_tf import bundle
 
-    assert stages.grade_metric_keys({}) == []
-    keys = stages.grade_metric_keys({bundle.CROP: None, bundle.GEOMETRY: None})
-    assert len(keys) == 3 * len(stages.GRADE_METRICS)
+    assert evaluator.grade_metric_keys({}) == []
+    keys = evaluator.grade_metric_keys({bundle.CROP: None, bundle.GEOMETRY: None})
+    assert len(keys) == 3 * len(common.GRADE_METRICS)
     assert "grade/ensemble/accuracy" in keys and "grade/cnn/f1_macro" in keys
-    only_geo = stages.grade_metric_keys({bundle.GEOMETRY: None})
+    only_geo = evaluator.grade_metric_keys({bundle.GEOMETRY: None})
     assert not any(k.startswith(("grade/ensemble/", "grade/cnn/")) for k in only_geo)
-    ok, _, failed = stages.bless({"dice/fg_macro": 0.7, "grade/ensemble/accuracy": 0.15},
+    ok, _, failed = evaluator.bless({"dice/fg_macro": 0.7, "grade/ensemble/accuracy": 0.15},
                                  "dice/fg_macro>=0.6, grade/ensemble/accuracy>=0.2")
     assert not ok and failed == ["grade/ensemble/accuracy >= 0.2 (got 0.15)"]
 
@@ -349,7 +349,7 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     import tensorflow as tf
 
     config = _smoke_config()
-    result = stages.run_pipeline(config, tmp_path)
+    result = runner.run_pipeline(config, tmp_path)
     ex, model, ev, bl, pushed = (result[k] for k in ("examples", "model", "evaluation", "blessing",
                                                       "pushed"))
     dataset = tmp_path / "synthetic"
@@ -379,7 +379,7 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert classifiers[bundle.CROP].metrics["train_patients"] <= len(ex.train_patients)
     # Evaluator: the 2 held-out slices; "dice/fg_macro>=0" blesses any defined score.
     assert ev.metrics["slices"] == 2.0
-    assert bl.blessed and (pathlib.Path(bl.uri) / stages.BLESSED_FILE).is_file()
+    assert bl.blessed and (pathlib.Path(bl.uri) / common.BLESSED_FILE).is_file()
     assert pushed.version == 1 and (pathlib.Path(pushed.uri) / "saved_model.pb").is_file()
 
     # The bundle: all three models at version 1, cards with the right kind/classes/features.
@@ -425,29 +425,67 @@ def test_smoke_pipeline_end_to_end(tmp_path):
 
     # An impossible classifier threshold: not blessed, the failed threshold recorded, and the
     # Pusher refuses every model of the bundle: nothing new is pushed, no classifier either.
-    _, bl2 = stages.evaluator(model, ex, "grade/ensemble/accuracy>=1.01", tmp_path / "Evaluator2",
+    _, bl2 = evaluator.evaluator(model, ex, "grade/ensemble/accuracy>=1.01", tmp_path / "Evaluator2",
                               classifiers=classifiers)
     assert not bl2.blessed and bl2.failed[0].startswith("grade/ensemble/accuracy >= 1.01 (got ")
-    assert (pathlib.Path(bl2.uri) / stages.NOT_BLESSED_FILE).is_file()
-    with pytest.raises(stages.NotBlessedError):
-        stages.push_bundle({bundle.SEG: model, **classifiers}, bl2, tmp_path / "serving")
-    with pytest.raises(stages.NotBlessedError):
-        stages.pusher(classifiers[bundle.CROP], bl2, tmp_path / "serving", bundle.CROP)
+    assert (pathlib.Path(bl2.uri) / common.NOT_BLESSED_FILE).is_file()
+    with pytest.raises(pusher.NotBlessedError):
+        pusher.push_bundle({bundle.SEG: model, **classifiers}, bl2, tmp_path / "serving")
+    with pytest.raises(pusher.NotBlessedError):
+        pusher.pusher(classifiers[bundle.CROP], bl2, tmp_path / "serving", bundle.CROP)
     assert {n: m.version for n, m in bundle.load_bundle(tmp_path / "serving").items()} == \
         {n: 1 for n in bundle.MODEL_NAMES}
     # A threshold on a classifier metric without classifiers is an unknown metric.
     with pytest.raises(ValueError, match="not an evaluation metric"):
-        stages.evaluator(model, ex, "grade/ensemble/accuracy>=0", tmp_path / "Evaluator3")
+        evaluator.evaluator(model, ex, "grade/ensemble/accuracy>=0", tmp_path / "Evaluator3")
     # Pushing the blessed bundle again makes version 2 of every model; version 1 is untouched.
     v1_bytes = (pathlib.Path(pushed.uri) / "saved_model.pb").read_bytes()
-    again = stages.push_bundle({bundle.SEG: model, **classifiers}, bl, tmp_path / "serving")
+    again = pusher.push_bundle({bundle.SEG: model, **classifiers}, bl, tmp_path / "serving")
     assert {n: p.version for n, p in again.items()} == {n: 2 for n in bundle.MODEL_NAMES}
     assert (pathlib.Path(pushed.uri) / "saved_model.pb").read_bytes() == v1_bytes
     # A stage never writes over an existing artifact.
     with pytest.raises(FileExistsError):
-        stages.example_gen(dataset, ex.uri)
+        example_gen.example_gen(dataset, ex.uri)
     # Changing one data file changes the fingerprint a new ExampleGen records.
     png = sorted((dataset / "labelme").rglob("*.png"))[0]
     png.write_bytes(png.read_bytes() + b"\0")
     assert art.data_fingerprint(dataset)["sha256"] != fingerprint["sha256"]
     assert np.isfinite(ev.metrics["pixel_accuracy"])
+
+
+def test_run_pipeline_chains_the_stages_and_times_each(tmp_path, monkeypatch):
+    # Stand-in stages (no data, no training): the runner must call them in order, pass each
+    # one's artifact to the next, push only when blessed and record one time per stage.
+    import types
+
+    import ml_collections
+
+    calls = []
+
+    def stage(name, result):
+        def run(*args, **kwargs):
+            calls.append(name)
+            return result
+        return run
+
+    blessing = types.SimpleNamespace(uri="b", blessed=True, failed=())
+    monkeypatch.setattr(runner, "example_gen", stage("ExampleGen", types.SimpleNamespace(uri="e")))
+    monkeypatch.setattr(runner, "trainer", stage("Trainer", types.SimpleNamespace(uri="m")))
+    monkeypatch.setattr(runner, "evaluator",
+                        stage("Evaluator", (types.SimpleNamespace(uri="v"), blessing)))
+    monkeypatch.setattr(runner, "pusher", stage("Pusher", types.SimpleNamespace(uri="p")))
+    config = ml_collections.ConfigDict({
+        "examples": {"labelme_dir": str(tmp_path / "data"), "k": 2, "seed": 0, "eval_fold": 0,
+                     "tfds_config": ""},
+        "trainer": {}, "evaluator": {"thresholds": "dice/fg_macro>=0"},
+        "pusher": {"base_dir": "", "model_name": "seg"}})
+    result = runner.run_pipeline(config, tmp_path / "work")
+    assert calls == ["ExampleGen", "Trainer", "Evaluator", "Pusher"]
+    assert list(result["seconds"]) == calls
+    assert result["pushed"].uri == "p" and result["run_dir"].name == "run_1"
+    assert json.loads((result["run_dir"] / "run_summary.json").read_text())["pushed"] == "p"
+    blessing.blessed = False
+    calls.clear()
+    result = runner.run_pipeline(config, tmp_path / "work")
+    assert calls == ["ExampleGen", "Trainer", "Evaluator"] and result["pushed"] is None
+    assert result["run_dir"].name == "run_2"
