@@ -12,6 +12,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TF_FREE_MODULES = (
         "spoils_tf.fileio",
+        "spoils_tf.metrics.tables",
         "spoils_tf.train.grade_geometry_lib",
         "spoils_tf.train.ensemble_lib",
         "spoils_tf.train.seg_spacing_report",

@@ -50,6 +50,7 @@ import pandas as pd
 
 from spoils_tf import fileio
 from spoils_tf.data.folds import folds_to_run, slice_level_folds  # re-exported
+from spoils_tf.metrics import tables
 from spoils_tf import labels
 from spoils_tf.models import classifiers
 
@@ -70,8 +71,6 @@ PAPER_NUMBERS: dict[str, dict[str, float]] = {
 }
 SUMMARY_METRICS: tuple[str, ...] = ("accuracy", "iou_macro", "f1_macro", "balanced_accuracy",
                                     "kappa_quadratic", "auroc_macro", "brier", "log_loss")
-# Metrics in [0, 1] that are shown as % in the table.
-_PERCENT_METRICS = ("accuracy", "iou_macro", "f1_macro", "balanced_accuracy", "auroc_macro")
 
 log = logging.getLogger(__name__)
 
@@ -502,12 +501,6 @@ def predictions_table(rows: pd.DataFrame, probs: np.ndarray, y_true: np.ndarray,
 
 
 # === Aggregation ===
-def _fmt(metric: str, value: float) -> str:
-    if not np.isfinite(value):
-        return "n/a"
-    return f"{100 * value:.2f}" if metric in _PERCENT_METRICS else f"{value:.3f}"
-
-
 def aggregate(workdir: str | os.PathLike, config) -> dict:
     """Combines every finished fold in ``workdir/folds`` into the OOF table and summary.
 
@@ -587,10 +580,6 @@ def aggregate(workdir: str | os.PathLike, config) -> dict:
     return summary
 
 
-def _paper(numbers: dict, key: str) -> str:
-    return f"{numbers[key]:.2f}" if key in numbers else ""
-
-
 def summary_markdown(summary: dict) -> str:
     """The results table: mean +- SD over folds, pooled OOF [95 % CI], the paper beside."""
     lines = []
@@ -603,13 +592,15 @@ def summary_markdown(summary: dict) -> str:
               "| metric | mean ± SD over folds | pooled out-of-fold [95 % CI, patient bootstrap] "
               "| paper initial | paper after 8-fold CV |",
               "| --- | --- | --- | --- | --- |"]
+    paper_cell = tables.formatter(2, missing="")
     for k in SUMMARY_METRICS:
         p = summary["pooled"][k]
         paper = summary["paper"].get(k, {})
-        lines.append(f"| {k} | {_fmt(k, summary['mean'][k])} ± {_fmt(k, summary['sd'][k])} | "
-                     f"{_fmt(k, p['estimate'])} "
-                     f"[{_fmt(k, p['ci_low'])}, {_fmt(k, p['ci_high'])}] | "
-                     f"{_paper(paper, 'initial')} | {_paper(paper, 'after_cv')} |")
+        fmt = tables.metric_format(k)
+        lines.append(f"| {k} | {tables.mean_sd(summary['mean'][k], summary['sd'][k], fmt)} | "
+                     f"{fmt(p['estimate'])} [{fmt(p['ci_low'])}, {fmt(p['ci_high'])}] | "
+                     f"{paper_cell(paper.get('initial'))} | "
+                     f"{paper_cell(paper.get('after_cv'))} |")
     lines += ["", "Percent for accuracy, IoU (macro Jaccard), F1, balanced accuracy and AUROC; "
               "kappa, Brier and log-loss as they are. SD over folds uses ddof=1.",
               "Paper: CNN with MobileNetV2 on the 11-class target, private data (4260 disc "

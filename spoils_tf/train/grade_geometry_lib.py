@@ -72,6 +72,7 @@ from spoils_tf.data.folds import folds_to_run, slice_level_folds  # re-exported
 from spoils_tf import labels
 from spoils_tf.classical import models as cmodels
 from spoils_tf.metrics import classification as cm
+from spoils_tf.metrics import tables
 
 SPLITS: tuple[str, ...] = ("patient", "slice")
 MODES: tuple[str, ...] = SPLITS + ("leakage",)
@@ -111,8 +112,6 @@ ANCHORS: dict[str, tuple[dict[str, Any], ...]] = {
 }
 SUMMARY_METRICS: tuple[str, ...] = ("accuracy", "iou_macro", "f1_macro", "balanced_accuracy",
                                     "kappa_quadratic", "auroc_macro", "brier", "log_loss")
-PERCENT_METRICS: tuple[str, ...] = ("accuracy", "iou_macro", "f1_macro", "balanced_accuracy",
-                                    "auroc_macro")
 LEAKAGE_METRICS: tuple[str, ...] = ("accuracy", "iou_macro", "f1_macro", "auroc_macro")
 
 log = logging.getLogger(__name__)
@@ -424,12 +423,6 @@ def predict_fold(X: pd.DataFrame, y: np.ndarray, rows: pd.DataFrame, fold: np.nd
     return pred, facts
 
 
-def _percent(metric: str, value: float) -> str:
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    return f"{100 * value:.2f}" if metric in PERCENT_METRICS else f"{value:.3f}"
-
-
 def evaluate_predictions(pred: pd.DataFrame, classes: Sequence[str], n_boot: int = 1000,
                          seed: int = 0, ci_metrics: Sequence[str] = SUMMARY_METRICS) -> dict:
     """Metrics of an out-of-fold prediction table, per fold and pooled.
@@ -521,15 +514,8 @@ def comparison_frame(summaries: Sequence[dict], target: str,
 
 
 def _ci(row: Mapping[str, Any], k: str) -> str:
-    est = _percent(k, row[f"{k}_pooled"])
-    lo, hi = row[f"{k}_ci_low"], row[f"{k}_ci_high"]
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return est
-    return f"{est} [{_percent(k, lo)}, {_percent(k, hi)}]"
-
-
-def _paper_cell(v: float) -> str:
-    return f"{v:.2f}" if np.isfinite(v) else ""
+    return tables.with_ci(row[f"{k}_pooled"], row[f"{k}_ci_low"], row[f"{k}_ci_high"],
+                          tables.metric_format(k))
 
 
 def comparison_markdown(frame: pd.DataFrame, target: str, title: str = "") -> str:
@@ -545,17 +531,15 @@ def comparison_markdown(frame: pd.DataFrame, target: str, title: str = "") -> st
               "IoU % [95 % CI] | macro-F1 % [CI] | balanced acc % [CI] | QWK [CI] | "
               "AUROC % [CI] | Brier [CI] |",
               "| --- " * 14 + "|"]
+    paper_cell = tables.formatter(2, missing="")
     for _, r in frame.iterrows():
-        lines.append(
-            f"| {r['model']} | {r['n_scored']} ({r['n_patients']}) | {r['n_unlabelled']} | "
-            f"{_percent('accuracy', r['accuracy_mean'])} ± "
-            f"{_percent('accuracy', r['accuracy_sd'])} | "
-            f"{_percent('iou_macro', r['iou_macro_mean'])} ± "
-            f"{_percent('iou_macro', r['iou_macro_sd'])} | "
-            f"{_paper_cell(r['paper_accuracy_pct'])} | {_paper_cell(r['paper_iou_macro_pct'])} | "
-            + " | ".join(_ci(r, k) for k in ("accuracy", "iou_macro", "f1_macro",
-                                             "balanced_accuracy", "kappa_quadratic",
-                                             "auroc_macro", "brier")) + " |")
+        cells = [r["model"], f"{r['n_scored']} ({r['n_patients']})", r["n_unlabelled"]]
+        cells += [tables.mean_sd(r[f"{k}_mean"], r[f"{k}_sd"], tables.metric_format(k))
+                  for k in ("accuracy", "iou_macro")]
+        cells += [paper_cell(r["paper_accuracy_pct"]), paper_cell(r["paper_iou_macro_pct"])]
+        cells += [_ci(r, k) for k in ("accuracy", "iou_macro", "f1_macro", "balanced_accuracy",
+                                      "kappa_quadratic", "auroc_macro", "brier")]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += ["", "Mean ± SD over folds (SD ddof=1); pooled out-of-fold estimate with a "
               "patient-level bootstrap 95 % CI in brackets. IoU = macro Jaccard over present "
               "classes. QWK = quadratic weighted kappa. Unlabelled rows are predicted (empty "
@@ -574,8 +558,8 @@ def comparison_markdown(frame: pd.DataFrame, target: str, title: str = "") -> st
                   "| --- | --- | --- | --- |"]
         for a in anchors:
             k = a["metric"]
-            lines.append(f"| {a['source']} | {k} | {a['relation']} {_percent(k, a['value'])} | "
-                         f"{_percent(k, best[k])} |")
+            lines.append(f"| {a['source']} | {k} | {a['relation']} {tables.metric(k, a['value'])} "
+                         f"| {tables.metric(k, best[k])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -617,13 +601,12 @@ def leakage_markdown(frame: pd.DataFrame) -> str:
              "| --- | --- | --- | --- | --- | --- |"]
     for _, r in frame.iterrows():
         k = r["metric"]
-        infl = r["inflation"]
-        infl_s = ("n/a" if not np.isfinite(infl) else
-                  f"{100 * infl:+.2f} pp" if k in PERCENT_METRICS else f"{infl:+.3f}")
-        lines.append(f"| {r['target']} | {r['model']} | {k} | {_percent(k, r['patient_pooled'])} "
-                     f"({_percent(k, r['patient_fold_mean'])}) | "
-                     f"{_percent(k, r['slice_pooled'])} ({_percent(k, r['slice_fold_mean'])}) "
-                     f"| {infl_s} |")
+        fmt = tables.metric_format(k)
+        inflation = tables.metric_format(k, signed=True, percent_suffix=" pp")(r["inflation"])
+        lines.append(f"| {r['target']} | {r['model']} | {k} | {fmt(r['patient_pooled'])} "
+                     f"({fmt(r['patient_fold_mean'])}) | "
+                     f"{fmt(r['slice_pooled'])} ({fmt(r['slice_fold_mean'])}) "
+                     f"| {inflation} |")
     return "\n".join(lines) + "\n"
 
 

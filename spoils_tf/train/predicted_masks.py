@@ -66,7 +66,7 @@ import pandas as pd
 from spoils_tf import fileio, labels
 from spoils_tf.data import layout
 from spoils_tf.errors import SpoilsError
-from spoils_tf.metrics import confusion
+from spoils_tf.metrics import confusion, tables
 
 PROVENANCE_JSON = "provenance.json"
 DISC_MATCHES_CSV = "disc_matches.csv"
@@ -527,20 +527,16 @@ def all_disc_scores(gt_oof: pd.DataFrame, pred_oof: pd.DataFrame, classes: Seque
             "per_fold": per_fold, "mean": mean, "sd": sd, "pooled": pooled}
 
 
-def _pct(v: float) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
+_PERCENT = tables.formatter(1, scale=100.0)     # the comparison's cells: percent, 1 decimal
 
 
 def _pm(mean: float, sd: float) -> str:
-    return f"{_pct(mean)} ± {_pct(sd)}"
+    return tables.mean_sd(mean, sd, _PERCENT)
 
 
 def _ci(p: Mapping[str, float], pct: bool = True) -> str:
-    f = _pct if pct else (lambda v: "n/a" if not np.isfinite(v) else f"{v:.3f}")
-    est = f(p["estimate"])
-    if not (np.isfinite(p.get("ci_low", np.nan)) and np.isfinite(p.get("ci_high", np.nan))):
-        return est
-    return f"{est} [{f(p['ci_low'])}, {f(p['ci_high'])}]"
+    return tables.with_ci(p["estimate"], p.get("ci_low"), p.get("ci_high"),
+                          _PERCENT if pct else tables.formatter(3))
 
 
 def compare_runs(gt_workdir: str | os.PathLike, pred_workdir: str | os.PathLike,

@@ -39,6 +39,7 @@ import numpy as np
 from spoils_tf import fileio, labels
 from spoils_tf.data import layout
 from spoils_tf.metrics import segmentation as seg_metrics
+from spoils_tf.metrics import tables
 from spoils_tf.train import common
 
 log = logging.getLogger(__name__)
@@ -287,7 +288,7 @@ def summarize(fold_metrics: Mapping[int, Mapping[str, float]]) -> dict[str, Any]
 
 
 def _pm(mean: float, sd: float) -> str:
-    return "n/a" if math.isnan(mean) else f"{mean:.1f} ± {sd:.1f}"
+    return tables.mean_sd(mean, sd, tables.formatter(1), missing=tables.MISSING)
 
 
 def table_markdown(summary: Mapping[str, Any]) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 
 from spoils_tf import fileio, labels
 from spoils_tf.metrics import segmentation as seg_metrics
+from spoils_tf.metrics import tables
 
 SUBSETS: tuple[str, ...] = ("middle", "all")
 VARIANTS: tuple[str, ...] = ("raw", "levels")
@@ -64,10 +65,9 @@ def summarize(fold_metrics: Mapping[int, Mapping[str, float]]) -> dict[str, Any]
 
 
 def _cell(summary: Mapping[str, Any], key: str) -> str:
-    r = summary["metrics"].get(key)
-    if r is None or math.isnan(r["mean"]):
-        return "n/a"
-    return f"{r['mean']:.3f} ± {r['sd']:.3f}"
+    r = summary["metrics"].get(key) or {}
+    return tables.mean_sd(r.get("mean"), r.get("sd"), tables.formatter(3),
+                          missing=tables.MISSING)
 
 
 def table_markdown(summary: Mapping[str, Any]) -> str:
