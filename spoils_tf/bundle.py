@@ -22,7 +22,10 @@ together):
   at a fixed pixel size, ``spoils_tf.data.spacing_pipeline``); optional ``report_note`` (a
   caution ``spoils predict`` adds to every report's notes); optional ``keras_file`` (a ``.keras`` copy in the version
   directory, which ``spoils predict --precision bfloat16`` rebuilds under ``mixed_bfloat16``;
-  without it the SavedModel runs as exported);
+  without it the SavedModel runs as exported); optional ``orientation_model`` (a ``.keras``
+  orientation network in the version directory, ``spoils_tf.models.orientation``) with
+  ``orientation_sha256`` (checked at load like ``sha256``), ``orientation_pixel_mm`` and
+  ``orientation_threshold`` (the softmax probability below which a slice is refused);
 * ``crop_classifier``: ``target`` (``grade_class | pfirrmann | binary``), ``classes`` (in
   output order), ``crop_height``, ``crop_width`` (px, the ``spoils crops`` size),
   ``context_slices`` (0 or 1), ``margin_frac``;
@@ -89,6 +92,12 @@ class BundleModel:
     def model_path(self) -> pathlib.Path:
         """The model file (or SavedModel directory) named by the card's ``model_file``."""
         return (self.version_dir / self.card["model_file"]).resolve()
+
+    @property
+    def orientation_path(self) -> Optional[pathlib.Path]:
+        """The orientation network named by the card's ``orientation_model``, or None."""
+        name = self.card.get("orientation_model")
+        return (self.version_dir / str(name)).resolve() if name else None
 
     @property
     def label(self) -> str:
@@ -217,20 +226,26 @@ def model_sha256(path: Union[str, os.PathLike]) -> str:
 def check_sha256(entry: BundleModel) -> None:
     """Compares a model file with its card's optional ``sha256`` (hex digest of the file named
     by ``model_file``; of all files below it concatenated in sorted path order, model card
-    excluded, for a folder).
+    excluded, for a folder), and an ``orientation_model`` file with ``orientation_sha256``.
 
     Raises:
         BundleError: the digests differ (a damaged or replaced model file; names both).
     """
-    expected = entry.card.get("sha256")
-    if not expected:
-        return
-    path = entry.model_path
-    actual = model_sha256(path)
-    if actual != expected:
-        raise BundleError(card_path(entry.version_dir), "sha256",
-                          f"{expected}, but {path} hashes to {actual}: the model file is "
-                          "damaged or was replaced")
+    checks = [("sha256", entry.model_path)]
+    if entry.orientation_path is not None:
+        if not entry.orientation_path.is_file():
+            raise BundleError(card_path(entry.version_dir), "orientation_model",
+                              f"names {entry.orientation_path}, which does not exist")
+        checks.append(("orientation_sha256", entry.orientation_path))
+    for field, path in checks:
+        expected = entry.card.get(field)
+        if not expected:
+            continue
+        actual = model_sha256(path)
+        if actual != expected:
+            raise BundleError(card_path(entry.version_dir), field,
+                              f"{expected}, but {path} hashes to {actual}: the model file is "
+                              "damaged or was replaced")
 
 
 def load_bundle(models_dir: Union[str, os.PathLike]) -> dict[str, BundleModel]:

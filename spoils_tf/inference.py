@@ -219,23 +219,32 @@ class SpacingSegmenter:
     Args:
         model_path: a ``.keras`` file, or a SavedModel exported with ``resize_mode="spacing"``.
         target_spacing_mm: the training pixel size (the model card's ``target_spacing_mm``).
-        orientation: ``"auto"`` tries the four flips of ``levels.ORIENTATIONS`` and keeps the
-            one whose anatomy reads correctly (refusing the slice when that is ambiguous);
-            ``"as_is"`` trusts the input to be in display orientation (one network pass).
+        orientation: ``"auto"`` reads which way is up and which way is anterior from the
+            image (refusing the slice when that is ambiguous) and corrects a flipped slice;
+            ``"as_is"`` trusts the input to be in display orientation.
+        orientation_net: a ``spoils_tf.models.orientation.OrientationNet``. With it, ``"auto"``
+            takes the flip the network names with probability >= ``orientation_threshold``
+            and the segmentation of the corrected slice must put the canal posterior; without
+            it, ``"auto"`` segments the four flips of ``levels.ORIENTATIONS`` and keeps the one
+            whose anatomy reads correctly (``levels.choose_orientation``).
+        orientation_threshold: see ``orientation_net``.
 
-    Call: ``(uint8 [H, W], (row_mm, col_mm)) -> Segmentation``.
+    Call: ``(uint8 [H, W], (row_mm, col_mm), from_header=False) -> Segmentation``. With
+    ``from_header`` (the slice was put in display orientation from its file's direction
+    cosines) the header is trusted; when the orientation network confidently reads another
+    orientation, the disagreement is added to the level flags (a level doubt: decisions that
+    name levels abstain).
 
     Raises: SpoilsError: no model at ``model_path``, not a model, or one that does not load.
-    Raises (call): OrientationError: ``"auto"`` and the anatomy does not say which way is up.
+    Raises (call): OrientationError: ``"auto"``, a 2-D picture, and the image does not say
+        unambiguously which way is up.
     """
 
     def __init__(self, model_path: str | pathlib.Path, target_spacing_mm: float, *,
-                 orientation: str = "auto"):
+                 orientation: str = "auto", orientation_net: Any = None,
+                 orientation_threshold: float = 0.9):
         import tensorflow as tf
-        from spoils_tf import levels
-        if orientation not in ("auto", "as_is"):
-            raise ValueError(f"orientation: {orientation!r}; expected auto | as_is")
-        self.orientation = orientation
+        self._setup(orientation, orientation_net, orientation_threshold)
         model_path = pathlib.Path(model_path)
         if not model_path.exists():
             raise SpoilsError(model_path, None, "model not found")
@@ -258,20 +267,89 @@ class SpacingSegmenter:
             raise SpoilsError(model_path, None, "expected a .keras file or a SavedModel version "
                                                 "directory (with saved_model.pb)")
         self.probabilities = probs
+
+    @classmethod
+    def from_function(cls, probabilities: Callable[[np.ndarray, tuple[float, float]], np.ndarray],
+                      *, orientation: str = "auto", orientation_net: Any = None,
+                      orientation_threshold: float = 0.9) -> "SpacingSegmenter":
+        """The same segmenter around any ``(uint8 [H, W], (row_mm, col_mm)) -> float [H, W,
+        classes]`` probability function (another runtime, or a hand-made one in tests)."""
+        self = cls.__new__(cls)
+        self._setup(orientation, orientation_net, orientation_threshold)
+        self.probabilities = probabilities
+        return self
+
+    def _setup(self, orientation: str, orientation_net: Any, orientation_threshold: float):
+        from spoils_tf import levels
+        if orientation not in ("auto", "as_is"):
+            raise ValueError(f"orientation: {orientation!r}; expected auto | as_is")
+        self.orientation = orientation
+        self.orientation_net = orientation_net
+        self.orientation_threshold = float(orientation_threshold)
         self._levels = levels
 
-    def __call__(self, grey: np.ndarray, spacing_mm: tuple[float, float]) -> Segmentation:
-        levels = self._levels
+    def _labelled(self, grey: np.ndarray, spacing_mm, name: str):
+        image = np.ascontiguousarray(self._levels.orient(grey, name))
+        return image, self._levels.assign_levels(self.probabilities(image, spacing_mm),
+                                                 spacing_mm)
+
+    def __call__(self, grey: np.ndarray, spacing_mm: tuple[float, float], *,
+                 from_header: bool = False) -> Segmentation:
         grey = np.ascontiguousarray(grey, np.uint8)
-        names = levels.ORIENTATIONS if self.orientation == "auto" else ("as_is",)
-        results = {}
-        for name in names:
-            image = np.ascontiguousarray(levels.orient(grey, name))
-            results[name] = (image, levels.assign_levels(self.probabilities(image, spacing_mm),
-                                                         spacing_mm))
         if self.orientation == "as_is":
-            image, result = results["as_is"]
+            image, result = self._labelled(grey, spacing_mm, "as_is")
             return Segmentation(image, result.label_map, "as_is", "taken as given", result)
+        if from_header:
+            return self._trust_header(grey, spacing_mm)
+        if self.orientation_net is not None:
+            return self._by_network(grey, spacing_mm)
+        return self._by_anatomy(grey, spacing_mm)
+
+    def _read_orientation(self, grey: np.ndarray, spacing_mm) -> tuple[str, float, str]:
+        """(most likely flip, its probability, the probabilities in words)."""
+        p = self.orientation_net.probabilities(grey, spacing_mm)
+        names = self._levels.ORIENTATIONS
+        best = int(np.argmax(p))
+        words = ", ".join(f"{n} {v:.2f}" for n, v in zip(names, p))
+        return names[best], float(p[best]), words
+
+    def _trust_header(self, grey: np.ndarray, spacing_mm) -> Segmentation:
+        image, result = self._labelled(grey, spacing_mm, "as_is")
+        note = "display orientation from the file's direction cosines"
+        if self.orientation_net is not None:
+            name, p, words = self._read_orientation(grey, spacing_mm)
+            if name != "as_is" and p >= self.orientation_threshold:
+                result.flags.append(
+                        f"orientation disagrees: the file header puts the slice in display "
+                        f"orientation but the image reads as {ORIENTATION_WORDS[name]} "
+                        f"(p {p:.2f}); level names are in doubt")
+                note += f"; the orientation network disagrees ({words})"
+        return Segmentation(image, result.label_map, "as_is", note, result)
+
+    def _by_network(self, grey: np.ndarray, spacing_mm) -> Segmentation:
+        name, p, words = self._read_orientation(grey, spacing_mm)
+        if p < self.orientation_threshold:
+            raise OrientationError(
+                    None, "orientation",
+                    f"cannot tell which way is up and which way is anterior (orientation "
+                    f"network: {words}; needs {self.orientation_threshold:g}); refusing to report "
+                    "levels. Give the slice in display orientation (superior at the top, anterior "
+                    "on the left)")
+        image, result = self._labelled(grey, spacing_mm, name)
+        if result.canal_side == "anterior":
+            raise OrientationError(
+                    None, "orientation",
+                    f"the orientation network reads the slice as {ORIENTATION_WORDS[name]} (p "
+                    f"{p:.2f}) but after undoing that the segmentation puts the spinal canal in "
+                    "front of the vertebral bodies; refusing to report levels. Give the slice in "
+                    "display orientation (superior at the top, anterior on the left)")
+        return Segmentation(image, result.label_map, name,
+                            f"orientation network p {p:.2f} ({words}); canal {result.canal_side}",
+                            result)
+
+    def _by_anatomy(self, grey: np.ndarray, spacing_mm) -> Segmentation:
+        levels = self._levels
+        results = {name: self._labelled(grey, spacing_mm, name) for name in levels.ORIENTATIONS}
         decision = levels.choose_orientation({n: r for n, (_, r) in results.items()})
         if not decision.confident:
             raise OrientationError(
@@ -361,12 +439,19 @@ class Segmenter:
             from spoils_tf import weights
             model_path = weights.DEFAULT_BUNDLE
         path = pathlib.Path(model_path)
+        orientation_net, orientation_threshold = None, 0.9
         if path.is_dir() and (path / bundle.SEG).is_dir():
             entry = bundle.load_bundle(path)[bundle.SEG]
             path, card = entry.model_path, entry.card
             resize_mode = str(card["resize_mode"])
             target_spacing_mm = float(card.get("target_spacing_mm") or 0.0)
             self.label = entry.label
+            if entry.orientation_path is not None and orientation == "auto":
+                from spoils_tf.models import orientation as orientation_model
+                orientation_net = orientation_model.OrientationNet.load(
+                        entry.orientation_path, float(card.get("orientation_pixel_mm")
+                                                      or orientation_model.PIXEL_MM))
+                orientation_threshold = float(card.get("orientation_threshold", 0.9))
         else:
             meta = path / "assets.extra" / "spoils_model.json"
             if path.is_dir() and meta.is_file():
@@ -385,7 +470,9 @@ class Segmenter:
         self.spacing_mode = resize_mode == "spacing"
         self.target_spacing_mm = target_spacing_mm
         if self.spacing_mode:
-            self._run = SpacingSegmenter(path, target_spacing_mm, orientation=orientation)
+            self._run = SpacingSegmenter(path, target_spacing_mm, orientation=orientation,
+                                         orientation_net=orientation_net,
+                                         orientation_threshold=orientation_threshold)
         else:
             self._run = load_segmenter(path, resize_mode)
 
@@ -398,8 +485,9 @@ class Segmenter:
             self._run(blank)
 
     def __call__(self, grey: np.ndarray, spacing_mm: Optional[tuple[float, float]],
-                 source: str = "") -> Segmentation:
-        """Segments one slice.
+                 source: str = "", *, from_header: bool = False) -> Segmentation:
+        """Segments one slice; ``from_header``: its display orientation comes from the file's
+        direction cosines (``SpacingSegmenter``).
 
         Raises:
           SpoilsError: a fixed-spacing model and no pixel spacing, or one that
@@ -416,7 +504,7 @@ class Segmenter:
                                                        "ROW_MM COL_MM")
         spacing_mm = images.check_pixel_spacing(spacing_mm, source, "pixel spacing")
         try:
-            return self._run(grey, spacing_mm)
+            return self._run(grey, spacing_mm, from_header=from_header)
         except OrientationError as e:
             raise OrientationError(source or None, e.field, e.reason) from None
 
@@ -444,7 +532,7 @@ def segment_file(image_path: str | pathlib.Path, model_path: str | pathlib.Path 
         from spoils_tf.data import images
         spacing = images.check_pixel_spacing(pixel_spacing_mm, None, "--pixel-spacing")
     seg_model = segmenter or Segmenter(model_path, resize_mode=resize_mode)
-    seg = seg_model(grey, spacing, str(image_path))
+    seg = seg_model(grey, spacing, str(image_path), from_header=input_kind(image_path) == "series")
     mask = seg.label_map.astype(np.uint8)
     stem = _stem(image_path)
     result = {

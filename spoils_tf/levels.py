@@ -309,7 +309,8 @@ def assign_levels(probs: np.ndarray, spacing_mm: Sequence[float],
 # Flags after which the level names of a slice cannot be trusted (prefix or fragment match).
 _LEVEL_DOUBT_MARKERS: tuple[str, ...] = ("possible transitional vertebra", "lowest labelled structure",
                                          "weak level evidence", "extra disc below",
-                                         "vertebral body below", " missing between ")
+                                         "vertebral body below", " missing between ",
+                                         "orientation disagrees")
 
 
 def level_doubts(result: LevelResult) -> list[str]:

@@ -443,7 +443,8 @@ class Predictor:
                      odi=None, nrs=None, masks: Optional[list[np.ndarray]] = None,
                      source: Optional[dict] = None,
                      slice_offsets: Optional[Sequence[int]] = None,
-                     slice_spacing_mm: Optional[float] = None) -> Prediction:
+                     slice_spacing_mm: Optional[float] = None,
+                     orientation_from_header: bool = False) -> Prediction:
         """Runs every stage on one patient's slices.
 
         Args:
@@ -460,6 +461,10 @@ class Predictor:
                 and the disc volume.
             slice_spacing_mm: centre-to-centre slice distance (mm) for the disc volume; None =
                 unknown (volume NaN, noted).
+            orientation_from_header: the slices were put in display orientation from their
+                file's direction cosines (trusted; a disagreeing orientation network makes the
+                levels doubtful) rather than being 2-D pictures (whose orientation is read from
+                the image, and refused when unclear).
 
         Returns:
             :class:`Prediction` (report, masks, slices).
@@ -505,7 +510,8 @@ class Predictor:
         if masks is None:
             if slices[0].shape not in self._seg_warm:
                 traced.append("segment")
-            masks, slices, level_doubts = self._segment(slices, spacing_mm, offsets, notes)
+            masks, slices, level_doubts = self._segment(slices, spacing_mm, offsets, notes,
+                                                        orientation_from_header)
             self._seg_warm.add(tuple(slices[0].shape))
             segmentation = f"model {self.bundle[bundle.SEG].label}"
         else:
@@ -664,7 +670,8 @@ class Predictor:
             {PATIENT_KEY: sorted(int(o) for o in offsets)})
         return table
 
-    def _segment(self, slices, spacing_mm, offsets, notes) -> tuple[list, list, list]:
+    def _segment(self, slices, spacing_mm, offsets, notes, from_header: bool
+                 ) -> tuple[list, list, list]:
         """Label maps for ``slices``; a fixed-spacing model also returns each slice in display
         orientation (a flipped input is corrected), adds its level flags to ``notes`` and returns
         the mid-sagittal slice's ``levels.level_doubts`` (the recommendation abstains on them).
@@ -682,13 +689,14 @@ class Predictor:
         if card_note:   # what the model card says every report must carry
             notes.append(str(card_note))
         for s, off in zip(slices, offsets):
-            seg = self._segment_one(s, spacing_mm, f"slice at offset {int(off)}")
+            seg = self._segment_one(s, spacing_mm, f"slice at offset {int(off)}",
+                                    from_header=from_header)
             masks.append(seg.label_map.astype(np.int32))
             oriented.append(seg.image)
             if seg.orientation != "as_is":
                 notes.append(f"Slice at offset {int(off)} was given "
-                             f"{inference.ORIENTATION_WORDS[seg.orientation]}; corrected from the "
-                             f"anatomy ({seg.orientation_note}).")
+                             f"{inference.ORIENTATION_WORDS[seg.orientation]}; corrected "
+                             f"({seg.orientation_note}).")
             notes += [f"Levels, slice at offset {int(off)}: {f}" for f in seg.levels.flags]
             if int(off) == 0:
                 doubts = levels.level_doubts(seg.levels)
@@ -1132,7 +1140,8 @@ def run_predict(input_path, models_dir, out_dir, *, odi=None, nrs=None, mask_pat
     pred = predictor or Predictor(models_dir, precision=precision)
     warmup_ms = pred.warmup(images[0].shape, segment=masks is None) if warmup else None
     result = pred.predict_full(images, spacing, odi=odi, nrs=nrs, masks=masks, source=desc,
-                               slice_offsets=offsets, slice_spacing_mm=ss)
+                               slice_offsets=offsets, slice_spacing_mm=ss,
+                               orientation_from_header=desc["kind"] not in ("picture", "image_2d"))
     report = result.report
     report["warmup_ms"] = warmup_ms
     report["timing_ms"]["read"] = round(report["timing_ms"]["read"] + read_ms, 3)

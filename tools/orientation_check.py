@@ -6,10 +6,12 @@ orientations of ``spoils_tf.levels.ORIENTATIONS``.
 
 The fold model (``fold_<k>/model.keras``, which never saw these patients) segments the middle
 ``--slices`` slices of each held-out patient after ``levels.orient(slice, t)`` for every
-transform ``t``, through ``inference.SpacingSegmenter(orientation="auto")``. Since each
-transform is its own inverse, the answer is right when the segmenter undoes exactly ``t``;
-otherwise it refused (``OrientationError``: the safe outcome) or chose wrong (the dangerous
-one: levels reversed). Prints and saves the counts per transform.
+transform ``t``, through ``inference.SpacingSegmenter(orientation="auto")``; with
+``--orientation-workdir`` (an ``experiments.orientation`` CV run on the same folds) that fold's
+orientation network decides, as in the shipped bundle, otherwise the anatomy of four passes.
+Since each transform is its own inverse, the answer is right when the segmenter undoes exactly
+``t``; otherwise it refused (``OrientationError``: the safe outcome) or chose wrong (the
+dangerous one: levels reversed). Prints and saves the counts per transform.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--data", required=True, type=pathlib.Path)
     ap.add_argument("--tfds", required=True, type=pathlib.Path)
     ap.add_argument("--slices", type=int, default=5, help="middle slices per patient")
+    ap.add_argument("--orientation-workdir", type=pathlib.Path,
+                    help="experiments.orientation CV workdir: use its fold_<k>/model.keras")
     ap.add_argument("--out", required=True, type=pathlib.Path)
     args = ap.parse_args(argv)
     from tqdm.auto import tqdm
@@ -50,8 +54,18 @@ def main(argv: list[str]) -> int:
     total = {t: {"right": 0, "refused": 0, "wrong": 0} for t in levels.ORIENTATIONS}
     result = {"folds": {}, "slices": 0, "counts": total, "wrong": []}
     for fold in args.fold:
+        net, threshold = None, 0.9
+        if args.orientation_workdir is not None:
+            from spoils_tf.models import orientation
+            o_config = json.loads((args.orientation_workdir / "config.json").read_text())
+            net = orientation.OrientationNet.load(
+                    args.orientation_workdir / f"fold_{fold}" / "model.keras",
+                    float(o_config["model"]["pixel_mm"]))
+            threshold = float(o_config["eval"]["threshold"])
         segmenter = inference.SpacingSegmenter(args.workdir / f"fold_{fold}" / "model.keras",
-                                               float(config["data"]["target_spacing_mm"]))
+                                               float(config["data"]["target_spacing_mm"]),
+                                               orientation_net=net,
+                                               orientation_threshold=threshold)
         _, test = folds.split(fold)
         rows = {p: v for p, v in by_patient.items() if p in test}
         keep = seg_spacing_lib.middle_keys({p: [(i, k) for i, k, _ in v] for p, v in rows.items()},

@@ -4,6 +4,7 @@
         --seg runs/seg_dlv3_spider_cpu/final/model.keras \
         --cv runs/seg_dlv3_spider_cpu_cv1200 \
         --geometry-results runs/grade_geometry_logreg/patient/results.md \
+        --orientation runs/orientation_cv/final/model.keras \
         --out spoils_tf/weights --drop-older
 
 Runs ``spoils bundle`` (``assemble.assemble_bundle``, ``seg_format="keras"``: the ``.keras``
@@ -12,7 +13,10 @@ file alone, its sha256 on the card) as the next version, with ``--geometry`` the
 it superseded; card fields for both models: training data and its
 CC BY 4.0 attribution, recipe, command, the cross-validated numbers of the recipe (every
 ``fold_<k>/metrics.json`` under ``--cv``, mean ± SD over the folds that exist, with their
-count), intended use and limits; then writes ``<out>/MODEL_CARD.md`` from the same fields.
+count), intended use and limits; with ``--orientation`` the orientation network (trained on
+all patients; its cross-validation is ``cv_summary.json`` in its workdir) is copied into the
+segmentation version with its sha256, pixel size and threshold on the card. Then writes
+``<out>/MODEL_CARD.md`` from the same fields.
 The numbers are read from the runs, never typed in.
 """
 
@@ -94,6 +98,58 @@ def describe_recipe(config: dict) -> str:
             "the network by spoils_tf/levels.py")
 
 
+def add_orientation(version_dir: pathlib.Path, model: pathlib.Path) -> dict:
+    """Copies the orientation network into ``version_dir`` and puts its fields on the card;
+    returns the card."""
+    import shutil
+
+    from spoils_tf import bundle, fileio
+    workdir = model.parent.parent
+    config = json.loads((workdir / "config.json").read_text())
+    cv = json.loads((workdir / "cv_summary.json").read_text())
+    if len(cv["folds_done"]) < 8:
+        raise SystemExit(f"{workdir}: cross-validation has folds {cv['folds_done']}; finish it")
+    target = version_dir / "orientation.keras"
+    shutil.copyfile(model, target)
+    card = bundle.read_card(version_dir)
+    module, _, experiment = config["experiment"].partition(":")
+    card.update({
+            "orientation_model": target.name, "orientation_sha256": fileio.sha256_file(target),
+            "orientation_pixel_mm": float(config["model"]["pixel_mm"]),
+            "orientation_threshold": float(config["eval"]["threshold"]),
+            "orientation_command": (f"python -m experiments.orientation --config=configs/{module}.py:"
+                                    f"{experiment} --fold=final --config.data.labelme_dir="
+                                    f"runs/data/spider --workdir={workdir}"),
+            "orientation_cross_validation": cv})
+    bundle.write_card(version_dir, card)
+    return card
+
+
+def orientation_markdown(card: dict) -> list[str]:
+    """The model card's section on the orientation network (empty without one)."""
+    cv = card.get("orientation_cross_validation")
+    if not cv:
+        return []
+    rows = ["| held-out slices | cases (slices x 4 flips) | top-1 accuracy, mean ± SD over folds "
+            "| right | refused | wrong |", "| --- | --- | --- | --- | --- | --- |"]
+    for name in ("middle", "all"):
+        r = cv[name]
+        rows.append(f"| {name} | {r['cases']} | {r['top1_mean']:.3f} ± {r['top1_sd']:.3f} | "
+                    f"{r['right']} | {r['refused']} | {r['wrong']} |")
+    return [f"## Orientation network (`{card['orientation_model']}`, beside the segmentation model)",
+            "A small CNN (spoils_tf/models/orientation.py) that names which of four flips (as is, "
+            "mirrored left-right, upside down, rotated 180 degrees) a 2-D picture was given in, from "
+            f"the whole slice at {card['orientation_pixel_mm']:g} mm pixels. A picture is corrected "
+            f"when its top probability is at least {card['orientation_threshold']:g} and the "
+            "corrected segmentation puts the canal behind the bodies; otherwise it is refused. "
+            "DICOM series and volumes are put in display orientation from their direction cosines; "
+            "there a confident disagreement of this network only marks the levels as doubtful.",
+            f"- **Command:** `{card['orientation_command']}`",
+            f"- **sha256** (checked at every load): `{card['orientation_sha256']}`", "",
+            f"Patient-grouped CV over the folds {cv['folds_done']} of `folds.json`, every held-out "
+            "slice given in each of the four flips:", "", *rows, ""]
+
+
 def card_markdown(seg_card: dict, geometry_note: str, seg_file: str) -> str:
     cv = seg_card["cross_validation"]
     rows = ["| metric | middle 5 slices, network | middle 5, after level labelling | all slices, network | all slices, after labelling |",
@@ -127,6 +183,7 @@ def card_markdown(seg_card: dict, geometry_note: str, seg_file: str) -> str:
             "share of annotated discs whose predicted disc pixels name the right level; "
             "`disc_detection` the share of annotated discs at least half covered by predicted disc.", "",
             *rows, "",
+            *orientation_markdown(seg_card),
             "## Geometry grader (`spoils_grade_geometry/1/model.skops`)", geometry_note, ""])
 
 
@@ -138,6 +195,8 @@ def main(argv: list[str]) -> int:
                     help="the grader to publish (default: keep the one already in --out)")
     ap.add_argument("--geometry-results", required=True, type=pathlib.Path,
                     help="the geometry experiment's results.md (patient-split CV)")
+    ap.add_argument("--orientation", type=pathlib.Path,
+                    help="the orientation network (final/model.keras of experiments.orientation)")
     ap.add_argument("--out", required=True, type=pathlib.Path)
     ap.add_argument("--drop-older", action="store_true",
                     help="remove the older versions of the models published now (ship one version)")
@@ -184,6 +243,8 @@ def main(argv: list[str]) -> int:
                 if version != int(path.name):
                     shutil.rmtree(args.out / name / str(version))
     seg_card = bundle.read_card(published[bundle.SEG])
+    if args.orientation is not None:
+        seg_card = add_orientation(published[bundle.SEG], args.orientation)
     seg_file = published[bundle.SEG].relative_to(args.out) / seg_card["model_file"]
     (args.out / "MODEL_CARD.md").write_text(card_markdown(seg_card, geometry_note, str(seg_file)))
     for name, path in published.items():
