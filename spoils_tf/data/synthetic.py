@@ -484,11 +484,81 @@ def _sample_grade(rng: np.random.Generator, age: int, level: str) -> tuple[int, 
     return grade, severity, d
 
 
+# Per-patient random ranges (uniform unless noted): a size factor for all lengths, the lordosis
+# factor on the wedge ratios, the tilt (deg) of the T11-T12 disc, per-body depth and height
+# jitter, the lateral semi-axes (mm) of vertebral bodies and discs.
+AGE_RANGE: tuple[int, int] = (20, 81)                 # years, integers, upper bound exclusive
+SIZE_FACTOR_RANGE: tuple[float, float] = (0.9, 1.1)
+LORDOSIS_FACTOR_RANGE: tuple[float, float] = (0.7, 1.3)
+TOP_TILT_DEG_RANGE: tuple[float, float] = (-8.0, 2.0)
+S1_TOP_WIDTH_MM: float = 36.0                         # mean depth of the S1 endplate
+S1_HEIGHT_MM: float = 28.0
+BODY_WIDTH_JITTER: tuple[float, float] = (0.97, 1.03)
+BODY_HEIGHT_JITTER: tuple[float, float] = (0.95, 1.05)
+S1_HEIGHT_JITTER: tuple[float, float] = (0.92, 1.08)
+BODY_LATERAL_RADIUS_MM: tuple[float, float] = (20.0, 25.0)
+DISC_LATERAL_RADIUS_MM: tuple[float, float] = (20.0, 24.0)
+# A disc is this fraction (range) of the mean depth of its two bodies; its height varies by a
+# normal factor of this standard deviation; the image-only T11-T12 disc is healthy, this high.
+DISC_WIDTH_FRACTION: tuple[float, float] = (0.96, 1.0)
+DISC_HEIGHT_SD: float = 0.04
+IMAGE_ONLY_DISC_HEIGHT_MM: float = 5.5
+# When a disc collapses its posterior height keeps at least this fraction of its mean height.
+MIN_POSTERIOR_HEIGHT_FRACTION: float = 0.35
+NUCLEUS_INTENSITY_JITTER: tuple[float, float] = (0.95, 1.05)
+# The nucleus' semi-axis along v: at most this fraction of the disc height.
+NUCLEUS_MAX_HEIGHT_FRACTION: float = 0.3
+# Sacrum below S1 (S2..S5): each this much less tilted (deg, range), and smaller by these
+# factors (depth, height); S2 starts from S1 scaled by SACRUM_FIRST_SCALE.
+SACRAL_KYPHOSIS_DEG: tuple[float, float] = (3.0, 7.0)
+SACRUM_FIRST_SCALE: tuple[float, float] = (0.75, 0.8)
+SACRUM_STEP_SCALE: tuple[float, float] = (0.78, 0.85)
+SACRUM_RADIUS_FACTOR: float = 0.8
+# Soft tissue: key of PatientAnatomy.tissue -> uniform range (mm, or nominal intensity).
+TISSUE_RANGES: dict[str, tuple[float, float]] = {
+        "prevertebral_mm": (20.0, 30.0),
+        "posterior_elements_mm": (22.0, 30.0),
+        "muscle_mm": (35.0, 50.0),
+        "fat_mm": (8.0, 25.0),
+        "bias_floor": (0.12, 0.25),
+        "bias_width_mm": (12.0, 22.0),
+        "noise_sigma": (0.025, 0.045),
+        "fat_intensity": (0.55, 0.7),
+        "muscle_intensity": (0.18, 0.26),
+}
+CANAL_DIAMETER_MM: tuple[float, float] = (13.0, 17.0)  # x the size factor
+CANAL_LATERAL_RADIUS_MM: tuple[float, float] = (9.0, 12.0)
+MARROW_INTENSITY: tuple[float, float] = (0.32, 0.5)
+# Clinical scores from the worst labelled grade class id w: round(a + b * w + normal(0, sd)),
+# clipped to the score's range.
+ODI_MODEL: tuple[float, float, float] = (6.0, 5.2, 7.0)   # (a, b, sd), 0..100
+NRS_MODEL: tuple[float, float, float] = (1.0, 0.6, 1.1)   # (a, b, sd), 0..10
+
+
+@dataclasses.dataclass(frozen=True)
+class _Build:
+    """A patient's overall draws: size and lordosis factors, the top disc's tilt (deg), the
+    body depths (T11..L5 then S1's top edge) and heights (T11..L5), S1's height, the lateral
+    semi-axes of bodies and discs (mm)."""
+
+    age: int
+    sex: str
+    size: float
+    lordosis: float
+    tilt0: float
+    body_w: list[float]
+    body_h: list[float]
+    s1_height: float
+    body_r: float
+    disc_r: float
+
+
 def sample_patient(seed: int, index: int) -> PatientAnatomy:
     """Samples one patient's anatomy, grades and clinical scores (midline geometry only).
 
     Deterministic in (seed, index) alone: ``np.random.default_rng([seed, index, 0])`` draws the
-    anatomy and ``[seed, index, 1]`` the clinical noise, in a fixed order.
+    anatomy and ``[seed, index, 1]`` the clinical noise, in a fixed order (the steps below
+    draw in the order they are called).
 
     Raises:
         ValueError: seed or index negative.
@@ -496,109 +566,126 @@ def sample_patient(seed: int, index: int) -> PatientAnatomy:
     if seed < 0 or index < 0:
         raise ValueError(f"seed and patient index must be >= 0, got seed={seed}, index={index}")
     rng = np.random.default_rng([int(seed), int(index), 0])
-    age = int(rng.integers(20, 81))
+    build = _sample_build(rng)
+    specs = [_sample_disc(rng, build, k, name)
+             for k, name in enumerate(("T11-T12",) + labels.DISC_NAMES)]
+    specs, betas = _chain_tilts(specs, build.tilt0)
+    parts = _column_parts(rng, build, specs, betas)
+    tissue = {key: rng.uniform(lo, hi) for key, (lo, hi) in TISSUE_RANGES.items()}
+    canal_diameter = rng.uniform(*CANAL_DIAMETER_MM) * build.size
+    canal_r = rng.uniform(*CANAL_LATERAL_RADIUS_MM)
+    marrow = rng.uniform(*MARROW_INTENSITY)
+    shift = (float(rng.uniform(0.0, 1.0)), float(rng.uniform(0.0, 1.0)))
+    odi, nrs = _clinical_scores(seed, index, specs[1:])
+    return PatientAnatomy(patient=patient_id(index), index=int(index), age=build.age,
+                          sex=build.sex, odi=odi, nrs=nrs, discs=tuple(specs[1:]),
+                          parts=tuple(_place_chain(parts)), canal_diameter_mm=canal_diameter,
+                          canal_radius_mm=canal_r, marrow_intensity=marrow, tissue=tissue,
+                          shift_frac=shift)
+
+
+def _sample_build(rng: np.random.Generator) -> _Build:
+    """Age, sex and the column's overall proportions (``_Build``)."""
+    age = int(rng.integers(*AGE_RANGE))
     sex = "F" if rng.random() < 0.5 else "M"
-    size = rng.uniform(0.9, 1.1)
-    lordosis = rng.uniform(0.7, 1.3)
-    tilt0 = rng.uniform(-8.0, 2.0)  # tilt of the T11-T12 disc
-    # T11..L5, then S1 (its top edge is 36 mm deep on average)
-    body_w = [w * size * rng.uniform(0.97, 1.03) for w in BODY_WIDTH_MM + (36.0,)]
-    body_h = [h * size * rng.uniform(0.95, 1.05) for h in BODY_HEIGHT_MM]
-    s1_height = 28.0 * size * rng.uniform(0.92, 1.08)
-    body_r = rng.uniform(20.0, 25.0)
-    disc_r = rng.uniform(20.0, 24.0)
+    size = rng.uniform(*SIZE_FACTOR_RANGE)
+    lordosis = rng.uniform(*LORDOSIS_FACTOR_RANGE)
+    tilt0 = rng.uniform(*TOP_TILT_DEG_RANGE)
+    body_w = [w * size * rng.uniform(*BODY_WIDTH_JITTER) for w in BODY_WIDTH_MM + (S1_TOP_WIDTH_MM,)]
+    body_h = [h * size * rng.uniform(*BODY_HEIGHT_JITTER) for h in BODY_HEIGHT_MM]
+    s1_height = S1_HEIGHT_MM * size * rng.uniform(*S1_HEIGHT_JITTER)
+    body_r = rng.uniform(*BODY_LATERAL_RADIUS_MM)
+    disc_r = rng.uniform(*DISC_LATERAL_RADIUS_MM)
+    return _Build(age, sex, size, lordosis, tilt0, body_w, body_h, s1_height, body_r, disc_r)
 
-    # Discs: T11-T12 (image only) then the six labelled levels.
-    disc_names = ("T11-T12",) + labels.DISC_NAMES
-    specs: list[DiscSpec] = []
-    for k, name in enumerate(disc_names):
-        w = 0.5 * (body_w[k] + body_w[k + 1]) * rng.uniform(0.96, 1.0)
-        if name in NOMINAL_DISC_HEIGHT_MM:
-            grade, sev, _ = _sample_grade(rng, age, name)
-            nominal, ratio = NOMINAL_DISC_HEIGHT_MM[name], DISC_WEDGE_RATIO[name]
-        else:
-            grade, sev, nominal, ratio = 1, "L", 5.5, 0.0
-        factor = GRADE_HEIGHT_FACTOR[grade] * SEVERITY_HEIGHT_FACTOR[sev] * rng.normal(1.0, 0.04)
-        height = nominal * size * factor
-        # The lordotic wedge (h_a - h_p) shrinks less than the height when a disc collapses
-        # (the posterior part collapses first); h_p stays >= 35 % of the mean height.
-        wedge = 2 * ratio * lordosis * nominal * size * (0.5 + 0.5 * factor)
-        h_p = max(height - wedge / 2, 0.35 * height)
-        h_a = 2 * height - h_p
-        lo, hi = BULGE_MM[sev]
-        bulge = rng.uniform(lo, hi) if hi > 0 else 0.0
-        lo, hi = CANAL_NARROWING[sev]
-        narrowing = rng.uniform(lo, hi)
-        i_n = NUCLEUS_INTENSITY[grade] * rng.uniform(0.95, 1.05)
-        a_n = NUCLEUS_SEMI_AXIS_U[grade] * w
-        # the normalised-radius-1.4 ellipse stays inside the trapezoid (see NUCLEUS_CUTOFF)
-        h_short = height - (h_a - h_p) * (NUCLEUS_CUTOFF * a_n / w)
-        b_n = min(0.3 * height, 0.95 * h_short / 2 / NUCLEUS_CUTOFF)
-        specs.append(DiscSpec(level=name, pfirrmann=grade, severity=sev, width_mm=w,
-                              anterior_height_mm=h_a, posterior_height_mm=h_p, bulge_mm=bulge,
-                              tilt_deg=0.0, canal_narrowing=narrowing, nucleus_intensity=i_n,
-                              nucleus_softness=NUCLEUS_SOFTNESS[grade], nucleus_a_mm=a_n,
-                              nucleus_b_mm=b_n))
 
-    # Tilts: each disc's wedge half-angle beta; consecutive discs differ by beta_prev + beta.
+def _sample_disc(rng: np.random.Generator, build: _Build, k: int, name: str) -> DiscSpec:
+    """Disc ``k`` of the column (0 = T11-T12, image only), between bodies k and k + 1: grade,
+    severity, trapezoid, bulge, canal narrowing and nucleus (tilt set by ``_chain_tilts``)."""
+    size = build.size
+    w = 0.5 * (build.body_w[k] + build.body_w[k + 1]) * rng.uniform(*DISC_WIDTH_FRACTION)
+    if name in NOMINAL_DISC_HEIGHT_MM:
+        grade, sev, _ = _sample_grade(rng, build.age, name)
+        nominal, ratio = NOMINAL_DISC_HEIGHT_MM[name], DISC_WEDGE_RATIO[name]
+    else:
+        grade, sev, nominal, ratio = 1, "L", IMAGE_ONLY_DISC_HEIGHT_MM, 0.0
+    factor = GRADE_HEIGHT_FACTOR[grade] * SEVERITY_HEIGHT_FACTOR[sev] * rng.normal(1.0, DISC_HEIGHT_SD)
+    height = nominal * size * factor
+    # The lordotic wedge (h_a - h_p) shrinks less than the height when a disc collapses
+    # (the posterior part collapses first); h_p stays >= 35 % of the mean height.
+    wedge = 2 * ratio * build.lordosis * nominal * size * (0.5 + 0.5 * factor)
+    h_p = max(height - wedge / 2, MIN_POSTERIOR_HEIGHT_FRACTION * height)
+    h_a = 2 * height - h_p
+    lo, hi = BULGE_MM[sev]
+    bulge = rng.uniform(lo, hi) if hi > 0 else 0.0
+    lo, hi = CANAL_NARROWING[sev]
+    narrowing = rng.uniform(lo, hi)
+    i_n = NUCLEUS_INTENSITY[grade] * rng.uniform(*NUCLEUS_INTENSITY_JITTER)
+    a_n = NUCLEUS_SEMI_AXIS_U[grade] * w
+    # the normalised-radius-1.4 ellipse stays inside the trapezoid (see NUCLEUS_CUTOFF)
+    h_short = height - (h_a - h_p) * (NUCLEUS_CUTOFF * a_n / w)
+    b_n = min(NUCLEUS_MAX_HEIGHT_FRACTION * height, 0.95 * h_short / 2 / NUCLEUS_CUTOFF)
+    return DiscSpec(level=name, pfirrmann=grade, severity=sev, width_mm=w,
+                    anterior_height_mm=h_a, posterior_height_mm=h_p, bulge_mm=bulge,
+                    tilt_deg=0.0, canal_narrowing=narrowing, nucleus_intensity=i_n,
+                    nucleus_softness=NUCLEUS_SOFTNESS[grade], nucleus_a_mm=a_n,
+                    nucleus_b_mm=b_n)
+
+
+def _chain_tilts(specs: list[DiscSpec], tilt0: float) -> tuple[list[DiscSpec], list[float]]:
+    """The discs with their tilts set, and each disc's wedge half-angle beta (deg):
+    consecutive discs differ by beta_prev + beta, starting from ``tilt0``."""
     betas = [math.degrees(math.atan((s.anterior_height_mm - s.posterior_height_mm) / (2 * s.width_mm)))
              for s in specs]
     tilts = [tilt0]
     for k in range(1, len(specs)):
         tilts.append(tilts[-1] + betas[k - 1] + betas[k])
-    specs = [dataclasses.replace(s, tilt_deg=t) for s, t in zip(specs, tilts)]
+    return [dataclasses.replace(s, tilt_deg=t) for s, t in zip(specs, tilts)], betas
 
-    # Parts, placed later (centres filled by _place_chain); order top -> bottom.
+
+def _column_parts(rng: np.random.Generator, build: _Build, specs: list[DiscSpec],
+                  betas: list[float]) -> list[Part]:
+    """Every part top -> bottom (T11 .. S5) at the origin, to be placed by ``_place_chain``:
+    bodies tilted as the mean of their discs, S1 in the frame of the L5-S1 disc, S2..S5
+    (image only) each smaller and less tilted (the sacral kyphosis; draws from ``rng``)."""
+    tilts = [s.tilt_deg for s in specs]
     parts: list[Part] = []
     body_tilts = [tilts[0] - betas[0]] + [0.5 * (tilts[k] + tilts[k + 1]) for k in range(len(tilts) - 1)]
     for k, bname in enumerate(BODY_NAMES):
         cid = labels.SEG_ID.get(bname, labels.BACKGROUND_ID)
         parts.append(Part(bname, cid, "vertebra", np.zeros(2), body_tilts[k],
-                          rect_local_polygon(body_w[k], body_h[k]), body_r, False))
+                          rect_local_polygon(build.body_w[k], build.body_h[k]), build.body_r,
+                          False))
         s = specs[k]
         cid = labels.SEG_ID.get(s.level, labels.BACKGROUND_ID)
         parts.append(Part(s.level, cid, "disc", np.zeros(2), s.tilt_deg,
                           disc_local_polygon(s.width_mm, s.anterior_height_mm, s.posterior_height_mm,
-                                             s.bulge_mm), disc_r, True))
+                                             s.bulge_mm), build.disc_r, True))
     # S1 in the frame of the L5-S1 disc, its top edge parallel to that disc's lower endplate.
-    s1_w = body_w[-1]
+    s1_w = build.body_w[-1]
     parts.append(Part("S1", labels.SEG_ID["S1"], "vertebra", np.zeros(2), tilts[-1],
-                      sacral_local_polygon(s1_w, s1_height, betas[-1]), body_r, False))
-    # S2..S5 (image only), each smaller and tilted 3-7 degrees less (the sacral kyphosis).
-    sac_tilt, sw, sh = tilts[-1] + betas[-1], s1_w * 0.75, s1_height * 0.8
+                      sacral_local_polygon(s1_w, build.s1_height, betas[-1]), build.body_r, False))
+    sac_tilt = tilts[-1] + betas[-1]
+    sw, sh = s1_w * SACRUM_FIRST_SCALE[0], build.s1_height * SACRUM_FIRST_SCALE[1]
     for name in ("S2", "S3", "S4", "S5"):
-        sac_tilt -= rng.uniform(3.0, 7.0)
+        sac_tilt -= rng.uniform(*SACRAL_KYPHOSIS_DEG)
         parts.append(Part(name, labels.BACKGROUND_ID, "sacrum", np.zeros(2), sac_tilt,
-                          sacral_local_polygon(sw, sh, 0.0), body_r * 0.8, False))
-        sw, sh = sw * 0.78, sh * 0.85
+                          sacral_local_polygon(sw, sh, 0.0), build.body_r * SACRUM_RADIUS_FACTOR,
+                          False))
+        sw, sh = sw * SACRUM_STEP_SCALE[0], sh * SACRUM_STEP_SCALE[1]
+    return parts
 
-    tissue = {
-            "prevertebral_mm": rng.uniform(20.0, 30.0),
-            "posterior_elements_mm": rng.uniform(22.0, 30.0),
-            "muscle_mm": rng.uniform(35.0, 50.0),
-            "fat_mm": rng.uniform(8.0, 25.0),
-            "bias_floor": rng.uniform(0.12, 0.25),
-            "bias_width_mm": rng.uniform(12.0, 22.0),
-            "noise_sigma": rng.uniform(0.025, 0.045),
-            "fat_intensity": rng.uniform(0.55, 0.7),
-            "muscle_intensity": rng.uniform(0.18, 0.26),
-    }
-    canal_diameter = rng.uniform(13.0, 17.0) * size
-    canal_r = rng.uniform(9.0, 12.0)
-    marrow = rng.uniform(0.32, 0.5)
-    shift = (float(rng.uniform(0.0, 1.0)), float(rng.uniform(0.0, 1.0)))
 
-    # Clinical scores from the worst labelled disc (higher class id = worse), own RNG stream.
+def _clinical_scores(seed: int, index: int, discs: Sequence[DiscSpec]) -> tuple[int, int]:
+    """(ODI 0..100, NRS 0..10) from the worst labelled disc (higher class id = worse), with
+    noise from the patient's own clinical stream ``[seed, index, 1]``."""
     crng = np.random.default_rng([int(seed), int(index), 1])
-    worst = max(labels.GRADE_CLASS_ID[s.grade_class] for s in specs[1:])
-    odi = int(np.clip(round(6 + 5.2 * worst + crng.normal(0.0, 7.0)), 0, 100))
-    nrs = int(np.clip(round(1.0 + 0.6 * worst + crng.normal(0.0, 1.1)), 0, 10))
-
-    parts = _place_chain(parts)
-    return PatientAnatomy(patient=patient_id(index), index=int(index), age=age, sex=sex, odi=odi,
-                          nrs=nrs, discs=tuple(specs[1:]), parts=tuple(parts),
-                          canal_diameter_mm=canal_diameter, canal_radius_mm=canal_r,
-                          marrow_intensity=marrow, tissue=tissue, shift_frac=shift)
+    worst = max(labels.GRADE_CLASS_ID[s.grade_class] for s in discs)
+    a, b, sd = ODI_MODEL
+    odi = int(np.clip(round(a + b * worst + crng.normal(0.0, sd)), 0, 100))
+    a, b, sd = NRS_MODEL
+    nrs = int(np.clip(round(a + b * worst + crng.normal(0.0, sd)), 0, 10))
+    return odi, nrs
 
 
 def _hull(points: np.ndarray) -> np.ndarray:
@@ -886,6 +973,52 @@ def _px(poly_mm: np.ndarray, spacing_mm: tuple[float, float]) -> np.ndarray:
     return np.asarray(poly_mm) / np.array([spacing_mm[1], spacing_mm[0]])[None, :]
 
 
+# Soft-tissue layers, placed by the signed distance r (mm) of a pixel from the column's centre
+# line (posterior positive), which a smooth texture moves by up to COLUMN_WOBBLE_MM.
+COLUMN_HALF_DEPTH_MM: float = 17.0        # where the layers place the column's anterior edge
+COLUMN_WOBBLE_MM: float = 3.0
+ABDOMEN_INTENSITY: float = 0.22           # anterior of the prevertebral layer
+BOWEL_CONTRAST: float = 0.1               # x tanh(BOWEL_GAIN x the bowel texture)
+BOWEL_GAIN: float = 1.2
+FINE_TEXTURE_CONTRAST: float = 0.03       # x the fine texture, everywhere
+PREVERTEBRAL_INTENSITY: float = 0.24
+LIGAMENT_INTENSITY: float = 0.07          # the dark band from 1 mm anterior of the column
+LIGAMENT_OFFSET_MM: float = 1.0
+POSTERIOR_LAYER_INTENSITY: float = 0.45   # behind the canal, around the posterior elements
+LAYER_TEXTURE_CONTRAST: float = 0.04      # prevertebral and posterior layers, x fine texture
+MUSCLE_TEXTURE_CONTRAST: float = 0.12     # relative, x fine texture
+FAT_TEXTURE_CONTRAST: float = 0.05        # relative, x fine texture
+SKIN_INTENSITY: float = 0.3
+SKIN_THICKNESS_MM: float = 2.0            # air (0) beyond it
+# Bone: marrow intensity varies by MARROW_TEXTURE_CONTRAST (relative); a dark cortex lines
+# vertebral bodies (BODY_CORTEX_MM) and posterior elements (LAMINA_CORTEX_MM).
+MARROW_TEXTURE_CONTRAST: float = 0.07
+LAMINA_MARROW_FACTOR: float = 0.9
+LAMINA_CORTEX_MM: float = 1.2
+LAMINA_CORTEX_INTENSITY: float = 0.08
+BODY_CORTEX_MM: float = 1.0
+BODY_CORTEX_INTENSITY: float = 0.1
+# Darker bands inside the canal: (centre, width) as fractions of the canal's AP diameter from
+# its anterior wall, intensity, and whether it is the cord (down to the conus, the lower end
+# of L1) or a root (from ROOTS_ABOVE_CONUS_MM above the conus down).
+CANAL_BANDS: tuple[tuple[float, float, float, bool], ...] = (
+        (0.45, 0.4, 0.38, True), (0.35, 0.04, 0.7, False), (0.6, 0.04, 0.72, False))
+ROOTS_ABOVE_CONUS_MM: float = 10.0
+# The image-only T11-T12 disc: a grade-2 nucleus with semi-axes these fractions of the disc's
+# width and height.
+IMAGE_ONLY_DISC_GRADE: int = 2
+IMAGE_ONLY_NUCLEUS_SEMI_AXES: tuple[float, float] = (0.3, 0.25)
+# Acquisition: Gaussian point spread (pixels), a coil bias rising (sigmoid in r, width
+# ``tissue["bias_width_mm"]``) from ``tissue["bias_floor"]`` anteriorly to BIAS_MAX, centred
+# BIAS_CENTRE_MM anterior of the column edge, with BIAS_TEXTURE_CONTRAST smooth variation;
+# Rician noise; grey value = magnitude x GREY_SCALE, clipped to uint8.
+POINT_SPREAD_SIGMA_PX: float = 0.7
+BIAS_MAX: float = 1.05
+BIAS_CENTRE_MM: float = 20.0
+BIAS_TEXTURE_CONTRAST: float = 0.12
+GREY_SCALE: float = 215.0
+
+
 def render_slice(anat: PatientAnatomy, shapes: SliceShapes, size: int,
                  spacing_mm: tuple[float, float], rng: np.random.Generator,
                  textures: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -903,14 +1036,27 @@ def render_slice(anat: PatientAnatomy, shapes: SliceShapes, size: int,
         (image uint8 [H, W], mask int32 [H, W], clean float32 [H, W] nominal intensities
         before point spread, bias field and noise).
     """
-    sr, sc = spacing_mm
     hw = (size, size)
     mask = np.zeros(hw, np.int32)
+    r, below_s1 = _column_distance(anat, shapes, size, spacing_mm, textures)
+    img = _soft_tissue(anat, r, below_s1, textures, hw)
+    marrow = anat.marrow_intensity * (1 + MARROW_TEXTURE_CONTRAST * textures["marrow"])
+    _paint_posterior_elements(img, shapes, marrow, spacing_mm)
+    _paint_canal(img, mask, shapes, spacing_mm)
+    _paint_parts(img, mask, anat, shapes, marrow, spacing_mm)
+    clean = img.copy()
+    return _acquire(img, r, anat.tissue, textures, rng), mask, clean
+
+
+def _column_distance(anat: PatientAnatomy, shapes: SliceShapes, size: int,
+                     spacing_mm: tuple[float, float], textures: dict
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(r float32 [H, W]: signed distance (mm) along x from the column centre line x_c(y),
+    through the part centres and extended linearly at both ends, plus the wobble texture;
+    below_s1 bool [H, 1]: the rows below the centre of S1)."""
+    sr, sc = spacing_mm
     x_mm = (np.arange(size, dtype=np.float32) * sc)[None, :]
     y_mm = (np.arange(size, dtype=np.float32) * sr)[:, None]
-    t = anat.tissue
-
-    # Column centre line x_c(y) through the part centres, extended linearly at both ends.
     centres = np.array([p.centre + shapes.origin_mm for p in anat.parts])
     cy, cxs = centres[:, 1], centres[:, 0]
     yc = y_mm[:, 0]
@@ -919,55 +1065,82 @@ def render_slice(anat: PatientAnatomy, shapes: SliceShapes, size: int,
     bot_slope = (cxs[-1] - cxs[-2]) / (cy[-1] - cy[-2])
     cx = np.where(yc < cy[0], cxs[0] + (yc - cy[0]) * top_slope, cx)
     cx = np.where(yc > cy[-1], cxs[-1] + (yc - cy[-1]) * bot_slope, cx)
-    r = (x_mm - cx[:, None].astype(np.float32)) + 3.0 * textures["wobble"]
-    half_w = 17.0
+    r = (x_mm - cx[:, None].astype(np.float32)) + COLUMN_WOBBLE_MM * textures["wobble"]
+    below_s1 = (y_mm > float(cy[[p.name for p in anat.parts].index("S1")]))
+    return r, below_s1
+
+
+def _soft_tissue(anat: PatientAnatomy, r: np.ndarray, below_s1: np.ndarray, textures: dict,
+                 hw: tuple[int, int]) -> np.ndarray:
+    """float32 [H, W] nominal intensities of the soft-tissue layers across the column (abdomen,
+    prevertebral, ligaments, posterior layer, muscle, fat, skin, air)."""
+    t = anat.tissue
+    half_w = COLUMN_HALF_DEPTH_MM
     back = half_w + CANAL_GAP_MM + anat.canal_diameter_mm
     fine = textures["fine"]
-    img = (0.22 + 0.1 * np.tanh(1.2 * textures["bowel"]) + 0.03 * fine).astype(np.float32)
+    img = (ABDOMEN_INTENSITY + BOWEL_CONTRAST * np.tanh(BOWEL_GAIN * textures["bowel"])
+           + FINE_TEXTURE_CONTRAST * fine).astype(np.float32)
     layers = [  # (r >= start) -> intensity field, later layers overwrite
-            (-half_w - t["prevertebral_mm"], 0.24 + 0.04 * fine),
-            (-half_w - 1.0, np.full(hw, 0.07, np.float32)),
-            (back, 0.45 + 0.04 * fine),
-            (back + t["posterior_elements_mm"], t["muscle_intensity"] * (1 + 0.12 * fine)),
-            (back + t["posterior_elements_mm"] + t["muscle_mm"], t["fat_intensity"] * (1 + 0.05 * fine)),
+            (-half_w - t["prevertebral_mm"], PREVERTEBRAL_INTENSITY + LAYER_TEXTURE_CONTRAST * fine),
+            (-half_w - LIGAMENT_OFFSET_MM, np.full(hw, LIGAMENT_INTENSITY, np.float32)),
+            (back, POSTERIOR_LAYER_INTENSITY + LAYER_TEXTURE_CONTRAST * fine),
+            (back + t["posterior_elements_mm"],
+             t["muscle_intensity"] * (1 + MUSCLE_TEXTURE_CONTRAST * fine)),
+            (back + t["posterior_elements_mm"] + t["muscle_mm"],
+             t["fat_intensity"] * (1 + FAT_TEXTURE_CONTRAST * fine)),
     ]
-    below_s1 = (y_mm > float(cy[[p.name for p in anat.parts].index("S1")]))
     for i, (start, field) in enumerate(layers):
         sel = r >= start
         if i == 1:  # the dark column layer (ligaments, endplates) stops at the sacrum
             sel &= ~below_s1
         img[sel] = np.broadcast_to(field, hw)[sel]
     r_skin = back + t["posterior_elements_mm"] + t["muscle_mm"] + t["fat_mm"]
-    img[r >= r_skin] = 0.3
-    img[r >= r_skin + 2.0] = 0.0
+    img[r >= r_skin] = SKIN_INTENSITY
+    img[r >= r_skin + SKIN_THICKNESS_MM] = 0.0
+    return img
 
-    marrow = anat.marrow_intensity * (1 + 0.07 * textures["marrow"])
+
+def _paint_posterior_elements(img: np.ndarray, shapes: SliceShapes, marrow: np.ndarray,
+                              spacing_mm: tuple[float, float]) -> None:
+    """Laminae and spinous processes (image only): marrow with a dark cortex, in place."""
+    hw = img.shape
     for poly in shapes.posterior_elements:
         inside = _fill_image_only(_px(poly, spacing_mm), hw)
-        img[inside] = 0.9 * marrow[inside]
-        dist = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 3) * min(sr, sc)
-        img[inside & (dist < 1.2)] = 0.08
+        img[inside] = LAMINA_MARROW_FACTOR * marrow[inside]
+        dist = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 3) * min(spacing_mm)
+        img[inside & (dist < LAMINA_CORTEX_MM)] = LAMINA_CORTEX_INTENSITY
 
-    if shapes.canal is not None:
-        inside = rasterize(_px(shapes.canal, spacing_mm), hw)  # full frame: bands are clipped to it
-        mask[inside] = labels.CANAL_ID
-        img[inside] = CSF_INTENSITY
-        front, back_line = shapes.canal_lines
-        conus_y = shapes.parts["L1"][1][:, 1].max() if "L1" in shapes.parts else None
-        # the cord down to the conus (lower L1), roots below: darker bands inside the canal
-        for frac, width, inten, is_cord in ((0.45, 0.4, 0.38, True), (0.35, 0.04, 0.7, False),
-                                            (0.6, 0.04, 0.72, False)):
-            a = front + (frac - width / 2) * (back_line - front)
-            b = front + (frac + width / 2) * (back_line - front)
-            if conus_y is None:
-                sel = np.full(len(a), not is_cord)
-            else:
-                sel = a[:, 1] <= conus_y if is_cord else a[:, 1] >= conus_y - 10.0
-            if sel.sum() < 2:
-                continue
-            band = np.concatenate([a[sel], b[sel][::-1]])
-            img[_fill_image_only(_px(band, spacing_mm), hw) & inside] = inten
 
+def _paint_canal(img: np.ndarray, mask: np.ndarray, shapes: SliceShapes,
+                 spacing_mm: tuple[float, float]) -> None:
+    """The canal (label and CSF), with the cord down to the conus and roots below as darker
+    bands inside it, in place."""
+    if shapes.canal is None:
+        return
+    hw = img.shape
+    inside = rasterize(_px(shapes.canal, spacing_mm), hw)  # full frame: bands are clipped to it
+    mask[inside] = labels.CANAL_ID
+    img[inside] = CSF_INTENSITY
+    front, back_line = shapes.canal_lines
+    conus_y = shapes.parts["L1"][1][:, 1].max() if "L1" in shapes.parts else None
+    for frac, width, inten, is_cord in CANAL_BANDS:
+        a = front + (frac - width / 2) * (back_line - front)
+        b = front + (frac + width / 2) * (back_line - front)
+        if conus_y is None:
+            sel = np.full(len(a), not is_cord)
+        else:
+            sel = a[:, 1] <= conus_y if is_cord else a[:, 1] >= conus_y - ROOTS_ABOVE_CONUS_MM
+        if sel.sum() < 2:
+            continue
+        band = np.concatenate([a[sel], b[sel][::-1]])
+        img[_fill_image_only(_px(band, spacing_mm), hw) & inside] = inten
+
+
+def _paint_parts(img: np.ndarray, mask: np.ndarray, anat: PatientAnatomy, shapes: SliceShapes,
+                 marrow: np.ndarray, spacing_mm: tuple[float, float]) -> None:
+    """Vertebrae (marrow, dark cortex) and discs (annulus with the nucleus profile), labels and
+    intensities, in place."""
+    hw = img.shape
     for name, (part, poly) in shapes.parts.items():
         crop, r0, c0 = rasterize_crop(_px(poly, spacing_mm), hw)
         if crop.size == 0:
@@ -976,41 +1149,58 @@ def render_slice(anat: PatientAnatomy, shapes: SliceShapes, size: int,
         mask[win][crop] = part.class_id
         sub = img[win]
         if part.kind == "disc":
-            spec = next((s for s in anat.discs if s.level == name), None)
-            g = shapes.scale[name]
-            u, v = frame_axes(part.tilt_deg)
-            cen = part.centre + shapes.origin_mm  # the nucleus is centred on the trapezoid centre
-            rr, cc = np.nonzero(crop)
-            dx, dy = (cc + c0) * sc - cen[0], (rr + r0) * sr - cen[1]
-            a = dx * u[0] + dy * u[1]
-            b = dx * v[0] + dy * v[1]
-            if spec is None:  # T11-T12, image only: a healthy-looking disc
-                i_n, k = NUCLEUS_INTENSITY[2], NUCLEUS_SOFTNESS[2]
-                an, bn = 0.3 * np.ptp(part.local[:, 0]) * g, 0.25 * np.ptp(part.local[:, 1]) * g
-            else:
-                i_n, k = spec.nucleus_intensity, spec.nucleus_softness
-                an, bn = spec.nucleus_a_mm * g, spec.nucleus_b_mm * g
-            rho = np.sqrt((a / an) ** 2 + (b / bn) ** 2)
-            prof = np.where(rho <= NUCLEUS_CUTOFF, 1 / (1 + np.exp(-(1 - rho) / k)), 0.0)
-            sub[rr, cc] = ANNULUS_INTENSITY + (i_n - ANNULUS_INTENSITY) * prof
+            _paint_disc(sub, crop, (r0, c0), anat, shapes, name, part, spacing_mm)
         else:
             padded = np.pad(crop, 1).astype(np.uint8)
-            dist = cv2.distanceTransform(padded, cv2.DIST_L2, 3)[1:-1, 1:-1] * min(sr, sc)
+            dist = cv2.distanceTransform(padded, cv2.DIST_L2, 3)[1:-1, 1:-1] * min(spacing_mm)
             sub[crop] = marrow[win][crop]
-            sub[crop & (dist < 1.0)] = 0.1
+            sub[crop & (dist < BODY_CORTEX_MM)] = BODY_CORTEX_INTENSITY
 
-    clean = img.copy()
-    img = cv2.GaussianBlur(img, (0, 0), sigmaX=0.7, sigmaY=0.7, borderType=cv2.BORDER_REFLECT)
-    # bias: coil sensitivity falls off anteriorly (sigmoid in x), mild smooth variation
-    b_min = t["bias_floor"]
-    sigm = 1 / (1 + np.exp(-(r + half_w + 20.0) / t["bias_width_mm"]))
-    bias = (b_min + (1.05 - b_min) * sigm) * (1 + 0.12 * textures["bias"])
-    sig = t["noise_sigma"]
+
+def _paint_disc(sub: np.ndarray, crop: np.ndarray, origin_rc: tuple[int, int],
+                anat: PatientAnatomy, shapes: SliceShapes, name: str, part: Part,
+                spacing_mm: tuple[float, float]) -> None:
+    """A disc's intensities in ``sub`` (the image window of its bounding ``crop``, whose pixel
+    (0, 0) is image pixel ``origin_rc``): annulus plus the grade's nucleus profile, a sigmoid
+    in the normalised elliptic radius centred on the trapezoid centre, in place."""
+    sr, sc = spacing_mm
+    r0, c0 = origin_rc
+    spec = next((s for s in anat.discs if s.level == name), None)
+    g = shapes.scale[name]
+    u, v = frame_axes(part.tilt_deg)
+    cen = part.centre + shapes.origin_mm  # the nucleus is centred on the trapezoid centre
+    rr, cc = np.nonzero(crop)
+    dx, dy = (cc + c0) * sc - cen[0], (rr + r0) * sr - cen[1]
+    a = dx * u[0] + dy * u[1]
+    b = dx * v[0] + dy * v[1]
+    if spec is None:  # T11-T12, image only: a healthy-looking disc
+        grade = IMAGE_ONLY_DISC_GRADE
+        i_n, k = NUCLEUS_INTENSITY[grade], NUCLEUS_SOFTNESS[grade]
+        fa, fb = IMAGE_ONLY_NUCLEUS_SEMI_AXES
+        an, bn = fa * np.ptp(part.local[:, 0]) * g, fb * np.ptp(part.local[:, 1]) * g
+    else:
+        i_n, k = spec.nucleus_intensity, spec.nucleus_softness
+        an, bn = spec.nucleus_a_mm * g, spec.nucleus_b_mm * g
+    rho = np.sqrt((a / an) ** 2 + (b / bn) ** 2)
+    prof = np.where(rho <= NUCLEUS_CUTOFF, 1 / (1 + np.exp(-(1 - rho) / k)), 0.0)
+    sub[rr, cc] = ANNULUS_INTENSITY + (i_n - ANNULUS_INTENSITY) * prof
+
+
+def _acquire(img: np.ndarray, r: np.ndarray, tissue: dict, textures: dict,
+             rng: np.random.Generator) -> np.ndarray:
+    """The scanner's view of the nominal intensities ``img``: point spread, coil bias (falling
+    off anteriorly), Rician noise (two normal draws from ``rng``, in that order), uint8."""
+    img = cv2.GaussianBlur(img, (0, 0), sigmaX=POINT_SPREAD_SIGMA_PX, sigmaY=POINT_SPREAD_SIGMA_PX,
+                           borderType=cv2.BORDER_REFLECT)
+    b_min = tissue["bias_floor"]
+    sigm = 1 / (1 + np.exp(-(r + COLUMN_HALF_DEPTH_MM + BIAS_CENTRE_MM) / tissue["bias_width_mm"]))
+    bias = (b_min + (BIAS_MAX - b_min) * sigm) * (1 + BIAS_TEXTURE_CONTRAST * textures["bias"])
+    sig = tissue["noise_sigma"]
+    hw = img.shape
     n1 = rng.standard_normal(hw).astype(np.float32) * sig
     n2 = rng.standard_normal(hw).astype(np.float32) * sig
     mag = np.sqrt((img * bias + n1) ** 2 + n2 ** 2)
-    image = np.clip(np.rint(mag * 215.0), 0, 255).astype(np.uint8)
-    return image, mask, clean
+    return np.clip(np.rint(mag * GREY_SCALE), 0, 255).astype(np.uint8)
 
 
 def patient_textures(seed: int, index: int, size: int, spacing_mm: tuple[float, float]) -> dict:
