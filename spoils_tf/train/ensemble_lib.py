@@ -248,6 +248,90 @@ def combine(probs_cnn: np.ndarray, probs_geom: np.ndarray, y: np.ndarray, folds:
             {int(k): [float(x) for x in w] for k, w in weights.items()})
 
 
+# === Entry ===
+def _check_config(config) -> None:
+    """Raises ValueError naming the first of ``target``, ``split``, ``on_unmatched`` that has
+    an unknown value."""
+    if config.target not in cmodels.TARGETS:
+        raise ValueError(f"config.target must be one of {tuple(cmodels.TARGETS)}, got "
+                         f"{config.target!r}")
+    if config.split not in geo.SPLITS:
+        raise ValueError(f"config.split must be one of {geo.SPLITS}, got {config.split!r}")
+    if config.on_unmatched not in ON_UNMATCHED:
+        raise ValueError(f"config.on_unmatched must be one of {ON_UNMATCHED}, got "
+                         f"{config.on_unmatched!r}")
+
+
+def _input_workdirs(config, workdir: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """``(cnn_workdir, geometry_workdir)``: the toy runs written into ``workdir`` when
+    ``config.toy.enabled``, else the configured ones.
+
+    Raises:
+        ValueError: a configured workdir is empty.
+    """
+    if config.toy.enabled:
+        return write_toy_inputs(config, workdir)
+    if not config.cnn_workdir or not config.geometry_workdir:
+        raise ValueError("config.cnn_workdir and config.geometry_workdir are required "
+                         "(the workdirs of experiments.grade_cnn and "
+                         "experiments.grade_geometry)")
+    return pathlib.Path(config.cnn_workdir), pathlib.Path(config.geometry_workdir)
+
+
+def _record_unmatched(unmatched: pd.DataFrame, workdir: pathlib.Path,
+                      on_unmatched: str) -> None:
+    """Writes ``unmatched.csv`` and warns about its rows (``on_unmatched = "report"``).
+
+    Raises:
+        ValueError: there are unmatched rows and ``on_unmatched = "raise"``.
+    """
+    fileio.write_table(workdir / "unmatched", unmatched, parquet=False)
+    if not len(unmatched):
+        return
+    counts = unmatched["only_in"].value_counts().to_dict()
+    if on_unmatched == "raise":
+        raise ValueError(f"{len(unmatched)} row(s) are in one table only ({counts}); see "
+                         f"{workdir / 'unmatched.csv'}")
+    log.warning("%d row(s) in one table only (%s): not ensembled, listed in %s",
+                len(unmatched), counts, workdir / "unmatched.csv")
+
+
+def _label_indices(rows: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    """``int64 [N]`` class index of each row's ``y_true``; ``-1`` where it is unlabelled."""
+    labelled = (rows["y_true"].notna() & (rows["y_true"].astype(str) != "")).to_numpy()
+    y = np.full(len(rows), -1, np.int64)
+    y[labelled] = cm.encode(rows.loc[labelled, "y_true"], classes, field="y_true")
+    return y
+
+
+def _evaluate_method(name: str, table: pd.DataFrame, classes: Sequence[str], config,
+                     workdir: pathlib.Path, n_unmatched: int) -> dict:
+    """Writes one method's predictions and confusion matrix; returns its summary
+    (``geo.evaluate_predictions`` plus ``model``, ``target``, ``split``, ``n_unmatched``)."""
+    safe = name.replace(":", "_")
+    fileio.write_table(workdir / "predictions" / safe, table)
+    ev = geo.evaluate_predictions(table, classes, n_boot=int(config.eval.n_boot),
+                                  seed=int(config.seed),
+                                  ci_metrics=tuple(config.eval.ci_metrics))
+    cm.plot_confusion_matrix(np.asarray(ev["confusion"]), classes,
+                             workdir / f"confusion_{safe}.png",
+                             title=f"{name} {config.target} out-of-fold ({config.split})")
+    return {"model": name, "target": config.target, "split": config.split,
+            "n_unmatched": n_unmatched, **ev}
+
+
+def _weights_note(weights: dict[int, list[float]], paper: bool) -> str:
+    """The lines under the comparison table: what the two ensembles are, each fold's CNN
+    weight, and where the paper's numbers come from."""
+    note = ("\nmean = the paper's unweighted mean; cross_fit = CNN weight chosen per fold on "
+            "the other folds only (weights.json: " + ", ".join(
+                f"fold {f}: {w[0]:.2f}" for f, w in sorted(weights.items())) + ").\n")
+    if paper:
+        note += ("Paper CNN numbers are MobileNetV2 after 8-fold CV (initial split 86.40 / "
+                 "74.27); the paper reports no number for its ensemble.\n")
+    return note
+
+
 def run(config, workdir: str | os.PathLike) -> dict:
     """Joins the CNN and geometry out-of-fold predictions, ensembles and evaluates them.
 
@@ -264,68 +348,41 @@ def run(config, workdir: str | os.PathLike) -> dict:
             or unmatched rows with ``on_unmatched = "raise"``.
         FileNotFoundError: an input prediction table is missing.
     """
-    if config.target not in cmodels.TARGETS:
-        raise ValueError(f"config.target must be one of {tuple(cmodels.TARGETS)}, got "
-                         f"{config.target!r}")
-    if config.split not in geo.SPLITS:
-        raise ValueError(f"config.split must be one of {geo.SPLITS}, got {config.split!r}")
-    if config.on_unmatched not in ON_UNMATCHED:
-        raise ValueError(f"config.on_unmatched must be one of {ON_UNMATCHED}, got "
-                         f"{config.on_unmatched!r}")
+    _check_config(config)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     fileio.save_config(config, workdir)
-    if config.toy.enabled:
-        cnn_dir, geom_dir = write_toy_inputs(config, workdir)
-    else:
-        if not config.cnn_workdir or not config.geometry_workdir:
-            raise ValueError("config.cnn_workdir and config.geometry_workdir are required "
-                             "(the workdirs of experiments.grade_cnn and "
-                             "experiments.grade_geometry)")
-        cnn_dir, geom_dir = pathlib.Path(config.cnn_workdir), pathlib.Path(
-            config.geometry_workdir)
+    cnn_dir, geom_dir = _input_workdirs(config, workdir)
     target, classes = config.target, cmodels.TARGETS[config.target]
+
+    # Join the two out-of-fold tables; rows in one table only are reported, not ensembled.
     cnn, cnn_meta = load_cnn_predictions(cnn_dir, target, config.split)
     geom = geo.read_predictions(geometry_predictions_path(geom_dir, config.split, target,
                                                           config.geometry_model))
     rows, p_cnn, p_geom, unmatched = align(cnn, geom, classes)
     unmatched = explain_unmatched(unmatched, cnn_dir)
-    fileio.write_table(workdir / "unmatched", unmatched, parquet=False)
-    if len(unmatched):
-        counts = unmatched["only_in"].value_counts().to_dict()
-        if config.on_unmatched == "raise":
-            raise ValueError(f"{len(unmatched)} row(s) are in one table only ({counts}); see "
-                             f"{workdir / 'unmatched.csv'}")
-        log.warning("%d row(s) in one table only (%s): not ensembled, listed in %s",
-                    len(unmatched), counts, workdir / "unmatched.csv")
-    labelled = (rows["y_true"].notna() & (rows["y_true"].astype(str) != "")).to_numpy()
-    y = np.full(len(rows), -1, np.int64)
-    y[labelled] = cm.encode(rows.loc[labelled, "y_true"], classes, field="y_true")
+    _record_unmatched(unmatched, workdir, config.on_unmatched)
+
+    # Ensemble, then score every method on the rows of the folds asked for.
     folds = rows["fold"].to_numpy(np.int64)
-    combined, weights = combine(p_cnn, p_geom, y, folds, float(config.weight_step))
+    combined, weights = combine(p_cnn, p_geom, _label_indices(rows, classes), folds,
+                                float(config.weight_step))
     cnn_name = f"cnn:{cnn_meta.get('backbone', 'cnn')}"
     methods = {cnn_name: p_cnn, config.geometry_model: p_geom, **combined}
     k = int(max(folds.max() + 1, int(cnn_meta.get("k", 0) or 0)))
     keep = np.isin(folds, geo.folds_to_run(config.fold, k))
-    summaries, fold_rows = [], []
-    for name, probs in methods.items():
-        table = _prediction_table(rows, probs, classes, target).loc[keep]
-        table = table.reset_index(drop=True)
-        safe = name.replace(":", "_")
-        fileio.write_table(workdir / "predictions" / safe, table)
-        ev = geo.evaluate_predictions(table, classes, n_boot=int(config.eval.n_boot),
-                                      seed=int(config.seed),
-                                      ci_metrics=tuple(config.eval.ci_metrics))
-        cm.plot_confusion_matrix(np.asarray(ev["confusion"]), classes,
-                                 workdir / f"confusion_{safe}.png",
-                                 title=f"{name} {target} out-of-fold ({config.split})")
-        summaries.append({"model": name, "target": target, "split": config.split,
-                          "n_unmatched": int(len(unmatched)), **ev})
-        fold_rows += [{"method": name, **r} for r in ev["per_fold"]]
+    summaries = [
+            _evaluate_method(name, _prediction_table(rows, probs, classes, target)
+                             .loc[keep].reset_index(drop=True),
+                             classes, config, workdir, int(len(unmatched)))
+            for name, probs in methods.items()]
+    fold_rows = [{"method": s["model"], **r} for s in summaries for r in s["per_fold"]]
     fileio.write_table(workdir / "fold_metrics", pd.DataFrame(fold_rows), parquet=False)
     fileio.write_json(workdir / "weights.json",
                       {"order": [cnn_name, config.geometry_model], "step": config.weight_step,
                        "per_fold": {str(f): w for f, w in weights.items()}})
+
+    # The comparison table, the paper's numbers beside where it has them.
     paper = PAPER_NUMBERS if target == "grade_class" else {}
     frame = geo.comparison_frame(summaries, target, paper)
     fileio.write_table(workdir / "comparison", frame, parquet=False)
@@ -335,12 +392,7 @@ def run(config, workdir: str | os.PathLike) -> dict:
         f"({len(classes)} classes), split={config.split}: {int(keep.sum())} joined rows in "
         f"folds {geo.folds_to_run(config.fold, k)}; {len(unmatched)} row(s) in one table only "
         f"(unmatched.csv: not ensembled, not scored): {unmatched_summary(unmatched)}.")
-    md += ("\nmean = the paper's unweighted mean; cross_fit = CNN weight chosen per fold on the "
-           "other folds only (weights.json: " + ", ".join(
-               f"fold {f}: {w[0]:.2f}" for f, w in sorted(weights.items())) + ").\n")
-    if paper:
-        md += ("Paper CNN numbers are MobileNetV2 after 8-fold CV (initial split 86.40 / "
-               "74.27); the paper reports no number for its ensemble.\n")
+    md += _weights_note(weights, bool(paper))
     fileio.atomic_write_text(workdir / "comparison.md", md)
     return {"methods": {s["model"]: s for s in summaries}, "weights": weights,
             "n_joined": int(len(rows)), "n_unmatched": int(len(unmatched)),

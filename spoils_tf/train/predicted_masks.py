@@ -64,7 +64,8 @@ import numpy as np
 import pandas as pd
 
 from spoils_tf import fileio, labels
-from spoils_tf.data import layout
+from spoils_tf.data import folds as folds_lib
+from spoils_tf.data import labelme_io, layout
 from spoils_tf.errors import SpoilsError
 from spoils_tf.metrics import confusion, tables
 
@@ -184,8 +185,6 @@ def check_fold_models(data_dir: str | os.PathLike, seg_workdir: str | os.PathLik
             a ``metrics.json`` field ``fold`` / ``train_patients`` / ``test_patients`` /
             ``test_patient_ids`` disagrees with the split.
     """
-    from spoils_tf.data import folds as folds_lib
-
     data_dir, seg_workdir = pathlib.Path(data_dir), pathlib.Path(seg_workdir)
     folds = folds_lib.load_folds(data_dir / layout.FOLDS_JSON)
     run_path = run_folds_path(seg_workdir)
@@ -297,10 +296,151 @@ def _match_row(disc_id: int, status: str, best: Optional[int], gt_px: int, pred_
 
 
 # === Predict ===
+@dataclasses.dataclass
+class _PredictionLog:
+    """What a predict run collects as it goes.
+
+    Attributes:
+        issues: one row per slice that could not be predicted (``layout.ISSUE_COLUMNS``).
+        matches: one row per disc of every predicted slice (``DISC_MATCH_COLUMNS``).
+        per_patient: ``{patient: {"fold", "model", "slices", "slices_failed"}}``.
+    """
+
+    issues: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    matches: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    per_patient: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
     return tqdm(total=total, desc="predicted masks", unit="slice", file=sys.stderr,
                 disable=not enabled)
+
+
+def _check_out_dir(data_dir: pathlib.Path, out_dir: pathlib.Path, overwrite: bool) -> None:
+    """Refuses an ``out_dir`` inside the source dataset, or one with files unless
+    ``overwrite``."""
+    if out_dir.resolve() == data_dir.resolve() or out_dir.resolve().is_relative_to(
+            data_dir.resolve()):
+        raise ValueError(f"--out {out_dir} is the source dataset {data_dir} or inside it; "
+                         "expected a separate directory")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir}: exists and is not empty; pass --overwrite to "
+                              "replace it")
+
+
+def _slices_by_fold(jsons: Sequence[pathlib.Path], folds
+                    ) -> dict[Optional[int], list[pathlib.Path]]:
+    """The LabelMe files grouped by their patient's fold (None: patient in no fold), so that
+    each fold model is loaded once. The patient comes from the path, as ``spoils folds``
+    counts it."""
+    by_fold: dict[Optional[int], list[pathlib.Path]] = collections.defaultdict(list)
+    for path in jsons:
+        by_fold[folds.assignment.get(folds_lib.patient_of_json(path))].append(path)
+    return by_fold
+
+
+def _copy_source_tables(data_dir: pathlib.Path, partial: pathlib.Path) -> None:
+    for name in COPIED_FILES:
+        if (data_dir / name).is_file():
+            fileio.atomic_write_bytes(partial / name, (data_dir / name).read_bytes())
+
+
+def _list_unassigned(paths: Sequence[pathlib.Path], data_dir: pathlib.Path,
+                     log: _PredictionLog) -> None:
+    """An issue for every slice of a patient that no fold holds out."""
+    for path in paths:
+        patient = folds_lib.patient_of_json(path)
+        log.issues.append({"patient": patient, "slice": "",
+                           "file": str(path.relative_to(data_dir)),
+                           "reason": f"patient {patient!r} is not in {layout.FOLDS_JSON}: no "
+                                     "fold model holds it out"})
+
+
+def _predict_slice(path: pathlib.Path, fold_model: FoldModel,
+                   segment: Callable[[np.ndarray], np.ndarray], data_dir: pathlib.Path,
+                   partial: pathlib.Path, log: _PredictionLog) -> None:
+    """Predicts one LabelMe slice with its fold's model, writes the predicted LabelMe pair
+    under ``partial`` and logs its disc matches; a failure is logged as an issue."""
+    k = fold_model.fold
+    patient = folds_lib.patient_of_json(path)
+    entry = log.per_patient.setdefault(patient, {"fold": k, "model": str(fold_model.model_path),
+                                                 "slices": 0, "slices_failed": 0})
+    try:
+        rec = labelme_io.read_labelme(path)
+        if str(rec.patient) != patient:
+            raise ValueError(f"field 'spoils.patient' is {rec.patient!r} but the "
+                             f"file name says {patient!r}")
+        pred = np.asarray(segment(rec.image), np.int32)
+        if pred.shape != rec.mask.shape:
+            raise ValueError(f"predicted mask {pred.shape} != image {rec.mask.shape}")
+        labelme_io.write_labelme(partial / path.relative_to(data_dir), rec.image, pred,
+                                 patient=patient, slice_index=rec.slice,
+                                 pixel_spacing_mm=rec.pixel_spacing_mm)
+        for m in match_discs(rec.mask, pred):
+            log.matches.append({"patient": patient, "slice": int(rec.slice), "fold": k, **m})
+        entry["slices"] += 1
+    except Exception as e:  # noqa: BLE001 - listed in issues.csv, batch goes on
+        slice_index = ""
+        try:
+            slice_index = layout.parse_stem(path.stem)[1]
+        except ValueError:
+            pass
+        log.issues.append({"patient": patient, "slice": slice_index,
+                           "file": str(path.relative_to(data_dir)),
+                           "reason": f"{type(e).__name__}: {e}"})
+        entry["slices_failed"] += 1
+
+
+def _write_tables(partial: pathlib.Path, log: _PredictionLog) -> dict[str, int]:
+    """Writes ``issues.csv`` and ``disc_matches.csv``; returns the count of each disc
+    status."""
+    fileio.write_csv(partial / layout.ISSUES_CSV,
+                     pd.DataFrame(log.issues, columns=list(layout.ISSUE_COLUMNS)))
+    match_df = pd.DataFrame(log.matches, columns=list(DISC_MATCH_COLUMNS))
+    fileio.write_csv(partial / DISC_MATCHES_CSV, match_df)
+    return {s: int((match_df["status"] == s).sum()) for s in DISC_STATUSES}
+
+
+def _provenance(data_dir: pathlib.Path, seg_workdir: pathlib.Path, resize_mode: str, folds,
+                models: Mapping[int, FoldModel], run_path: pathlib.Path, n_slices: int,
+                log: _PredictionLog, status_counts: Mapping[str, int]) -> dict[str, Any]:
+    """The ``provenance.json`` of a finished run (module docstring)."""
+    per_patient = log.per_patient
+    return {
+            "format": PROVENANCE_FORMAT,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
+            "source_dataset": str(data_dir.resolve()),
+            "seg_workdir": str(seg_workdir.resolve()),
+            "resize_mode": resize_mode,
+            "folds_file": str((data_dir / layout.FOLDS_JSON).resolve()),
+            "folds_sha256": fileio.sha256_file(data_dir / layout.FOLDS_JSON),
+            "run_folds_file": str(run_path.resolve()),
+            "k": folds.k,
+            "folds": {str(k): {"model": str(m.model_path), "model_sha256": m.sha256,
+                               "test_patients": list(m.test_patients),
+                               "n_train_patients": m.n_train_patients,
+                               "heldout_metrics": m.heldout}
+                      for k, m in sorted(models.items())},
+            "patients": {p: per_patient[p] for p in sorted(per_patient)},
+            "slices": {"total": n_slices,
+                       "written": sum(e["slices"] for e in per_patient.values()),
+                       "failed": len(log.issues)},
+            "disc_matches": dict(status_counts),
+            "copied": [n for n in COPIED_FILES if (data_dir / n).is_file()],
+    }
+
+
+def _publish(partial: pathlib.Path, out_dir: pathlib.Path) -> None:
+    """Moves the finished ``partial`` folder to ``out_dir``, replacing an existing one."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(partial, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def predict_dataset(data_dir: str | os.PathLike, seg_workdir: str | os.PathLike,
@@ -330,119 +470,39 @@ def predict_dataset(data_dir: str | os.PathLike, seg_workdir: str | os.PathLike,
     """
     data_dir, seg_workdir = pathlib.Path(data_dir), pathlib.Path(seg_workdir)
     out_dir = pathlib.Path(out_dir)
-    if out_dir.resolve() == data_dir.resolve() or out_dir.resolve().is_relative_to(
-            data_dir.resolve()):
-        raise ValueError(f"--out {out_dir} is the source dataset {data_dir} or inside it; "
-                         "expected a separate directory")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir}: exists and is not empty; pass --overwrite to "
-                              "replace it")
+    _check_out_dir(data_dir, out_dir, overwrite)
     jsons = layout.list_labelme_jsons(data_dir)
     folds, models, run_path = check_fold_models(data_dir, seg_workdir,
                                                 allow_newer_folds=allow_newer_folds)
     resize_mode = _run_resize_mode(seg_workdir)
     if load_segmenter is None:
         from spoils_tf.inference import load_segmenter
-    from spoils_tf.data import folds as folds_lib
-    from spoils_tf.data.labelme_io import read_labelme, write_labelme
-
-    # Slices grouped by fold (a model is loaded once); the patient comes from the path, as
-    # `spoils folds` counts it; read_labelme's own patient field is checked against it.
-    by_fold: dict[Optional[int], list[pathlib.Path]] = collections.defaultdict(list)
-    for path in jsons:
-        by_fold[folds.assignment.get(folds_lib.patient_of_json(path))].append(path)
+    by_fold = _slices_by_fold(jsons, folds)
 
     partial = out_dir.with_name(f"{out_dir.name}.partial-{os.getpid()}")
     if partial.exists():
         shutil.rmtree(partial)
-    issues: list[dict[str, Any]] = []
-    matches: list[dict[str, Any]] = []
-    per_patient: dict[str, dict[str, Any]] = {}
-    labelme_src = data_dir / layout.LABELME_DIR
+    log = _PredictionLog()
     try:
-        for name in COPIED_FILES:
-            if (data_dir / name).is_file():
-                fileio.atomic_write_bytes(partial / name, (data_dir / name).read_bytes())
+        _copy_source_tables(data_dir, partial)
         bar = _progress(len(jsons), progress)
-        for path in by_fold.pop(None, []):
-            patient = folds_lib.patient_of_json(path)
-            issues.append({"patient": patient, "slice": "", "file": str(path.relative_to(data_dir)),
-                           "reason": f"patient {patient!r} is not in {layout.FOLDS_JSON}: no "
-                                     "fold model holds it out"})
-            bar.update(1)
+        unassigned = by_fold.pop(None, [])
+        _list_unassigned(unassigned, data_dir, log)
+        bar.update(len(unassigned))
         for k in sorted(by_fold):
-            fm = models[k]
-            segment = load_segmenter(fm.model_path, resize_mode)
+            segment = load_segmenter(models[k].model_path, resize_mode)
             for path in by_fold[k]:
-                rel = path.relative_to(data_dir)
-                patient = folds_lib.patient_of_json(path)
-                entry = per_patient.setdefault(patient, {"fold": k, "model": str(fm.model_path),
-                                                         "slices": 0, "slices_failed": 0})
-                try:
-                    rec = read_labelme(path)
-                    if str(rec.patient) != patient:
-                        raise ValueError(f"field 'spoils.patient' is {rec.patient!r} but the "
-                                         f"file name says {patient!r}")
-                    pred = np.asarray(segment(rec.image), np.int32)
-                    if pred.shape != rec.mask.shape:
-                        raise ValueError(f"predicted mask {pred.shape} != image {rec.mask.shape}")
-                    write_labelme(partial / path.relative_to(labelme_src.parent), rec.image, pred,
-                                  patient=patient, slice_index=rec.slice,
-                                  pixel_spacing_mm=rec.pixel_spacing_mm)
-                    for m in match_discs(rec.mask, pred):
-                        matches.append({"patient": patient, "slice": int(rec.slice),
-                                        "fold": k, **m})
-                    entry["slices"] += 1
-                except Exception as e:  # noqa: BLE001 - listed in issues.csv, batch goes on
-                    slice_index = ""
-                    try:
-                        slice_index = layout.parse_stem(path.stem)[1]
-                    except ValueError:
-                        pass
-                    issues.append({"patient": patient, "slice": slice_index, "file": str(rel),
-                                   "reason": f"{type(e).__name__}: {e}"})
-                    entry["slices_failed"] += 1
+                _predict_slice(path, models[k], segment, data_dir, partial, log)
                 bar.update(1)
         bar.close()
-        fileio.write_csv(partial / layout.ISSUES_CSV,
-                   pd.DataFrame(issues, columns=list(layout.ISSUE_COLUMNS)))
-        match_df = pd.DataFrame(matches, columns=list(DISC_MATCH_COLUMNS))
-        fileio.write_csv(partial / DISC_MATCHES_CSV, match_df)
-        status_counts = {s: int((match_df["status"] == s).sum()) for s in DISC_STATUSES}
-        provenance = {
-                "format": PROVENANCE_FORMAT,
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                    timespec="seconds"),
-                "source_dataset": str(data_dir.resolve()),
-                "seg_workdir": str(seg_workdir.resolve()),
-                "resize_mode": resize_mode,
-                "folds_file": str((data_dir / layout.FOLDS_JSON).resolve()),
-                "folds_sha256": fileio.sha256_file(data_dir / layout.FOLDS_JSON),
-                "run_folds_file": str(run_path.resolve()),
-                "k": folds.k,
-                "folds": {str(k): {"model": str(m.model_path), "model_sha256": m.sha256,
-                                   "test_patients": list(m.test_patients),
-                                   "n_train_patients": m.n_train_patients,
-                                   "heldout_metrics": m.heldout}
-                          for k, m in sorted(models.items())},
-                "patients": {p: per_patient[p] for p in sorted(per_patient)},
-                "slices": {"total": len(jsons),
-                           "written": sum(e["slices"] for e in per_patient.values()),
-                           "failed": len(issues)},
-                "disc_matches": status_counts,
-                "copied": [n for n in COPIED_FILES if (data_dir / n).is_file()],
-        }
+        status_counts = _write_tables(partial, log)
+        provenance = _provenance(data_dir, seg_workdir, resize_mode, folds, models, run_path,
+                                 len(jsons), log, status_counts)
         fileio.write_json(partial / PROVENANCE_JSON, provenance, indent=1)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(partial, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    _publish(partial, out_dir)
     return provenance
 
 
@@ -528,15 +588,100 @@ def all_disc_scores(gt_oof: pd.DataFrame, pred_oof: pd.DataFrame, classes: Seque
 
 
 _PERCENT = tables.formatter(1, scale=100.0)     # the comparison's cells: percent, 1 decimal
+_COMPARED_METRICS: tuple[str, ...] = ("accuracy", "iou_macro", "f1_macro", "kappa_quadratic",
+                                      "auroc_macro")
 
 
-def _pm(mean: float, sd: float) -> str:
-    return tables.mean_sd(mean, sd, _PERCENT)
+def _finished_pairs(gt_workdir: pathlib.Path, pred_workdir: pathlib.Path,
+                    targets: Sequence[str], models: Sequence[str]) -> list[tuple[str, str]]:
+    """The (target, model) pairs with ``patient/<target>/<model>/summary.json`` in both runs.
+
+    Raises:
+        FileNotFoundError: a pair named by both ``targets`` and ``models`` is missing from a
+            run, or no pair is finished in both.
+    """
+    from spoils_tf.classical import models as cmodels
+
+    pairs = []
+    for target in (targets or tuple(cmodels.TARGETS)):
+        for model in (models or tuple(cmodels.CLASSIFIERS)):
+            found = [(w / "patient" / target / model / "summary.json").is_file()
+                     for w in (gt_workdir, pred_workdir)]
+            if all(found):
+                pairs.append((target, model))
+            elif targets and models:
+                missing = [str(w / "patient" / target / model / "summary.json")
+                           for w, f in zip((gt_workdir, pred_workdir), found) if not f]
+                raise FileNotFoundError(f"{missing}: not found; run experiments.grade_geometry")
+    if not pairs:
+        raise FileNotFoundError(f"{gt_workdir} and {pred_workdir} share no finished "
+                                "patient/<target>/<model>/summary.json")
+    return pairs
 
 
-def _ci(p: Mapping[str, float], pct: bool = True) -> str:
-    return tables.with_ci(p["estimate"], p.get("ci_low"), p.get("ci_high"),
-                          _PERCENT if pct else tables.formatter(3))
+def _score_row(target: str, model: str, features: str, scores: Mapping[str, Any],
+               metrics: Sequence[str], **counts: int) -> dict[str, Any]:
+    """One row of ``gt_vs_pred.csv``: keys, ``counts``, then mean / SD over folds and the
+    pooled estimate with its CI of every metric in ``metrics``."""
+    row = {"target": target, "model": model, "features": features, **counts}
+    for k in metrics:
+        row[f"{k}_mean"], row[f"{k}_sd"] = scores["mean"][k], scores["sd"][k]
+        for q in ("estimate", "ci_low", "ci_high"):
+            row[f"{k}_pooled_{q}"] = scores["pooled"][k][q]
+    return row
+
+
+def _compare_model(gt_workdir: pathlib.Path, pred_workdir: pathlib.Path, target: str,
+                   model: str, classes: Sequence[str], n_boot: int, seed: int
+                   ) -> list[dict[str, Any]]:
+    """The three rows of one (target, model): GT masks, pred found, pred all discs."""
+    s_gt, s_pr = (json.loads((w / "patient" / target / model / "summary.json")
+                             .read_text(encoding="utf-8"))
+                  for w in (gt_workdir, pred_workdir))
+    gt_oof = _oof(gt_workdir, target, model)
+    extra = all_disc_scores(gt_oof, _oof(pred_workdir, target, model), classes,
+                            n_boot=n_boot, seed=seed)
+    rows = [_score_row(target, model, label, s, _COMPARED_METRICS, n_scored=s["n_scored"],
+                       n_patients=s["n_patients"], n_missed=missed)
+            for label, s, missed in (("GT masks", s_gt, 0),
+                                     ("pred, found", s_pr, extra["n_missed"]))]
+    rows.append(_score_row(target, model, "pred, all discs", extra,
+                           ("accuracy", "iou_macro", "f1_macro"),
+                           n_scored=extra["n_gt_scored"],
+                           n_patients=int(gt_oof["patient"].nunique()),
+                           n_missed=extra["n_missed"],
+                           n_pred_not_in_gt=extra["n_pred_not_in_gt"]))
+    return rows
+
+
+def _markdown_row(row: Mapping[str, Any]) -> str:
+    """A row of ``gt_vs_pred.md`` from its ``gt_vs_pred.csv`` row; a metric the row lacks
+    (QWK and AUROC of the all-discs row) is ``n/a``."""
+    def ci(k: str, fmt: tables.Formatter = _PERCENT) -> str:
+        if f"{k}_pooled_estimate" not in row:
+            return tables.MISSING
+        return tables.with_ci(row[f"{k}_pooled_estimate"], row[f"{k}_pooled_ci_low"],
+                              row[f"{k}_pooled_ci_high"], fmt)
+
+    cells = [row["model"], row["features"], f"{row['n_scored']} ({row['n_patients']})",
+             row["n_missed"]]
+    cells += [tables.mean_sd(row[f"{k}_mean"], row[f"{k}_sd"], _PERCENT)
+              for k in ("accuracy", "iou_macro")]
+    cells += [ci("accuracy"), ci("f1_macro"), ci("kappa_quadratic", tables.formatter(3)),
+              ci("auroc_macro")]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _compare_intro(gt_workdir: pathlib.Path, pred_workdir: pathlib.Path) -> list[str]:
+    return ["# Grading from ground-truth vs predicted masks (patient-level folds)", "",
+            f"Ground-truth-mask run: `{gt_workdir}`; predicted-mask run: `{pred_workdir}`.", "",
+            "Rows: **GT masks** (features measured on the annotation); **pred, found** "
+            "(features on the held-out segmentation; scored only on discs the prediction "
+            "produced under the annotated level name); **pred, all discs** (every disc scored "
+            "in the GT run; a disc missing from the predicted table counts as wrong, a false "
+            "negative of its class). Accuracy / IoU: mean ± SD over folds; pooled out-of-fold "
+            "values with a patient-level bootstrap 95 % CI in brackets. QWK and AUROC need a "
+            "probability for every disc, so they are n/a on the all-discs row.", ""]
 
 
 def compare_runs(gt_workdir: str | os.PathLike, pred_workdir: str | os.PathLike,
@@ -556,80 +701,23 @@ def compare_runs(gt_workdir: str | os.PathLike, pred_workdir: str | os.PathLike,
     Raises:
         FileNotFoundError: a run without ``patient/<target>/<model>/summary.json``.
     """
-    gt_workdir, pred_workdir = pathlib.Path(gt_workdir), pathlib.Path(pred_workdir)
     from spoils_tf.classical import models as cmodels
 
-    pairs = []
-    for target in (targets or tuple(cmodels.TARGETS)):
-        for model in (models or tuple(cmodels.CLASSIFIERS)):
-            found = [(w / "patient" / target / model / "summary.json").is_file()
-                     for w in (gt_workdir, pred_workdir)]
-            if all(found):
-                pairs.append((target, model))
-            elif targets and models:
-                missing = [str(w / "patient" / target / model / "summary.json")
-                           for w, f in zip((gt_workdir, pred_workdir), found) if not f]
-                raise FileNotFoundError(f"{missing}: not found; run experiments.grade_geometry")
-    if not pairs:
-        raise FileNotFoundError(f"{gt_workdir} and {pred_workdir} share no finished "
-                                "patient/<target>/<model>/summary.json")
+    gt_workdir, pred_workdir = pathlib.Path(gt_workdir), pathlib.Path(pred_workdir)
+    pairs = _finished_pairs(gt_workdir, pred_workdir, targets, models)
     rows: list[dict[str, Any]] = []
-    md = ["# Grading from ground-truth vs predicted masks (patient-level folds)", "",
-          f"Ground-truth-mask run: `{gt_workdir}`; predicted-mask run: `{pred_workdir}`.", "",
-          "Rows: **GT masks** (features measured on the annotation); **pred, found** (features "
-          "on the held-out segmentation; scored only on discs the prediction produced under "
-          "the annotated level name); **pred, all discs** (every disc scored in the GT run; a "
-          "disc missing from the predicted table counts as wrong, a false negative of its "
-          "class). Accuracy / IoU: mean ± SD over folds; pooled out-of-fold values with a "
-          "patient-level bootstrap 95 % CI in brackets. QWK and AUROC need a probability for "
-          "every disc, so they are n/a on the all-discs row.", ""]
+    md = _compare_intro(gt_workdir, pred_workdir)
     for target in dict.fromkeys(t for t, _ in pairs):
-        md += [f"## target {target} ({len(cmodels.TARGETS[target])} classes)", "",
+        classes = cmodels.TARGETS[target]
+        md += [f"## target {target} ({len(classes)} classes)", "",
                "| model | features | scored discs (patients) | missed | accuracy % mean ± SD "
                "| IoU % mean ± SD | accuracy % [CI] | macro-F1 % [CI] | QWK [CI] | "
                "AUROC % [CI] |", "| --- " * 10 + "|"]
-        for t, model in pairs:
-            if t != target:
-                continue
-            s_gt, s_pr = (json.loads((w / "patient" / target / model / "summary.json")
-                                     .read_text(encoding="utf-8"))
-                          for w in (gt_workdir, pred_workdir))
-            extra = all_disc_scores(_oof(gt_workdir, target, model),
-                                    _oof(pred_workdir, target, model),
-                                    cmodels.TARGETS[target], n_boot=n_boot, seed=seed)
-            for label, s in (("GT masks", s_gt), ("pred, found", s_pr)):
-                missed = extra["n_missed"] if label != "GT masks" else 0
-                row = {"target": target, "model": model, "features": label,
-                       "n_scored": s["n_scored"], "n_patients": s["n_patients"],
-                       "n_missed": missed}
-                for k in ("accuracy", "iou_macro", "f1_macro", "kappa_quadratic",
-                          "auroc_macro"):
-                    row[f"{k}_mean"], row[f"{k}_sd"] = s["mean"][k], s["sd"][k]
-                    for q in ("estimate", "ci_low", "ci_high"):
-                        row[f"{k}_pooled_{q}"] = s["pooled"][k][q]
-                rows.append(row)
-                md.append(f"| {model} | {label} | {s['n_scored']} ({s['n_patients']}) | "
-                          f"{missed} | {_pm(s['mean']['accuracy'], s['sd']['accuracy'])} | "
-                          f"{_pm(s['mean']['iou_macro'], s['sd']['iou_macro'])} | "
-                          f"{_ci(s['pooled']['accuracy'])} | {_ci(s['pooled']['f1_macro'])} | "
-                          f"{_ci(s['pooled']['kappa_quadratic'], pct=False)} | "
-                          f"{_ci(s['pooled']['auroc_macro'])} |")
-            row = {"target": target, "model": model, "features": "pred, all discs",
-                   "n_scored": extra["n_gt_scored"],
-                   "n_patients": int(_oof(gt_workdir, target, model)["patient"].nunique()),
-                   "n_missed": extra["n_missed"], "n_pred_not_in_gt": extra["n_pred_not_in_gt"]}
-            for k in ("accuracy", "iou_macro", "f1_macro"):
-                row[f"{k}_mean"], row[f"{k}_sd"] = extra["mean"][k], extra["sd"][k]
-                for q in ("estimate", "ci_low", "ci_high"):
-                    row[f"{k}_pooled_{q}"] = extra["pooled"][k][q]
-            rows.append(row)
-            md.append(f"| {model} | pred, all discs | {extra['n_gt_scored']} "
-                      f"({row['n_patients']}) | "
-                      f"{extra['n_missed']} | "
-                      f"{_pm(extra['mean']['accuracy'], extra['sd']['accuracy'])} | "
-                      f"{_pm(extra['mean']['iou_macro'], extra['sd']['iou_macro'])} | "
-                      f"{_ci(extra['pooled']['accuracy'])} | "
-                      f"{_ci(extra['pooled']['f1_macro'])} | n/a | n/a |")
+        for model in (m for t, m in pairs if t == target):
+            model_rows = _compare_model(gt_workdir, pred_workdir, target, model, classes,
+                                        n_boot, seed)
+            rows += model_rows
+            md += [_markdown_row(r) for r in model_rows]
         md.append("")
     text = "\n".join(md) + "\n"
     out_dir = pathlib.Path(out_dir)
