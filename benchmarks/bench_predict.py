@@ -27,7 +27,7 @@ so every timing is taken twice:
 * ``supplied_mask``: ``predict(..., masks=[ground truth])``: no segmentation, but geometry,
   crops, both classifiers, the ensemble and the decision (ODI 40, NRS 6) run on the five
   lumbar discs, as they would after a trained segmenter;
-* ``e2e_segmented`` / ``e2e_supplied_mask``: ``predict.run_predict`` with the loaded
+* ``e2e_segmented`` / ``e2e_supplied_mask``: ``predictor.run_predict`` with the loaded
   predictor: reading a PNG, all stages, rendering the overlay and the HTML report and writing
   the five files: the whole ``spoils predict`` except process start-up and model loading.
 
@@ -64,7 +64,7 @@ import numpy as np  # noqa: E402
 
 from bench_seg import machine_info  # noqa: E402
 from spoils_tf import fileio, labels  # noqa: E402
-from spoils_tf import predict as pr  # noqa: E402
+from spoils_tf.serve import predictor as pr  # noqa: E402
 
 TARGET_S = 0.5        # issue #6: seconds per 512² slice on 2 cores
 CROP_SIZE = (64, 128)  # (height, width) px: spoils_tf.geometry.crops.DEFAULT_SIZE
@@ -78,7 +78,7 @@ def build_bundle(base: pathlib.Path, size: int, seed: int = 0) -> pathlib.Path:
     files, then published with ``spoils bundle``'s ``assemble_bundle``); returns ``base``."""
     import keras
 
-    from spoils_tf import assemble
+    from spoils_tf.serve import assemble
     from spoils_tf.classical import io as cio
     from spoils_tf.classical import models as cmodels
     from spoils_tf.models.classifiers import DiscClassifier

@@ -57,14 +57,14 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     import numpy as np
 
-    from spoils_tf import inference
+    from spoils_tf.serve import segmenter
     from spoils_tf.train import common
 
     rng = np.random.default_rng(0)
     grey = (rng.random((640, 512)) * 255).astype(np.uint8)
     spacing = (0.46875, 0.46875)
-    seg = inference.Segmenter(None, orientation="as_is")
-    seg_auto = inference.Segmenter(None, orientation="auto")
+    seg = segmenter.Segmenter(None, orientation="as_is")
+    seg_auto = segmenter.Segmenter(None, orientation="auto")
     result = {"machine": common.machine_info(), "slice_hw": [640, 512], "pixel_spacing_mm": spacing,
               "model": seg.label}
     result["network_only"] = _timed(lambda: seg._run.probabilities(grey, spacing), args.repeats)
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
     def auto():
         try:
             seg_auto(grey, spacing)
-        except inference.OrientationError:
+        except segmenter.OrientationError:
             pass   # noise has no anatomy: the four passes and the labelling still ran
     result["segment_orientation_check"] = _timed(auto, args.repeats)
     if not args.skip_training:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import base, grade_cnn, seg_deeplabv3plus, seg_unet
-from spoils_tf import bundle
+from spoils_tf.serve import bundle
 
 NAMES = ("smoke", "demo", "spider")
 

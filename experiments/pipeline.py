@@ -8,7 +8,7 @@
 
 The Trainer trains the segmentation model and (``config.classifiers.enabled``, the default)
 the geometry and crop classifiers; the Evaluator scores all three and their ensemble on the
-held-out fold; a blessed run is pushed as a model bundle (``spoils_tf.bundle``:
+held-out fold; a blessed run is pushed as a model bundle (``spoils_tf.serve.bundle``:
 ``<base>/spoils_seg|spoils_grade_cnn|spoils_grade_geometry/<version>/``, base
 ``config.pusher.base_dir`` or ``<workdir>/serving``) that ``spoils predict --models`` reads.
 

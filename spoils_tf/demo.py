@@ -177,7 +177,7 @@ def run_pipeline_and_predict(out: pathlib.Path, config_name: str
                              ) -> tuple[int, list[pathlib.Path]]:
     """Stages 6 and 7; returns (exit code, HTML report paths)."""
     from configs import pipeline as pipeline_configs
-    from spoils_tf import predict
+    from spoils_tf.serve import predictor
     from spoils_tf.pipeline import stages
 
     from spoils_tf.train import common
@@ -203,7 +203,7 @@ def run_pipeline_and_predict(out: pathlib.Path, config_name: str
         t0 = _stage(f"8. spoils predict with the demo pipeline's bundle, held-out synthetic "
                     f"patient {case['patient']} ({name.replace('_', ' ')})")
         report_dir = out / "reports" / name
-        report = predict.run_predict(case["image"], models, report_dir, odi=case["odi"],
+        report = predictor.run_predict(case["image"], models, report_dir, odi=case["odi"],
                                      nrs=case["nrs"], mask_path=mask,
                                      pixel_spacing=case["spacing"])
         print(f"    status {report['status']}; ODI {case['odi']}, NRS {case['nrs']}")
@@ -245,7 +245,8 @@ def shipped_model_on_real_slice(out: pathlib.Path) -> list[pathlib.Path]:
     ``spoils predict`` with the shipped bundle. Without SPIDER it says so and returns [].
     """
     import numpy as np
-    from spoils_tf import inference, predict, weights
+    from spoils_tf import weights
+    from spoils_tf.serve import predictor, segmenter
     from spoils_tf.data import images
     spider_dir = out / "spider"
     if not (spider_dir / layout.PATIENTS_CSV).is_file():
@@ -266,11 +267,11 @@ def shipped_model_on_real_slice(out: pathlib.Path) -> list[pathlib.Path]:
     flipped = seg_dir / "input" / f"{patient}_upside_down.png"
     flipped.parent.mkdir(parents=True, exist_ok=True)
     flipped.write_bytes(images.encode_png(np.ascontiguousarray(images.read_image_gray(image)[::-1])))
-    rc = inference.segment_main([str(image), str(flipped), "--out", str(seg_dir),
+    rc = segmenter.segment_main([str(image), str(flipped), "--out", str(seg_dir),
                                  "--pixel-spacing", str(spacing[0]), str(spacing[1])])
     print(f"    spoils segment exit {rc}; masks in {seg_dir}")
     report_dir = out / "reports" / "shipped_model_real_slice"
-    report = predict.run_predict(image, None, report_dir, odi=46, nrs=7, pixel_spacing=spacing)
+    report = predictor.run_predict(image, None, report_dir, odi=46, nrs=7, pixel_spacing=spacing)
     print("    spoils predict (shipped bundle; ODI 46 and NRS 7 are example scores, not the "
           "patient's):")
     _print_report(report)

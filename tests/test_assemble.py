@@ -1,4 +1,4 @@
-"""``spoils bundle`` (spoils_tf/assemble.py): experiment outputs -> a bundle predict can use.
+"""``spoils bundle`` (spoils_tf/serve/assemble.py): experiment outputs -> a bundle predict can use.
 
 Tiny untrained models are written in the experiments' layouts (``<workdir>/config.json``,
 ``fold_0/model.keras`` + ``metrics.json``; ``folds/fold_0/model.keras``; a ``.skops`` with
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from tiny_models import tiny_geometry_classifier
 
-from spoils_tf import assemble, bundle, labels
+from spoils_tf import labels
+from spoils_tf.serve import assemble, bundle
 
 SPACING = (1.2, 1.2)  # mm, the 256x256 synthetic slice
 
@@ -87,7 +88,7 @@ def test_assembled_bundle_is_read_by_predict(runs, tmp_path, capsys):
 
     import PIL.Image
 
-    from spoils_tf import predict as pr
+    from spoils_tf.serve import predictor as pr
     from spoils_tf.data import synthetic
     anat = synthetic.sample_patient(0, 0)
     image, mask, _, _ = synthetic.generate_slice(anat, 0, 2, 5, size=256)

@@ -1,4 +1,4 @@
-"""The model bundle layout (spoils_tf/bundle.py): cards, latest version, clear errors."""
+"""The model bundle layout (spoils_tf/serve/bundle.py): cards, latest version, clear errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from spoils_tf import bundle
+from spoils_tf.serve import bundle
 
 
 def _seg_card():

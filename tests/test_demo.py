@@ -27,7 +27,7 @@ def test_summary_counts_patients_slices_and_grade_classes(tmp_path):
 @pytest.mark.slow
 def test_demo_pipeline_pushes_a_bundle_and_writes_both_reports(tmp_path):
     """Stages 6-7 with the smoke pipeline: a blessed bundle, then two HTML reports."""
-    from spoils_tf import bundle
+    from spoils_tf.serve import bundle
 
     rc, reports = demo.run_pipeline_and_predict(tmp_path, "smoke")
     assert rc == 0

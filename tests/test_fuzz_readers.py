@@ -150,16 +150,16 @@ def _read_png(path):
 
 
 def _read_input_slice(path):
-    from spoils_tf import inference
-    img, spacing = inference.read_input_slice(path)[:2]
+    from spoils_tf.serve import inputs
+    img, spacing = inputs.read_input_slice(path)[:2]
     _check_image(img)
     if spacing is not None:
         assert all(0.1 <= float(s) <= 5.0 for s in spacing), spacing
 
 
 def _read_predict_input(path):
-    from spoils_tf import predict
-    slices, spacing, *_ = predict.read_input(path, pixel_spacing=(0.5, 0.5)
+    from spoils_tf.serve import inputs
+    slices, spacing, *_ = inputs.read_input(path, pixel_spacing=(0.5, 0.5)
                                              if path.suffix == ".png" else None)
     assert slices
     for s in slices:
@@ -174,7 +174,7 @@ def _read_labelme(path):
 
 
 def _read_card(path):
-    from spoils_tf import bundle
+    from spoils_tf.serve import bundle
     card = bundle.read_card(path.parent.parent)
     assert isinstance(card, dict) and card
 
@@ -208,8 +208,8 @@ def test_fuzzed_pngs_through_spoils_segment_leave_no_partial_output(tmp_path):
     """Refused items of a batch leave no file behind; the valid ones are written whole."""
     import keras
 
-    from spoils_tf import inference
     from spoils_tf.models.unet import UNet
+    from spoils_tf.serve import segmenter
     keras.utils.set_random_seed(0)
     model_path = tmp_path / "seg.keras"
     UNet(input_shape=(None, None, 1), filters=(4, 8), activation="leaky_relu").save(model_path)
@@ -221,7 +221,7 @@ def test_fuzzed_pngs_through_spoils_segment_leave_no_partial_output(tmp_path):
         mutation = list(MUTATIONS.values())[seed % len(MUTATIONS)]
         (inputs / f"m{seed}.png").write_bytes(mutation(src.read_bytes(), rng))
     out = tmp_path / "out"
-    rc = inference.segment_main([str(inputs), "--model", str(model_path), "--orientation",
+    rc = segmenter.segment_main([str(inputs), "--model", str(model_path), "--orientation",
                                  "as_is", "--target-spacing-mm", "1.0", "--pixel-spacing",
                                  "1.0", "1.0", "--out", str(out)])
     assert rc in (errors.EXIT_OK, errors.EXIT_PARTIAL)

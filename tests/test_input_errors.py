@@ -22,12 +22,13 @@ import PIL.Image
 import pydicom
 import pytest
 
-from spoils_tf import bundle, cli, errors
+from spoils_tf import cli, errors
+from spoils_tf.serve import bundle
 from spoils_tf.data import images
 from spoils_tf.errors import SpoilsError
 
 SAGITTAL_IOP = (0, 1, 0, 0, 0, -1)   # rows anterior -> posterior, columns head -> foot
-SIDE = 80                            # px; above inference.MIN_IMAGE_SIDE
+SIDE = 80                            # px; above inputs.MIN_IMAGE_SIDE
 
 
 def _refused(call, *args, **kwargs) -> SpoilsError:
@@ -120,11 +121,11 @@ def _nifti_with_pixdim(tmp_path: pathlib.Path, value: float) -> pathlib.Path:
     lambda d: _nifti_with_pixdim(d, -0.5),
 ], ids=["mha-zero", "mha-negative", "nifti-zero", "nifti-negative"])
 def test_2d_image_with_zero_or_negative_spacing_is_refused_by_every_reader(tmp_path, make):
-    from spoils_tf import inference, predict
+    from spoils_tf.serve import inputs
     path = make(tmp_path)
     field = "ElementSpacing" if path.suffix == ".mha" else "pixdim"
-    for read in (inference.read_input_slice,
-                 lambda p: predict.read_input(p, pixel_spacing=(0.5, 0.5))):
+    for read in (inputs.read_input_slice,
+                 lambda p: inputs.read_input(p, pixel_spacing=(0.5, 0.5))):
         _assert_names(_refused(read, path), path, field)
 
 
@@ -154,10 +155,10 @@ def test_implausible_spacing_names_the_value_and_unit(spacing, value):
 
 
 def test_implausible_spacing_on_the_command_line(tmp_path):
-    from spoils_tf import predict
+    from spoils_tf.serve import inputs
     png = tmp_path / "slice.png"
     PIL.Image.fromarray(np.full((SIDE, SIDE), 100, np.uint8)).save(png)
-    err = _refused(predict.read_input, png, pixel_spacing=(469, 469))
+    err = _refused(inputs.read_input, png, pixel_spacing=(469, 469))
     assert err.field == "--pixel-spacing" and "469 mm" in str(err)
 
 
@@ -168,9 +169,9 @@ def test_implausible_spacing_in_a_dicom_tag(tmp_path):
 
 
 def test_implausible_spacing_in_an_mha_header(tmp_path):
-    from spoils_tf import inference
+    from spoils_tf.serve import inputs
     path = _mha_with_spacing(tmp_path, "469 469")
-    _assert_names(_refused(inference.read_input_slice, path), path, "ElementSpacing", "469 mm")
+    _assert_names(_refused(inputs.read_input_slice, path), path, "ElementSpacing", "469 mm")
 
 
 def test_implausible_spacing_in_a_labelme_file(tmp_path):
@@ -202,9 +203,9 @@ def _png_header_only(path: pathlib.Path, h: int, w: int) -> pathlib.Path:
 
 
 def test_oversized_png_is_refused_before_decoding(tmp_path):
-    from spoils_tf import inference
+    from spoils_tf.serve import inputs
     path = _png_header_only(tmp_path / "huge.png", 8000, 8000)
-    for read in (images.read_image_gray, inference.read_input_slice):
+    for read in (images.read_image_gray, inputs.read_input_slice):
         msg = _assert_names(_refused(read, path), path, "8000x8000",
                             str(images.MAX_IMAGE_PIXELS))
         assert "readable" not in msg        # not a decoding failure
@@ -230,19 +231,19 @@ def test_oversized_dicom_is_refused_from_rows_and_columns(tmp_path):
 
 
 def test_oversized_mha_is_refused_from_the_header(tmp_path):
-    from spoils_tf import inference
+    from spoils_tf.serve import inputs
     path = _itk_2d(tmp_path / "huge.mha")
     data = path.read_bytes()
     head, _, _ = data.partition(b"ElementDataFile = LOCAL\n")
     path.write_bytes(head.replace(f"DimSize = {SIDE} {SIDE}".encode(), b"DimSize = 5000 5000")
                      + b"ElementDataFile = LOCAL\n")    # no pixels at all
-    _assert_names(_refused(inference.read_input_slice, path), path, "5000x5000")
+    _assert_names(_refused(inputs.read_input_slice, path), path, "5000x5000")
 
 
 def test_mask_of_another_size_is_refused_from_its_header(tmp_path):
-    from spoils_tf import predict
+    from spoils_tf.serve import inputs
     path = _png_header_only(tmp_path / "mask.png", 8000, 8000)
-    err = _refused(predict.read_mask, path, (SIDE, SIDE))
+    err = _refused(inputs.read_mask, path, (SIDE, SIDE))
     assert err.field == "--mask"
     _assert_names(err, path, "8000x8000", f"{SIDE}x{SIDE}")
 
@@ -270,11 +271,11 @@ def _truncate(path: pathlib.Path) -> None:
 
 
 def test_truncated_keras_file_is_named_as_truncated(tiny_models, tmp_path):
-    from spoils_tf import inference
+    from spoils_tf.serve import segmenter
     keras_file = tmp_path / "seg.keras"
     keras_file.write_bytes(tiny_models[0].read_bytes())
     _truncate(keras_file)
-    err = _refused(inference.Segmenter, keras_file, target_spacing_mm=1.0)
+    err = _refused(segmenter.Segmenter, keras_file, target_spacing_mm=1.0)
     msg = _assert_names(err, keras_file, "truncated")
     assert "not found" not in msg      # Keras alone says "File not found"
 
@@ -282,33 +283,33 @@ def test_truncated_keras_file_is_named_as_truncated(tiny_models, tmp_path):
 def test_truncated_savedmodel_is_named(tiny_models, tmp_path):
     import shutil
 
-    from spoils_tf import inference
+    from spoils_tf.serve import segmenter
     version = tmp_path / "1"
     shutil.copytree(tiny_models[1], version)
     for data_file in (version / "variables").glob("variables.data-*"):
         _truncate(data_file)       # TensorFlow raises IndexError for this
-    err = _refused(inference.Segmenter, version)
+    err = _refused(segmenter.Segmenter, version)
     _assert_names(err, version, "SavedModel", "IndexError")
 
 
 def test_truncated_savedmodel_in_a_bundle_without_checksum(tiny_models, tmp_path):
     import shutil
 
-    from spoils_tf import inference
+    from spoils_tf.serve import segmenter
     version = tmp_path / "bundle" / bundle.SEG / "1"
     shutil.copytree(tiny_models[1], version)
     _truncate(version / "saved_model.pb")
     bundle.write_card(version, {"kind": "segmentation", "model_file": ".",
                                 "resize_mode": "spacing", "target_spacing_mm": 1.0})
-    _assert_names(_refused(inference.Segmenter, tmp_path / "bundle"), version, "SavedModel")
+    _assert_names(_refused(segmenter.Segmenter, tmp_path / "bundle"), version, "SavedModel")
 
 
 def test_missing_model_file_is_named(tmp_path):
-    from spoils_tf import inference
+    from spoils_tf.serve import segmenter
     missing = tmp_path / "nope.keras"
-    err = _refused(inference.Segmenter, missing, target_spacing_mm=1.0)
+    err = _refused(segmenter.Segmenter, missing, target_spacing_mm=1.0)
     _assert_names(err, missing, "not found")
-    err = _refused(inference.load_segmenter, missing)
+    err = _refused(segmenter.load_segmenter, missing)
     _assert_names(err, missing, "not found")
 
 
@@ -455,19 +456,19 @@ def test_console_lets_other_exceptions_propagate(monkeypatch):
 
 
 def test_every_error_class_is_a_spoils_error():
-    from spoils_tf import inference
+    from spoils_tf.serve import segmenter
     from spoils_tf.classical import io as cio
     from spoils_tf.data import labelme_io
     from spoils_tf.train import predicted_masks
     for cls in (labelme_io.LabelMeError, bundle.BundleError, cio.ModelIntegrityError,
                 cio.UntrustedTypeError, predicted_masks.FoldModelError,
-                inference.OrientationError):
+                segmenter.OrientationError):
         assert issubclass(cls, SpoilsError), cls
 
 
 def test_predict_uses_the_exit_codes_of_errors():
-    from spoils_tf import predict
-    assert (predict.EXIT_OK, predict.EXIT_BAD_INPUT, predict.EXIT_NO_DISC) == (
+    from spoils_tf.serve import predictor
+    assert (predictor.EXIT_OK, predictor.EXIT_BAD_INPUT, predictor.EXIT_NO_DISC) == (
         errors.EXIT_OK, errors.EXIT_BAD_INPUT, errors.EXIT_NO_DISC) == (0, 2, 3)
 
 

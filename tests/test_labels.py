@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from spoils_tf import labels, viz
+from spoils_tf import labels
+from spoils_tf.serve import overlay
 
 
 def test_fourteen_consecutive_classes_background_zero():
@@ -50,13 +51,13 @@ def test_grade_classes_and_mapping():
 
 def test_colorize_and_overlay():
     mask = np.array([[0, 1], [13, 12]])
-    rgb = viz.colorize(mask)
+    rgb = overlay.colorize(mask)
     assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
     assert tuple(rgb[0, 1]) == labels.SEG_CLASSES[1].color
     img = np.full((2, 2), 100, np.uint8)
-    out = viz.overlay(img, mask, alpha=0.5)
+    out = overlay.overlay(img, mask, alpha=0.5)
     assert tuple(out[0, 0]) == (100, 100, 100)  # background untouched
     r, g, b = labels.SEG_CLASSES[1].color
     assert tuple(out[0, 1]) == tuple(int(0.5 * 100 + 0.5 * c + 0.5) for c in (r, g, b))
     with pytest.raises(ValueError):
-        viz.colorize(np.array([[14]]))
+        overlay.colorize(np.array([[14]]))

@@ -1,5 +1,5 @@
 """The orientation network (``spoils_tf.models.orientation``), its training loop
-(``spoils_tf.train.orientation_lib``) and how ``inference.SpacingSegmenter`` uses it: a 2-D
+(``spoils_tf.train.orientation_lib``) and how ``segmenter.SpacingSegmenter`` uses it: a 2-D
 picture is corrected when the network is sure and the canal ends up posterior, refused
 otherwise; a volume's header orientation is trusted, and a disagreeing network makes the levels
 doubtful.
@@ -15,7 +15,8 @@ import json
 import numpy as np
 import pytest
 
-from spoils_tf import bundle, inference, labels, levels
+from spoils_tf import labels, levels
+from spoils_tf.serve import bundle, segmenter
 from spoils_tf.models import orientation
 from spoils_tf.train import orientation_lib
 from test_levels import SPACING, _probs, _spine
@@ -54,7 +55,7 @@ def _grey(name: str) -> np.ndarray:
 
 
 def _segmenter(net, **kw):
-    return inference.SpacingSegmenter.from_function(_network_on(UPRIGHT), orientation_net=net,
+    return segmenter.SpacingSegmenter.from_function(_network_on(UPRIGHT), orientation_net=net,
                                                     **kw)
 
 
@@ -121,7 +122,7 @@ def test_confident_network_undoes_the_flip(given):
 
 def test_unsure_network_refuses_the_slice():
     net = FakeNet([0.6, 0.1, 0.2, 0.1])
-    with pytest.raises(inference.OrientationError, match="orientation network: as_is 0.60"):
+    with pytest.raises(segmenter.OrientationError, match="orientation network: as_is 0.60"):
         _segmenter(net)(_grey("as_is"), SPACING)
     # the threshold is the card's: 0.5 accepts the same answer
     assert _segmenter(net, orientation_threshold=0.5)(_grey("as_is"), SPACING).orientation == "as_is"
@@ -129,7 +130,7 @@ def test_unsure_network_refuses_the_slice():
 
 def test_network_contradicted_by_the_canal_is_refused():
     # the slice is mirrored but the network says it is upright: the canal lands in front
-    with pytest.raises(inference.OrientationError, match="canal in front"):
+    with pytest.raises(segmenter.OrientationError, match="canal in front"):
         _segmenter(FakeNet(_one_hot("as_is", 0.99)))(_grey("flip_lr"), SPACING)
 
 
@@ -149,7 +150,7 @@ def test_header_orientation_is_trusted_and_a_disagreeing_network_is_a_level_doub
 
 
 def test_without_a_network_auto_still_reads_the_anatomy():
-    seg = inference.SpacingSegmenter.from_function(_network_on(UPRIGHT))(_grey("flip_lr"),
+    seg = segmenter.SpacingSegmenter.from_function(_network_on(UPRIGHT))(_grey("flip_lr"),
                                                                           SPACING)
     assert seg.orientation == "flip_lr"
 

@@ -18,8 +18,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from spoils_tf import fileio, inference
-from spoils_tf import predict as pr
+from spoils_tf import fileio
+from spoils_tf.serve import segmenter
+from spoils_tf.serve import predictor as pr
 from spoils_tf.errors import SpoilsError
 
 SPACING = (1.2, 1.2)     # mm, of the 256x256 synthetic slice
@@ -188,14 +189,14 @@ def _run(inputs, out, predictor):
 
 def _no_model(monkeypatch):
     """Makes loading any model fail the test."""
-    from spoils_tf import bundle
+    from spoils_tf.serve import bundle
 
     def boom(*args, **kwargs):
         pytest.fail("a model was loaded before --out was checked")
 
     monkeypatch.setattr(pr, "Predictor", boom)
     monkeypatch.setattr(bundle, "load_bundle", boom)
-    monkeypatch.setattr(inference, "Segmenter", boom)
+    monkeypatch.setattr(segmenter, "Segmenter", boom)
 
 
 def test_predict_killed_after_its_first_file_leaves_no_out_and_no_temporary_folder(
@@ -318,7 +319,7 @@ def test_segment_out_that_is_a_file_is_refused_before_the_model_loads(tmp_path, 
     afile.write_text("keep")
     out = afile if where == "file" else afile / "out"
     _no_model(monkeypatch)
-    assert inference.segment_main([str(folder), "--out", str(out)]) == 2
+    assert segmenter.segment_main([str(folder), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"{out}: field '--out'" in err and "is a file" in err
     assert afile.read_text() == "keep"
@@ -336,7 +337,7 @@ def test_segment_write_failure_leaves_none_of_that_slices_files_and_the_batch_go
         return real(path, data)
 
     monkeypatch.setattr(fileio, "atomic_write_bytes", full_disk_for_s0)
-    rc = inference.segment_main([str(folder), "--model", str(seg_model_path), "--orientation",
+    rc = segmenter.segment_main([str(folder), "--model", str(seg_model_path), "--orientation",
                                  "as_is", "--target-spacing-mm", "1.0", "--pixel-spacing", "1",
                                  "1", "--out", str(out)])
     captured = capsys.readouterr()

@@ -174,7 +174,8 @@ def test_pusher_rename_collision_is_an_error_and_leaves_nothing(tmp_path, monkey
 # === Bundle push (stand-in models: the Pusher only copies files) ===
 def _classifier(tmp_path: pathlib.Path, name: str) -> art.Model:
     """A crop or geometry classifier Model artifact with stand-in files and card fields."""
-    from spoils_tf import bundle, labels
+    from spoils_tf import labels
+    from spoils_tf.serve import bundle
 
     uri = tmp_path / name
     export = uri / "export"
@@ -200,7 +201,7 @@ def _classifier(tmp_path: pathlib.Path, name: str) -> art.Model:
 
 
 def _bundle(tmp_path: pathlib.Path, blessed: bool = True):
-    from spoils_tf import bundle
+    from spoils_tf.serve import bundle
 
     models = {bundle.SEG: _model(tmp_path), bundle.CROP: _classifier(tmp_path, bundle.CROP),
               bundle.GEOMETRY: _classifier(tmp_path, bundle.GEOMETRY)}
@@ -219,7 +220,7 @@ def _bundle(tmp_path: pathlib.Path, blessed: bool = True):
 
 
 def test_push_bundle_twice_gives_versions_1_and_2_of_every_model_and_loads(tmp_path):
-    from spoils_tf import bundle
+    from spoils_tf.serve import bundle
 
     models, blessing = _bundle(tmp_path)
     base = tmp_path / "serving"
@@ -255,7 +256,7 @@ def test_push_bundle_refuses_an_unblessed_bundle_and_pushes_nothing(tmp_path):
 
 
 def test_push_bundle_refuses_a_classifier_the_blessing_does_not_cover(tmp_path):
-    from spoils_tf import bundle
+    from spoils_tf.serve import bundle
 
     models, blessing = _bundle(tmp_path)
     models[bundle.CROP] = _classifier(tmp_path / "other_run", bundle.CROP)
@@ -265,7 +266,8 @@ def test_push_bundle_refuses_a_classifier_the_blessing_does_not_cover(tmp_path):
 
 
 def test_push_bundle_collision_on_the_last_model_takes_the_others_back(tmp_path, monkeypatch):
-    from spoils_tf import bundle, fileio
+    from spoils_tf import fileio
+    from spoils_tf.serve import bundle
 
     models, blessing = _bundle(tmp_path)
     base = tmp_path / "serving"
@@ -285,7 +287,7 @@ def test_push_bundle_collision_on_the_last_model_takes_the_others_back(tmp_path,
 
 
 def test_push_bundle_rejects_a_model_under_the_wrong_name(tmp_path):
-    from spoils_tf import bundle
+    from spoils_tf.serve import bundle
 
     models, blessing = _bundle(tmp_path)
     models[bundle.CROP], models[bundle.GEOMETRY] = models[bundle.GEOMETRY], models[bundle.CROP]
@@ -308,7 +310,7 @@ def test_card_metrics_keep_each_models_own_keys():
 
 
 def test_grade_metric_keys_and_thresholds_on_them():
-    from spoils_tf import bundle
+    from spoils_tf.serve import bundle
 
     assert evaluator.grade_metric_keys({}) == []
     keys = evaluator.grade_metric_keys({bundle.CROP: None, bundle.GEOMETRY: None})
@@ -354,7 +356,8 @@ def test_smoke_pipeline_end_to_end(tmp_path):
                                                       "pushed"))
     dataset = tmp_path / "synthetic"
     fingerprint = art.data_fingerprint(dataset)
-    from spoils_tf import bundle, labels
+    from spoils_tf import labels
+    from spoils_tf.serve import bundle
     from spoils_tf.classical import io as cio
 
     # ExampleGen: 4 patients x 1 slice, 2 folds of 2 patients, the dataset's fingerprint.

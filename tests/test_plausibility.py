@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from spoils_tf import labels
-from spoils_tf import predict as pr
-from spoils_tf import report as report_mod
+from spoils_tf.serve import predictor as pr
+from spoils_tf.serve import report as report_mod
 from spoils_tf.geometry import measure
 from spoils_tf.geometry import plausibility as pl
 

@@ -3,12 +3,12 @@
 The bundle (module-scope fixture): a 2-level U-Net at 32x32 exported as a SavedModel, a plain
 CNN ``DiscClassifier`` (32x64 crops) fitted for one epoch on random crops, and a
 gradient-boosting pipeline (5 trees) fitted on ``grade_geometry_lib.synthetic_feature_table``
-with the level index, each with its model card (``spoils_tf.bundle.write_card``). Numbers
+with the level index, each with its model card (``spoils_tf.serve.bundle.write_card``). Numbers
 checked: levels of the ground-truth mask, probabilities summing to 1, the ensemble equal to
 the mean of the two classifiers, the decision equal to ``clinical.rules.decide`` on the
 predicted classes; PHI absence; exit codes 2 / 3 and no files left on errors.
 
-The HTML page (``spoils_tf.report``) is checked on hand-made report dicts: levels as rows of
+The HTML page (``spoils_tf.serve.report``) is checked on hand-made report dicts: levels as rows of
 the measurement table, only held-out metrics in the models table, the uncertainty caution, the
 grade-code explanation, plain-language reasons, and an overlay whose labels leave the spinal
 canal untouched.
@@ -25,8 +25,9 @@ import pytest
 from tiny_models import tiny_geometry_classifier
 from dicom_writer import write_mr_slice
 
-from spoils_tf import bundle, labels
-from spoils_tf import predict as pr
+from spoils_tf import labels
+from spoils_tf.serve import bundle, overlay
+from spoils_tf.serve import predictor as pr
 
 PHI = {"PatientName": "Doe^Jane", "PatientID": "PHI-12345", "PatientBirthDate": "19491231"}
 PHI_STRINGS = ("Doe^Jane", "PHI-12345", "19491231")   # searched in every byte written
@@ -271,7 +272,7 @@ def test_html_has_disclaimer_recommendation_and_no_url(models_dir, case, tmp_pat
 
 
 def test_report_escapes_html(case):
-    from spoils_tf import report as report_mod
+    from spoils_tf.serve import report as report_mod
     rep = {"status": "ok", "disclaimer": "<script>x</script>", "discs": [],
            "input": {"note": "<b>"}, "models": {}}
     page = report_mod.render_html(rep, b"\x89PNG")
@@ -386,7 +387,7 @@ def _hand_report() -> dict:
 
 
 def test_measurement_table_has_levels_as_rows_with_units_and_rounding():
-    from spoils_tf import report as report_mod
+    from spoils_tf.serve import report as report_mod
     rep = _hand_report()
     page = report_mod.render_html(rep, b"\x89PNG")
     key_table = _section(page, "<h2>Measurements", "<details>")
@@ -408,7 +409,7 @@ def test_measurement_table_has_levels_as_rows_with_units_and_rounding():
 
 
 def test_reason_phrases_and_value_formatting():
-    from spoils_tf import report as report_mod
+    from spoils_tf.serve import report as report_mod
     assert report_mod.reason_phrase("vert_below_missing") == ("vertebral body below not in the "
                                                               "segmentation")
     assert "not graded" in report_mod.reason_phrase(pr.IMPLAUSIBLE_AREA_REASON)
@@ -422,7 +423,7 @@ def test_reason_phrases_and_value_formatting():
 
 
 def test_models_table_shows_held_out_metrics_only():
-    from spoils_tf import report as report_mod
+    from spoils_tf.serve import report as report_mod
     page = report_mod.render_html(_hand_report(), b"\x89PNG")
     models = _section(page, "<h2>Models", "<h2>Input")
     for key in ("loss_first_epoch", "loss_last_epoch", "train_seconds", "104.79", "2.6187"):
@@ -439,7 +440,7 @@ def test_models_table_shows_held_out_metrics_only():
 
 
 def test_uncertain_flag_rule_and_caution():
-    from spoils_tf import report as report_mod
+    from spoils_tf.serve import report as report_mod
     n = labels.NUM_GRADE_CLASSES                    # 11: the limit is 2/11 = 0.1818...
     assert pr.is_uncertain([1.0 / n] * n)
     assert pr.is_uncertain([0.18] + [0.82 / (n - 1)] * (n - 1))
@@ -456,7 +457,7 @@ def test_uncertain_flag_rule_and_caution():
 
 
 def test_grade_explanation_and_plain_recommendation():
-    from spoils_tf import report as report_mod
+    from spoils_tf.serve import report as report_mod
     assert report_mod.grade_explanation("4M") == "4M = Pfirrmann grade 4, moderate severity"
     assert report_mod.grade_explanation("1L") == "1L = Pfirrmann grade 1, low severity"
     with pytest.raises(ValueError):
@@ -477,13 +478,12 @@ def test_grade_explanation_and_plain_recommendation():
 
 
 def test_overlay_labels_sit_in_a_left_margin_and_leave_the_canal_alone(case):
-    from spoils_tf import viz
     image, mask = case
     levels = [d for d in labels.DISC_NAMES if np.any(mask == labels.SEG_ID[d])]
     rep = {"discs": [{"level": d, "predicted_class": "3M" if k else None}
                      for k, d in enumerate(levels)]}
-    out = pr.overlay_image(image, mask, rep)
-    plain = viz.overlay(image, mask)
+    out = overlay.overlay_image(image, mask, rep)
+    plain = overlay.overlay(image, mask)
     h, w = mask.shape
     margin = out.shape[1] - w
     assert out.shape[0] == h and margin > 0

@@ -9,7 +9,8 @@ import PIL.Image
 import pytest
 import tensorflow as tf
 
-from spoils_tf import bundle, fileio, inference, labels
+from spoils_tf import fileio, labels
+from spoils_tf.serve import bundle, inputs, segmenter
 from spoils_tf.data import spacing_pipeline
 from spoils_tf.export import serving
 from spoils_tf.models.unet import UNet
@@ -56,7 +57,7 @@ def _mask(path) -> np.ndarray:
 
 def test_folder_batch_writes_good_items_and_reports_the_bad_one(model_path, tmp_path, capsys):
     folder, out = _folder(tmp_path), tmp_path / "out"
-    rc = inference.segment_main(_args([folder], model_path, out, "--target-spacing-mm", "1.0",
+    rc = segmenter.segment_main(_args([folder], model_path, out, "--target-spacing-mm", "1.0",
                                       "--pixel-spacing", "1.0", "1.0"))
     captured = capsys.readouterr()
     assert rc == 1
@@ -75,7 +76,7 @@ def test_folder_batch_writes_good_items_and_reports_the_bad_one(model_path, tmp_
 
 def test_all_good_items_exit_0(model_path, tmp_path):
     folder, out = _folder(tmp_path, n_good=2, junk=False), tmp_path / "out"
-    rc = inference.segment_main(_args([folder / "s0.png"], model_path, out, "--image",
+    rc = segmenter.segment_main(_args([folder / "s0.png"], model_path, out, "--image",
                                       str(folder / "s1.png"), "--target-spacing-mm", "1.0",
                                       "--pixel-spacing", "0.8", "0.8"))
     assert rc == 0
@@ -88,7 +89,7 @@ def test_all_good_items_exit_0(model_path, tmp_path):
 def test_png_without_pixel_spacing_is_refused_by_a_fixed_spacing_model(model_path, tmp_path,
                                                                         capsys):
     folder, out = _folder(tmp_path, n_good=1, junk=False), tmp_path / "out"
-    rc = inference.segment_main(_args([folder / "s0.png"], model_path, out,
+    rc = segmenter.segment_main(_args([folder / "s0.png"], model_path, out,
                                       "--target-spacing-mm", "1.0"))
     assert rc == 1
     err = capsys.readouterr().err
@@ -100,18 +101,18 @@ def test_expand_inputs_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="empty"):
-        inference.expand_inputs([empty])
+        inputs.expand_inputs([empty])
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
     for d in (a, b):
         PIL.Image.fromarray(_slice(0)).save(d / "same.png")
     with pytest.raises(ValueError, match="same_mask.png"):
-        inference.expand_inputs([a, b / "same.png"])
+        inputs.expand_inputs([a, b / "same.png"])
     PIL.Image.fromarray(_slice(1)).save(a / "other.png")
-    assert [p.name for p in inference.expand_inputs([a])] == ["other.png", "same.png"]
+    assert [p.name for p in inputs.expand_inputs([a])] == ["other.png", "same.png"]
     with pytest.raises(FileNotFoundError, match="missing"):
-        inference.expand_inputs([tmp_path / "missing.png"])
+        inputs.expand_inputs([tmp_path / "missing.png"])
 
 
 def _bundle(tmp_path, model_path, sha256=None):
@@ -128,19 +129,19 @@ def _bundle(tmp_path, model_path, sha256=None):
 
 def test_bundle_as_model_and_checksum(model_path, tmp_path, capsys):
     base, keras_file = _bundle(tmp_path, model_path)
-    seg = inference.Segmenter(base, orientation="as_is")
+    seg = segmenter.Segmenter(base, orientation="as_is")
     assert seg.spacing_mode and seg.target_spacing_mm == 1.0 and seg.label == "spoils_seg v1"
     folder, out = _folder(tmp_path, n_good=1, junk=False), tmp_path / "out"
-    assert inference.segment_main(_args([folder], base, out, "--pixel-spacing", "1", "1")) == 0
+    assert segmenter.segment_main(_args([folder], base, out, "--pixel-spacing", "1", "1")) == 0
     assert _mask(out / "s0_mask.png").shape == (H, W)
     assert json.loads((out / "s0_areas.json").read_text())["model"] == "spoils_seg v1"
     data = bytearray(keras_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     keras_file.write_bytes(bytes(data))
     with pytest.raises(bundle.BundleError, match="sha256"):
-        inference.Segmenter(base)
+        segmenter.Segmenter(base)
     capsys.readouterr()
-    assert inference.segment_main(_args([folder], base, tmp_path / "out2",
+    assert segmenter.segment_main(_args([folder], base, tmp_path / "out2",
                                          "--pixel-spacing", "1", "1")) == 2
     assert "sha256" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
@@ -159,7 +160,7 @@ def test_spacing_export_matches_the_predictor_and_carries_its_spacing(model, tmp
         assert out["probabilities"].shape == (*image.shape, labels.NUM_SEG_CLASSES)
         np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-4)
         np.testing.assert_array_equal(out["label_map"].numpy(), expected.argmax(-1))
-    seg = inference.Segmenter(version_dir, orientation="as_is")
+    seg = segmenter.Segmenter(version_dir, orientation="as_is")
     assert seg.spacing_mode and seg.target_spacing_mm == 1.0
     result = seg(_slice(7), (1.0, 1.0), "x.png")
     assert result.label_map.shape == (H, W) and result.label_map.max() < labels.NUM_SEG_CLASSES
@@ -181,12 +182,12 @@ def test_spacing_card_without_target_spacing_is_refused(model_path, tmp_path):
     bundle.card_path(version_dir).parent.mkdir(parents=True)
     bundle.card_path(version_dir).write_text(json.dumps(card))   # written by hand
     with pytest.raises(bundle.BundleError, match="target_spacing_mm"):
-        inference.Segmenter(tmp_path / "bundle", orientation="as_is")
+        segmenter.Segmenter(tmp_path / "bundle", orientation="as_is")
 
 
 def test_spacing_keras_without_target_spacing_flag_is_a_clear_error(model_path, tmp_path,
                                                                     capsys):
     folder = _folder(tmp_path, n_good=1, junk=False)
-    rc = inference.segment_main([str(folder / "s0.png"), "--model", str(model_path),
+    rc = segmenter.segment_main([str(folder / "s0.png"), "--model", str(model_path),
                                  "--pixel-spacing", "1", "1", "--out", str(tmp_path / "out")])
     assert rc == 2 and "--target-spacing-mm" in capsys.readouterr().err

@@ -8,7 +8,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from spoils_tf import inference, labels
+from spoils_tf import labels
+from spoils_tf.serve import segmenter
 from spoils_tf.models.unet import UNet
 
 
@@ -29,7 +30,7 @@ def _png(path, arr):
 def test_png_in_mask_overlay_areas_out(model_path, tmp_path):
     img = (np.arange(80 * 70) % 256).astype(np.uint8).reshape(80, 70)
     src = _png(tmp_path / "slice.png", img)
-    assert inference.segment_main(["--image", str(src), "--model", str(model_path),
+    assert segmenter.segment_main(["--image", str(src), "--model", str(model_path),
                                    "--out", str(tmp_path / "out")]) == 0
     mask = np.asarray(PIL.Image.open(tmp_path / "out" / "slice_mask.png"))
     overlay = np.asarray(PIL.Image.open(tmp_path / "out" / "slice_overlay.png"))
@@ -62,7 +63,7 @@ def test_dicom_spacing_gives_mm2(model_path, tmp_path):
     ds.PixelData = (np.arange(72 * 64) % 4000).astype(np.uint16).tobytes()
     path = tmp_path / "slice.dcm"
     ds.save_as(path, enforce_file_format=True)
-    result = inference.segment_file(path, model_path, tmp_path / "out")
+    result = segmenter.segment_file(path, model_path, tmp_path / "out")
     assert result["shape_hw"] == [72, 64] and result["pixel_spacing_mm"] == [0.5, 0.6]
     for a in result["classes"].values():
         assert a["area_mm2"] == pytest.approx(a["pixels"] * 0.3)
@@ -80,7 +81,7 @@ def test_mha_volume_uses_middle_sagittal_slice_superior_up(model_path, tmp_path)
     vol.SetSpacing((3.0, 0.7, 0.8))               # x (L-R), y (A-P), z (S-I) in mm
     path = tmp_path / "vol.mha"
     sitk.WriteImage(vol, str(path))
-    result = inference.segment_file(path, model_path, tmp_path / "out")
+    result = segmenter.segment_file(path, model_path, tmp_path / "out")
     assert result["shape_hw"] == [nz, ny] and result["pixel_spacing_mm"] == [0.8, 0.7]
     assert "middle sagittal slice 2 of 5" in result["source"]   # (5 - 1) // 2
     seen = np.asarray(PIL.Image.open(tmp_path / "out" / "vol_input.png")).astype(int)
@@ -91,11 +92,11 @@ def test_colour_and_tiny_images_are_refused(model_path, tmp_path, capsys):
     colour = np.zeros((80, 80, 3), np.uint8)
     colour[..., 0] = 200
     src = _png(tmp_path / "colour.png", colour)
-    assert inference.segment_main(["--image", str(src), "--model", str(model_path),
+    assert segmenter.segment_main(["--image", str(src), "--model", str(model_path),
                                    "--out", str(tmp_path / "o")]) == 1
     assert "colour image" in capsys.readouterr().err
     tiny = _png(tmp_path / "tiny.png", np.zeros((20, 40), np.uint8))
-    assert inference.segment_main(["--image", str(tiny), "--model", str(model_path),
+    assert segmenter.segment_main(["--image", str(tiny), "--model", str(model_path),
                                    "--out", str(tmp_path / "o")]) == 1
     assert "too small" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -107,6 +108,6 @@ def test_savedmodel_gives_the_same_mask_as_keras(model_path, tmp_path):
     exported = serving.export_saved_model(keras.saving.load_model(model_path), tmp_path / "s", "seg")
     src = _png(tmp_path / "slice.png",
                np.random.default_rng(0).integers(0, 256, (90, 64), dtype=np.uint8))
-    a = inference.segment_file(src, model_path, tmp_path / "a")
-    b = inference.segment_file(src, exported, tmp_path / "b")
+    a = segmenter.segment_file(src, model_path, tmp_path / "a")
+    b = segmenter.segment_file(src, exported, tmp_path / "b")
     assert a["classes"] == b["classes"]

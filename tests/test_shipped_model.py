@@ -13,7 +13,8 @@ import json
 import numpy as np
 import pytest
 
-from spoils_tf import bundle, fileio, labels, weights
+from spoils_tf import fileio, labels, weights
+from spoils_tf.serve import bundle
 
 MAX_MODEL_BYTES = 25 * 1024 * 1024
 
@@ -52,7 +53,7 @@ def test_geometry_grader_is_shipped_with_it():
 
 
 def test_segment_uses_the_shipped_model_by_default():
-    from spoils_tf import inference
+    from spoils_tf.serve import segmenter as inference
     seg = inference.Segmenter(orientation="as_is")
     assert seg.spacing_mode and seg.target_spacing_mm == pytest.approx(0.75)
     assert "spoils_seg" in seg.label
@@ -61,7 +62,7 @@ def test_segment_uses_the_shipped_model_by_default():
 
 
 def test_real_slice_and_its_upside_down_copy(shared_spider_dir, tmp_path):
-    from spoils_tf import inference
+    from spoils_tf.serve import segmenter as inference
     from spoils_tf.data import labelme_io, layout, spider
     from spoils_tf.metrics import segmentation as seg_metrics
     out = tmp_path / "conv"
@@ -84,7 +85,8 @@ def test_real_slice_and_its_upside_down_copy(shared_spider_dir, tmp_path):
 def test_predict_abstains_when_the_levels_are_uncertain(shared_spider_dir, tmp_path, monkeypatch):
     """A level flag that makes the names uncertain (forced here on a real slice) must withhold
     the recommendation, keep the grades for review and say why."""
-    from spoils_tf import levels, predict
+    from spoils_tf import levels
+    from spoils_tf.serve import predictor as predict
     from spoils_tf.data import labelme_io, layout, spider
     out = tmp_path / "conv"
     spider.convert_spider(shared_spider_dir, out, patients=["22"], progress=False)

@@ -5,7 +5,7 @@
 Every case builds its input in a folder of its own under one temporary root, then runs one
 command in-process: ``spoils_tf.cli.main([...])`` with stdout and stderr captured
 (``spoils predict``, ``segment``, ``convert-spider``, ``decide``, ``features``), or a library
-reader (``spoils_tf.data.labelme_io.read_labelme``, ``spoils_tf.predict.read_input``). It records
+reader (``spoils_tf.data.labelme_io.read_labelme``, ``spoils_tf.serve.inputs.read_input``). It records
 the exit code or the exception type, the first line of the message, whether the message names
 the file (or the argument) and the field, and what was left behind: every file or folder that
 appeared in the case's folder or in the process's temporary folder, and every file there that
@@ -69,12 +69,12 @@ from spoils_tf.errors import EXIT_BAD_INPUT, EXIT_NO_DISC, EXIT_OK, EXIT_PARTIAL
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLEAR, CORRECT = "clear error", "correct result"
-SIDE = 96                                # px; a slice above inference.MIN_IMAGE_SIDE
+SIDE = 96                                # px; a slice above inputs.MIN_IMAGE_SIDE
 SAGITTAL_IOP = (0, 1, 0, 0, 0, -1)       # rows anterior -> posterior, columns head -> foot
 AXIAL_IOP = (1, 0, 0, 0, 1, 0)
 SPACING_MM = ("1.2", "1.2")              # of the 256 px synthetic slice (predict cases)
 # imported when the workspace is entered, before any case (see Workspace.__enter__)
-COMMAND_MODULES = ("spoils_tf.cli", "spoils_tf.predict", "spoils_tf.inference",
+COMMAND_MODULES = ("spoils_tf.cli", "spoils_tf.serve.predictor", "spoils_tf.serve.segmenter",
                    "spoils_tf.data.spider", "spoils_tf.geometry.features",
                    "spoils_tf.clinical.cli", "spoils_tf.data.labelme_io")
 
@@ -236,7 +236,7 @@ class TinyModels:
 def build_tiny_models(base: pathlib.Path) -> TinyModels:
     import keras
 
-    from spoils_tf import bundle
+    from spoils_tf.serve import bundle
     from spoils_tf.export import serving
     from spoils_tf.models.unet import UNet
     base.mkdir(parents=True, exist_ok=True)
@@ -607,11 +607,11 @@ def _input_huge_header_png(ws, d):
 
 @case("predict", "16-bit PNG: read at full depth, min-max rescaled to uint8 0..255")
 def _input_16bit_png(ws, d):
-    from spoils_tf import predict
+    from spoils_tf.serve import inputs
     ramp = (np.arange(SIDE * SIDE).reshape(SIDE, SIDE) * 7).astype(np.uint16)   # 0..64505
     path = d / "deep.png"
     PIL.Image.fromarray(ramp).save(path)
-    run = ws.call(d, predict.read_input, path, pixel_spacing=(0.5, 0.5))
+    run = ws.call(d, inputs.read_input, path, pixel_spacing=(0.5, 0.5))
 
     def check(r):
         img = r.value[0][0]
@@ -810,10 +810,10 @@ def _out_folder_of_other_files(ws, d):
 
 @case("predict", "--out is a previous report: replaced whole (tiny bundle, mask supplied)")
 def _out_previous_report(ws, d):
-    from spoils_tf import predict
+    from spoils_tf.serve import predictor
     png, mask = _synthetic_inputs(ws, d)
     (d / "out").mkdir()
-    for name in predict.REPORT_FILES.values():
+    for name in predictor.REPORT_FILES.values():
         (d / "out" / name).write_bytes(b"old " + name.encode())
     old_inode = os.stat(d / "out").st_ino
     run = _predict(ws, d, "--input", png, "--mask", mask, models=ws.models.bundle)
@@ -821,7 +821,7 @@ def _out_previous_report(ws, d):
     def check(r):
         out = d / "out"
         names = sorted(p.name for p in out.iterdir())
-        if names != sorted(predict.REPORT_FILES.values()):
+        if names != sorted(predictor.REPORT_FILES.values()):
             return f"out holds {names}"
         if any(p.read_bytes().startswith(b"old ") for p in out.iterdir()):
             return "a file of the old report survived"
@@ -838,7 +838,7 @@ def _out_previous_report(ws, d):
 
 @case("predict", "--models: bundle card whose sha256 does not match the model")
 def _bundle_wrong_sha256(ws, d):
-    from spoils_tf import bundle
+    from spoils_tf.serve import bundle
     models = d / "bundle"
     shutil.copytree(ws.models.bundle, models)
     version = models / bundle.SEG / "1"
@@ -852,7 +852,7 @@ def _bundle_wrong_sha256(ws, d):
 
 @case("predict", "--models: bundle whose SavedModel variables are truncated")
 def _bundle_truncated_savedmodel(ws, d):
-    from spoils_tf import bundle
+    from spoils_tf.serve import bundle
     models = d / "bundle"
     shutil.copytree(ws.models.bundle, models)
     for data_file in (models / bundle.SEG / "1" / "variables").glob("variables.data-*"):
@@ -864,7 +864,7 @@ def _bundle_truncated_savedmodel(ws, d):
 
 @case("predict", "--models: bundle card that is not JSON")
 def _bundle_card_bad_json(ws, d):
-    from spoils_tf import bundle
+    from spoils_tf.serve import bundle
     models = d / "bundle"
     shutil.copytree(ws.models.bundle, models)
     card = bundle.card_path(models / bundle.SEG / "1")
@@ -1046,7 +1046,7 @@ def _seg_truncated_savedmodel(ws, d):
 
 @case("segment", "--model: a bundle whose card's sha256 does not match")
 def _seg_bundle_wrong_sha256(ws, d):
-    from spoils_tf import bundle
+    from spoils_tf.serve import bundle
     models = d / "bundle"
     version = models / bundle.SEG / "1"
     shutil.copytree(ws.models.saved_model, version)

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from spoils_tf import viz
+from spoils_tf.serve import overlay
 from spoils_tf.data import layout
 from spoils_tf.geometry import features, measure
 from spoils_tf.geometry.extents import Extent
@@ -103,7 +103,7 @@ def draw_measured_slice(data: pathlib.Path, patient: str, slice_index: int,
     rec = read_labelme(layout.labelme_json_path(data, patient, slice_index))
     spacing = features.spacing_for(rec, features.read_patient_table(data))
     results = measure.measure_slice_detailed(rec.mask, spacing, rec.image)
-    rgb = viz.overlay(rec.image, rec.mask, alpha=0.25)
+    rgb = overlay.overlay(rec.image, rec.mask, alpha=0.25)
     big = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     big = np.ascontiguousarray(big)
     for res in results:

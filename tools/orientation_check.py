@@ -6,7 +6,7 @@ orientations of ``spoils_tf.levels.ORIENTATIONS``.
 
 The fold model (``fold_<k>/model.keras``, which never saw these patients) segments the middle
 ``--slices`` slices of each held-out patient after ``levels.orient(slice, t)`` for every
-transform ``t``, through ``inference.SpacingSegmenter(orientation="auto")``; with
+transform ``t``, through ``segmenter.SpacingSegmenter(orientation="auto")``; with
 ``--orientation-workdir`` (an ``experiments.orientation`` CV run on the same folds) that fold's
 orientation network decides, as in the shipped bundle, otherwise the anatomy of four passes.
 Since each transform is its own inverse, the answer is right when the segmenter undoes exactly
@@ -40,7 +40,8 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     from tqdm.auto import tqdm
 
-    from spoils_tf import inference, levels
+    from spoils_tf import levels
+    from spoils_tf.serve import segmenter
     from spoils_tf.data import folds as folds_lib, tfds_builder
     from spoils_tf.train import seg_spacing_lib
 
@@ -62,7 +63,7 @@ def main(argv: list[str]) -> int:
                     args.orientation_workdir / f"fold_{fold}" / "model.keras",
                     float(o_config["model"]["pixel_mm"]))
             threshold = float(o_config["eval"]["threshold"])
-        segmenter = inference.SpacingSegmenter(args.workdir / f"fold_{fold}" / "model.keras",
+        segmenter = segmenter.SpacingSegmenter(args.workdir / f"fold_{fold}" / "model.keras",
                                                float(config["data"]["target_spacing_mm"]),
                                                orientation_net=net,
                                                orientation_threshold=threshold)
@@ -78,7 +79,7 @@ def main(argv: list[str]) -> int:
             for t in levels.ORIENTATIONS:
                 try:
                     seg = segmenter(np.ascontiguousarray(levels.orient(grey, t)), spacing)
-                except inference.OrientationError:
+                except segmenter.OrientationError:
                     outcome = "refused"
                 else:
                     outcome = "right" if seg.orientation == t else "wrong"

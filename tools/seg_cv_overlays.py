@@ -6,7 +6,7 @@
 For each of ``--n`` held-out patients (spread over the folds; with fewer held-out patients than
 ``--n``, the next slices off each patient's middle) the slice nearest the patient's middle is
 segmented by the fold model that never saw that patient (``fold_<i>/model.keras``,
-through ``inference.SpacingSegmenter`` with ``orientation=as_is`` and the level labelling) and
+through ``segmenter.SpacingSegmenter`` with ``orientation=as_is`` and the level labelling) and
 shown as three panels: the slice, the annotation, the prediction (with its 14-class Dice and
 level flags in the title). One PNG grid.
 """
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from spoils_tf import inference, viz
+    from spoils_tf.serve import overlay, segmenter
     from spoils_tf.data import folds as folds_lib, tfds_builder
     from spoils_tf.metrics import segmentation as seg_metrics
     from spoils_tf.train import seg_spacing_lib
@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
     segmenters = {}
     for row, (fold, patient, rank) in enumerate(picks):
         if fold not in segmenters:
-            segmenters[fold] = inference.SpacingSegmenter(
+            segmenters[fold] = segmenter.SpacingSegmenter(
                     args.workdir / f"fold_{fold}" / "model.keras", target, orientation="as_is")
         items = rows[patient]
         nearest = seg_spacing_lib.middle_keys({patient: [(i, k) for i, k, _ in items]}, rank + 1)
@@ -72,8 +72,8 @@ def main(argv: list[str]) -> int:
         m = seg_metrics.SegmentationMetrics()
         m.update(truth, seg.label_map)
         dice = m.result()["dice/fg_macro"]
-        for ax, img, title in zip(axes[row], (np.stack([grey] * 3, -1), viz.overlay(grey, truth),
-                                              viz.overlay(grey, seg.label_map)),
+        for ax, img, title in zip(axes[row], (np.stack([grey] * 3, -1), overlay.overlay(grey, truth),
+                                              overlay.overlay(grey, seg.label_map)),
                                   (f"patient {patient} slice {int(ex['slice'])} (fold {fold})",
                                    "annotation", f"prediction, Dice {dice:.3f}")):
             ax.imshow(img)

@@ -103,7 +103,8 @@ def add_orientation(version_dir: pathlib.Path, model: pathlib.Path) -> dict:
     returns the card."""
     import shutil
 
-    from spoils_tf import bundle, fileio
+    from spoils_tf import fileio
+    from spoils_tf.serve import bundle
     workdir = model.parent.parent
     config = json.loads((workdir / "config.json").read_text())
     cv = json.loads((workdir / "cv_summary.json").read_text())
@@ -201,7 +202,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--drop-older", action="store_true",
                     help="remove the older versions of the models published now (ship one version)")
     args = ap.parse_args(argv)
-    from spoils_tf import assemble, bundle
+    from spoils_tf.serve import assemble, bundle
 
     workdir = args.seg.parent.parent
     config = json.loads((workdir / "config.json").read_text())

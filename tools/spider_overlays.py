@@ -4,7 +4,7 @@
         [--out /tmp/spider_conv/overlays.png]
 
 Reads ``DIR/labelme/<patient>/<patient>_slice<k>.json`` (written by ``spoils convert-spider``)
-and shows each image next to its overlay (``spoils_tf.viz.overlay``, colours from
+and shows each image next to its overlay (``spoils_tf.serve.overlay.overlay``, colours from
 ``spoils_tf.labels``). The default slices are the hard cases of the SPIDER sample: a thin
 L5-S1 split into pieces (11), a patient with a disc below L5-S1 (152), a lateral slice with
 6 discs (141) and one whose lowest discs are missing (50, levels from the reference slice).
@@ -23,7 +23,8 @@ import matplotlib.patches as mpatches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from spoils_tf import labels, viz  # noqa: E402
+from spoils_tf import labels  # noqa: E402
+from spoils_tf.serve import overlay
 from spoils_tf.data import labelme_io, layout  # noqa: E402
 
 DEFAULT_SLICES = ("11:64", "152:74", "141:60", "50:93")
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         patient, k = spec.split(":")
         path = layout.labelme_json_path(root, patient, int(k))
         rec = labelme_io.read_labelme(path, root)
-        ax.imshow(viz.overlay(rec.image, rec.mask, alpha=0.55))
+        ax.imshow(overlay.overlay(rec.image, rec.mask, alpha=0.55))
         present = [labels.SEG_NAMES[i] for i in np.unique(rec.mask) if i != labels.BACKGROUND_ID]
         ax.set_title(f"patient {patient}, slice {k}\n{len(present)} classes", fontsize=10)
         ax.axis("off")

@@ -227,7 +227,7 @@ def feature_row(values: Mapping[str, Any], *, patient: str, slice_index: int, fi
     """One row of the feature table from one disc's measurements (``measure.measure_slice``).
 
     The one place a row is made: ``build_feature_table`` (training data) and ``spoils
-    predict`` (``spoils_tf.predict``, one patient) both call it, so a geometry classifier sees
+    predict`` (``spoils_tf.serve.predictor``, one patient) both call it, so a geometry classifier sees
     the same columns at training and prediction time.
 
     Args:

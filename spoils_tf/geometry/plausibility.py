@@ -4,7 +4,7 @@ A measurement outside its range on a mid-sagittal lumbar slice is not a finding 
 patient: it comes from a segmentation error (a sliver or a merged label), a structure cut by
 the image, a wrong pixel spacing, or a slice that is not a lumbar sagittal one. Such a disc is
 reported with the measurement, its value and the range, and not graded
-(``spoils_tf.predict``).
+(``spoils_tf.serve.predictor``).
 
 The ranges (:data:`PLAUSIBLE_RANGES`) are deliberately wide: each bound lies beyond what a
 degenerated, stenotic or fractured adult lumbar spine still shows, so a real disease value is

@@ -179,7 +179,7 @@ class Model(Artifact):
 
     Attributes:
         kind: ``"segmentation" | "crop_classifier" | "geometry_classifier"`` (the model-card
-            kinds of ``spoils_tf.bundle``).
+            kinds of ``spoils_tf.serve.bundle``).
         model_path: the model file the Evaluator loads (``.keras``; ``.skops`` for a
             geometry classifier).
         serving_model_dir: the folder the Pusher copies into a version folder: the SavedModel
@@ -188,7 +188,7 @@ class Model(Artifact):
         examples_uri: the Examples it was trained on.
         model_file: the model inside ``serving_model_dir`` as the model card names it
             (``"."`` for a SavedModel, ``"model.keras"``, ``"model.skops"``).
-        card: the kind-specific model-card fields (``spoils_tf.bundle``: ``resize_mode``;
+        card: the kind-specific model-card fields (``spoils_tf.serve.bundle``: ``resize_mode``;
             ``target, classes, crop_height, crop_width, context_slices, margin_frac``;
             ``target, classes, model_name, features``), plus anything else a reader needs.
             Records written before these two fields existed read as ``"."`` and ``{}``.

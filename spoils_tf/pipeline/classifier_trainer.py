@@ -1,7 +1,7 @@
 """Trainer, classifiers: the grading data measured once, then the geometry classifier
 (scikit-learn, ``classical.models``) and the crop classifier (``models.classifiers.DiscClassifier``)
 trained on the training patients only. Each is a ``Model`` artifact whose ``card`` holds every
-model-card field ``spoils_tf.bundle`` needs (classes, features, crop size, margin, context
+model-card field ``spoils_tf.serve.bundle`` needs (classes, features, crop size, margin, context
 slices)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Mapping, Union
 
 import numpy as np
 
-from spoils_tf import bundle
+from spoils_tf.serve import bundle
 from spoils_tf.data import layout
 from spoils_tf.pipeline import artifacts as art
 from spoils_tf.pipeline.common import (CNN_TARGET, CROP_MODEL_FILE, GEOMETRY_MODEL_FILE,

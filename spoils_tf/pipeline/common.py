@@ -10,7 +10,7 @@ from typing import Union
 
 import numpy as np
 
-from spoils_tf import bundle
+from spoils_tf.serve import bundle
 from spoils_tf.pipeline import artifacts as art
 
 # === Constants ===

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
-from spoils_tf import bundle
+from spoils_tf.serve import bundle
 from spoils_tf.pipeline import artifacts as art
 from spoils_tf.pipeline.common import (BLESSED_FILE, CLASSIFIER_SHORT, CNN_TARGET, ENSEMBLE,
                                        GRADE_METRICS, GRADE_PREFIX, NOT_BLESSED_FILE, fresh_dir,

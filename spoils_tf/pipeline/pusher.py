@@ -20,7 +20,8 @@ import shutil
 import tempfile
 from typing import Any, Mapping, Optional, Union
 
-from spoils_tf import bundle, fileio
+from spoils_tf import fileio
+from spoils_tf.serve import bundle
 from spoils_tf.pipeline import artifacts as art
 from spoils_tf.pipeline.common import (BLESSED_FILE, CLASSIFIER_SHORT, ENSEMBLE, GRADE_PREFIX,
                                        NOT_BLESSED_FILE)
@@ -96,7 +97,7 @@ def card_metrics(kind: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 def model_card(model: art.Model, metrics: Mapping[str, Any],
                extra: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-    """The model card (``spoils_tf.bundle``) of a Model artifact, without ``format``.
+    """The model card (``spoils_tf.serve.bundle``) of a Model artifact, without ``format``.
 
     ``kind``, ``model_file``, ``created``, ``metrics`` (:func:`card_metrics` of ``metrics``),
     ``data_fingerprint`` (the training data's sha256), ``config`` (the training config), the
@@ -186,7 +187,7 @@ def pusher(model: art.Model, blessing: art.ModelBlessing, base_dir: Union[str, o
 def push_bundle(models: Mapping[str, art.Model], blessing: art.ModelBlessing,
                 base_dir: Union[str, os.PathLike], *,
                 evaluation: Optional[art.ModelEvaluation] = None) -> dict[str, art.PushedModel]:
-    """Publishes the models of one blessed run as a model bundle (``spoils_tf.bundle``).
+    """Publishes the models of one blessed run as a model bundle (``spoils_tf.serve.bundle``).
 
     ``models`` maps bundle names (``bundle.SEG``, ``bundle.CROP``, ``bundle.GEOMETRY``; the
     segmentation model is required) to Model artifacts. Every model must be covered by the

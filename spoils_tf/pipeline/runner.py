@@ -11,7 +11,7 @@ import pathlib
 import time
 from typing import Any, Iterator, Mapping, Optional, Union
 
-from spoils_tf import bundle
+from spoils_tf.serve import bundle
 from spoils_tf.data import layout
 from spoils_tf.pipeline import artifacts as art
 from spoils_tf.pipeline.classifier_trainer import train_classifiers

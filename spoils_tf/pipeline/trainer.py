@@ -9,7 +9,7 @@ import pathlib
 import shutil
 from typing import Union
 
-from spoils_tf import bundle
+from spoils_tf.serve import bundle
 from spoils_tf.pipeline import artifacts as art
 from spoils_tf.pipeline.common import SEG_KERAS_FILE, fresh_dir, load_examples
 

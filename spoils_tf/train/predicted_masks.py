@@ -7,7 +7,7 @@ scores it fairly.
 **predict** (``python -m spoils_tf.train.predicted_masks --data DIR --seg-workdir RUN --out
 OUT``): for every fold ``k`` of ``DIR/folds.json``, the model ``RUN/fold_<k>/model.keras``
 (``spoils_tf.train.seg_lib``: trained on the other folds) predicts EVERY slice of fold k's
-patients through ``seg_pipeline.make_predictor`` (``inference.load_segmenter``: the same
+patients through ``seg_pipeline.make_predictor`` (``serve.segmenter.load_segmenter``: the same
 preprocessing as training and export). No patient is ever predicted by a model that trained
 on it: :func:`check_fold_models` refuses to start unless the folds file the run trained with
 (``RUN/config.json``: ``data.folds_path``, else ``<data.labelme_dir>/folds.json``, else
@@ -458,7 +458,7 @@ def predict_dataset(data_dir: str | os.PathLike, seg_workdir: str | os.PathLike,
         progress: tqdm bar on stderr.
         allow_newer_folds: see :func:`check_fold_models`.
         load_segmenter: ``(model_path, resize_mode) -> (uint8 [H, W] -> int [H, W])``;
-            default ``spoils_tf.inference.load_segmenter``.
+            default ``spoils_tf.serve.segmenter.load_segmenter``.
 
     Returns:
         the provenance dict (also ``out_dir/provenance.json``).
@@ -476,7 +476,7 @@ def predict_dataset(data_dir: str | os.PathLike, seg_workdir: str | os.PathLike,
                                                 allow_newer_folds=allow_newer_folds)
     resize_mode = _run_resize_mode(seg_workdir)
     if load_segmenter is None:
-        from spoils_tf.inference import load_segmenter
+        from spoils_tf.serve.segmenter import load_segmenter
     by_fold = _slices_by_fold(jsons, folds)
 
     partial = out_dir.with_name(f"{out_dir.name}.partial-{os.getpid()}")

@@ -1,27 +1,16 @@
-"""Inference entry points: ``spoils segment`` (one image -> mask, overlay, areas).
+"""Segmenting one slice: a model loaded once (:class:`Segmenter`), any number of slices.
 
-``spoils segment --image FILE --model PATH --out DIR``
-
-Inputs (by file name suffix):
-
-* PNG / JPEG / TIFF / BMP: a 2-D greyscale slice (``spoils_tf.data.images.read_image_gray``;
-  colour images are refused). No pixel spacing unless ``--pixel-spacing`` is given.
-* DICOM file or series folder, MHA / MHD / NRRD / NIfTI 3-D volume: read by
-  ``spoils_tf.data.dicom_io.load_series`` (the one reader of volumes): it checks the plane is
-  sagittal, takes the **middle sagittal slice** of the stack, turns it to the display
-  orientation of the training data (superior at the top, anterior on the left), windows the
-  grey levels and gives the pixel spacing; no patient field is read or logged.
-* a 2-D MHA / NIfTI image (SimpleITK) is used as stored, with its spacing.
-
-``<stem>_input.png`` saves the slice that was actually segmented.
-
-``--model``: a ``.keras`` file (``spoils_tf.models``) or an exported SavedModel version
-folder (``spoils_tf.export.serving``). Both run the same preprocessing
-(``seg_pipeline.make_predictor``).
-
-Outputs in ``--out`` (written atomically): ``<stem>_mask.png`` (uint8 class ids of
-``spoils_tf.labels``), ``<stem>_overlay.png`` (``spoils_tf.viz.overlay``), ``<stem>_input.png``
-and ``<stem>_areas.json`` (per class: pixel count and, when the spacing is known, mm²).
+* :class:`Segmenter`: ``model_path`` is a ``.keras`` file (``spoils_tf.models``), an exported
+  SavedModel version folder (``spoils_tf.export.serving``), a model bundle
+  (``spoils_tf.serve.bundle``) or None for the shipped model (``spoils_tf.weights``). A
+  letterbox model runs :func:`load_segmenter` (``seg_pipeline.make_predictor``, the same
+  preprocessing for ``.keras`` and SavedModel); a model trained at a fixed pixel size runs
+  :class:`SpacingSegmenter` (anatomical level labelling and an orientation check).
+* :func:`segment_file` (``spoils segment``): one input file (``spoils_tf.serve.inputs``) ->
+  files in ``out_dir``, written atomically: ``<stem>_mask.png`` (uint8 class ids of
+  ``spoils_tf.labels``), ``<stem>_overlay.png`` (``spoils_tf.serve.overlay.overlay``),
+  ``<stem>_input.png`` (the slice that was actually segmented, in display orientation) and
+  ``<stem>_areas.json`` (per class: pixel count and, when the spacing is known, mm²).
 """
 
 from __future__ import annotations
@@ -37,104 +26,8 @@ import numpy as np
 
 from spoils_tf import errors, fileio, labels
 from spoils_tf.errors import SpoilsError
-
-MIN_IMAGE_SIDE = 64   # px; smaller inputs are refused (not an MRI slice)
-_ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nii", ".nii.gz")
-_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-
-
-# === Reading ===
-def _suffix(path: pathlib.Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
-
-
-def _is_dicom(path: pathlib.Path) -> bool:
-    if path.is_dir() or _suffix(path) in _DICOM_SUFFIXES:
-        return True
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
-def _itk_dimension(path: pathlib.Path) -> int:
-    from spoils_tf.data import dicom_io
-    return dicom_io.read_itk_header(path).dimension
-
-
-def _read_itk_2d(path: pathlib.Path) -> tuple[np.ndarray, tuple[float, float]]:
-    """A 2-D MHA/NIfTI/NRRD image as ``(array [H, W], (row_mm, col_mm))``; the header's
-    spacing and size are checked (``images.check_pixel_spacing``, ``check_image_size``) before
-    the pixels are read.
-
-    Raises:
-      SpoilsError: naming the file and the header field.
-    """
-    from spoils_tf.data import dicom_io, images
-    header = dicom_io.read_itk_header(path)
-    if header.components != 1:
-        raise SpoilsError(path, None, f"{header.components} components per pixel; expected a "
-                                      "greyscale image")
-    sx, sy = header.spacing
-    spacing = images.check_pixel_spacing((sy, sx), path, header.spacing_field)
-    images.check_image_size((header.size[1], header.size[0]), path)
-    return dicom_io.read_itk_image(path), spacing
-
-
-def input_kind(path: str | pathlib.Path) -> str:
-    """How an existing input is read: ``"image_2d"`` (a 2-D MHA/NIfTI/NRRD, SimpleITK),
-    ``"series"`` (a DICOM file or folder, or a 3-D volume: ``dicom_io.load_series``) or
-    ``"picture"`` (PNG/JPEG/TIFF/BMP: ``spoils_tf.data.images``).
-
-    Raises:
-      SpoilsError: an MHA/NIfTI/NRRD file whose header SimpleITK cannot read, or with a
-        spacing that is not positive (``dicom_io.read_itk_header``).
-    """
-    path = pathlib.Path(path)
-    if _suffix(path) in _ITK_SUFFIXES and _itk_dimension(path) == 2:
-        return "image_2d"
-    if _suffix(path) in _ITK_SUFFIXES or _is_dicom(path):
-        return "series"
-    return "picture"
-
-
-def read_input_slice(path: str | pathlib.Path
-                     ) -> tuple[np.ndarray, Optional[tuple[float, float]], str]:
-    """Reads any supported input as ``(uint8 [H, W], (row_mm, col_mm) or None, note)``.
-
-    DICOM files / series folders and 3-D volumes go through ``spoils_tf.data.dicom_io.
-    load_series`` (sagittal check, middle slice, display orientation, grey-level window);
-    2-D pictures through ``spoils_tf.data.images``.
-
-    Raises:
-      FileNotFoundError: no such file.
-      SpoilsError: naming the file and field: unreadable, colour, not sagittal, smaller than
-        ``MIN_IMAGE_SIDE``, larger than ``images.MAX_IMAGE_PIXELS`` or a header pixel spacing
-        that ``images.check_pixel_spacing`` refuses (both checked before decoding).
-    """
-    from spoils_tf.data import dicom_io, images
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: input image not found")
-    kind = input_kind(path)
-    if kind == "image_2d":
-        arr, spacing = _read_itk_2d(path)
-        grey, note = images.to_uint8_gray(arr, str(path)), "2-D image"
-    elif kind == "series":
-        series = dicom_io.load_series(path)
-        grey, spacing = series.images[0], tuple(float(v) for v in series.pixel_spacing_mm)
-        note = (f"{series.source_kind}: middle sagittal slice {series.slice_indices[0]} of "
-                f"{series.n_slices_total}")
-    else:
-        grey, spacing, note = images.read_image_gray(path), None, "2-D image"
-    if min(grey.shape) < MIN_IMAGE_SIDE:
-        raise SpoilsError(path, None, f"image is {grey.shape[0]}x{grey.shape[1]} px, too small; "
-                                      f"expected at least {MIN_IMAGE_SIDE} px on each side (an "
-                                      "MRI slice)")
-    return grey, spacing, note
+from spoils_tf.serve import bundle, overlay
+from spoils_tf.serve.inputs import expand_inputs, file_stem, input_kind, read_input_slice
 
 
 # === Model ===
@@ -372,18 +265,12 @@ def class_areas(mask: np.ndarray, spacing_mm: Optional[tuple[float, float]]) -> 
             for i, name in enumerate(labels.SEG_NAMES)}
 
 
-
-
 def _png_bytes(arr: np.ndarray) -> bytes:
     import io
     import PIL.Image
     buf = io.BytesIO()
     PIL.Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _stem(path: pathlib.Path) -> str:
-    return path.name[:-7] if path.name.lower().endswith(".nii.gz") else path.stem
 
 
 def _write_outputs(out_dir: pathlib.Path, stem: str, grey: np.ndarray, mask: np.ndarray,
@@ -396,9 +283,8 @@ def _write_outputs(out_dir: pathlib.Path, stem: str, grey: np.ndarray, mask: np.
     Raises:
       SpoilsError: (``out_dir``) an ``OSError`` while writing (chained).
     """
-    from spoils_tf import viz
     payloads = {f"{stem}_input.png": _png_bytes(grey), f"{stem}_mask.png": _png_bytes(mask),
-                f"{stem}_overlay.png": _png_bytes(viz.overlay(grey, mask)),
+                f"{stem}_overlay.png": _png_bytes(overlay.overlay(grey, mask)),
                 f"{stem}_areas.json": (json.dumps(result, indent=2) + "\n").encode("utf-8")}
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[pathlib.Path] = []
@@ -419,7 +305,7 @@ class Segmenter:
     """``spoils segment``'s model, loaded once for any number of slices.
 
     ``model_path`` may be a ``.keras`` file, an exported SavedModel version folder, a model
-    bundle (``spoils_tf.bundle``: its latest ``spoils_seg`` version, card and checksum
+    bundle (``spoils_tf.serve.bundle``: its latest ``spoils_seg`` version, card and checksum
     checked) or None for the shipped SPIDER model (``spoils_tf.weights``). Models trained at a
     fixed pixel size (card or SavedModel metadata ``resize_mode: "spacing"``, or a ``.keras`` with
     ``target_spacing_mm``) run :class:`SpacingSegmenter` and need the pixel spacing; older
@@ -434,7 +320,6 @@ class Segmenter:
     def __init__(self, model_path: Optional[str | pathlib.Path] = None, *,
                  resize_mode: str = "letterbox", target_spacing_mm: float = 0.0,
                  orientation: str = "auto"):
-        from spoils_tf import bundle
         if model_path is None:
             from spoils_tf import weights
             model_path = weights.DEFAULT_BUNDLE
@@ -534,7 +419,7 @@ def segment_file(image_path: str | pathlib.Path, model_path: str | pathlib.Path 
     seg_model = segmenter or Segmenter(model_path, resize_mode=resize_mode)
     seg = seg_model(grey, spacing, str(image_path), from_header=input_kind(image_path) == "series")
     mask = seg.label_map.astype(np.uint8)
-    stem = _stem(image_path)
+    stem = file_stem(image_path)
     result = {
             "image": str(image_path), "model": seg_model.label, "source": note,
             "shape_hw": list(seg.image.shape), "pixel_spacing_mm": list(spacing) if spacing else None,
@@ -548,37 +433,6 @@ def segment_file(image_path: str | pathlib.Path, model_path: str | pathlib.Path 
     }
     _write_outputs(pathlib.Path(out_dir), stem, seg.image, mask, result)
     return result
-
-
-def expand_inputs(paths: list[pathlib.Path]) -> list[pathlib.Path]:
-    """The files to segment: each path as given, a folder replaced by its image files
-    (PNG/JPEG/TIFF/BMP/MHA/NIfTI, sorted) unless it is a DICOM series folder.
-
-    Raises:
-      FileNotFoundError: a path that does not exist (named).
-      ValueError: a folder without any image file, or two inputs with the same output stem.
-    """
-    pictures = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp") + _ITK_SUFFIXES
-    out: list[pathlib.Path] = []
-    for p in paths:
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: input not found")
-        if p.is_dir() and not any(c.suffix.lower() in _DICOM_SUFFIXES or (c.is_file() and _is_dicom(c))
-                                  for c in p.iterdir() if c.is_file() and not c.name.startswith(".")):
-            found = sorted(c for c in p.iterdir() if c.is_file() and _suffix(c) in pictures)
-            if not found:
-                raise ValueError(f"{p}: folder holds no image file ({', '.join(pictures)}) and "
-                                 "no DICOM series")
-            out += found
-        else:
-            out.append(p)
-    stems: dict[str, pathlib.Path] = {}
-    for p in out:
-        if _stem(p) in stems:
-            raise ValueError(f"{p}: same output name '{_stem(p)}_mask.png' as {stems[_stem(p)]}; "
-                             "segment them into different --out folders")
-        stems[_stem(p)] = p
-    return out
 
 
 def segment_main(argv: list[str]) -> int:

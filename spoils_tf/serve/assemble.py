@@ -46,7 +46,8 @@ import sys
 import tempfile
 from typing import Any, Optional
 
-from spoils_tf import bundle, fileio
+from spoils_tf import fileio
+from spoils_tf.serve import bundle
 
 SEG_KERAS_FILE = "model.keras"
 CROP_MODEL_FILE = "model.keras"

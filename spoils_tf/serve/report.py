@@ -9,7 +9,7 @@
   follow-up, ODI/NRS bands, any caveat; the rule id in small print with its source in plain
   words ("from the SPOILS paper" or "not covered by the SPOILS paper; project rule");
 * the overlay (level and predicted class to the left of each disc, drawn by
-  ``spoils_tf.predict.overlay_image``) and a colour legend (``spoils_tf.labels``);
+  ``spoils_tf.serve.overlay.overlay_image``) and a colour legend (``spoils_tf.labels``);
 * the grade table, one row per disc level: the ensemble class explained, the top-3 of the
   ensemble and of each classifier, with a visible caution where a classifier is uncertain
   (the report's ``"uncertain": true``: its largest probability is below twice the uniform
@@ -119,7 +119,7 @@ KEY_MEASUREMENTS: dict[str, tuple[str, str]] = {
     "disc_si_csf_ratio": ("Signal ÷ CSF", "mean disc signal ÷ median CSF signal at that level"),
     "disc_area_mm2": ("Area", "disc area on the mid-sagittal slice"),
 }
-# Unit (spoils_tf.predict.unit_of) -> (short unit for headers, decimals; 0 = integer).
+# Unit (spoils_tf.serve.predictor.unit_of) -> (short unit for headers, decimals; 0 = integer).
 _UNIT_FORMAT: dict[str, tuple[str, int]] = {
     "mm": ("mm", 1), "mm²": ("mm²", 0), "mm³": ("mm³", 0), "degrees": ("°", 1),
     "px": ("px", 0), "ratio": ("", 2), "grey level (0-255)": ("grey level 0–255", 0),
@@ -140,7 +140,7 @@ _SEG_SUMMARIES: dict[str, str] = {"fg_macro": "mean over anatomical structures"}
 _METRIC_GROUPS: dict[str, str] = {"cnn": "this model", "geometry": "this model",
                                   "ensemble": "ensemble of the classifiers"}
 
-# Internal reason codes (spoils_tf.geometry.measure / features, spoils_tf.predict) -> phrase.
+# Internal reason codes (spoils_tf.geometry.measure / features, spoils_tf.serve.predictor) -> phrase.
 _PART_NAMES: dict[str, str] = {"disc": "disc", "vert_above": "vertebral body above",
                                "vert_below": "vertebral body below"}
 _PROBLEM_PHRASES: dict[str, str] = {
@@ -190,7 +190,7 @@ def _is_number(x: Any) -> bool:
 def format_value(value: Any, unit: str = "") -> str:
     """A measurement as text, rounded by its unit: 1 decimal for mm and degrees, 2 for ratios
     and fractions, integers for areas, volumes, pixels, grey levels and counts; ``"n/a"`` for
-    None/NaN. ``value``: float | int | None; ``unit``: ``spoils_tf.predict.unit_of`` text."""
+    None/NaN. ``value``: float | int | None; ``unit``: ``spoils_tf.serve.predictor.unit_of`` text."""
     if not _is_number(value):
         return "n/a"
     digits = _UNIT_FORMAT.get(unit, ("", 2))[1]
@@ -582,7 +582,7 @@ def render_html(report: dict, overlay_png: bytes) -> str:
     """A self-contained HTML page for one report.
 
     Args:
-        report: the dict of ``spoils_tf.predict.Predictor.predict``.
+        report: the dict of ``spoils_tf.serve.predictor.Predictor.predict``.
         overlay_png: PNG bytes of the overlay (embedded as a base64 data URI).
 
     Returns:

@@ -5,11 +5,11 @@
 
 Stages (``STAGES``, the keys of ``report["timing_ms"]``, milliseconds):
 
-* ``read``: the input (``spoils_tf.inference.input_kind``: PNG/JPEG, a 2-D MHA/NIfTI, or a
+* ``read``: the input (``spoils_tf.serve.inputs.input_kind``: PNG/JPEG, a 2-D MHA/NIfTI, or a
   DICOM file / series folder / 3-D volume through ``spoils_tf.data.dicom_io.load_series``,
   which checks the plane is sagittal and takes the mid-sagittal slice and ``(slices - 1) / 2``
   neighbours on each side) and the checks of every argument.
-* ``segment``: the bundle's segmentation SavedModel (``spoils_tf.bundle``), or the label map
+* ``segment``: the bundle's segmentation SavedModel (``spoils_tf.serve.bundle``), or the label map
   given with ``--mask`` / ``masks=`` ("segmentation: supplied mask").
 * ``geometry``: ``spoils_tf.geometry.measure.measure_slice_detailed`` per slice, in mm. A
   disc is *found* on a slice when a frame could be fitted and its height is finite.
@@ -70,7 +70,6 @@ import dataclasses
 import datetime
 import io
 import json
-import math
 import pathlib
 import sys
 import time
@@ -78,9 +77,13 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
-from spoils_tf import bundle, fileio, labels
-from spoils_tf.errors import EXIT_BAD_INPUT, EXIT_NO_DISC, EXIT_OK, SpoilsError
+from spoils_tf import fileio, labels
 from spoils_tf.data.images import check_pixel_spacing
+from spoils_tf.errors import EXIT_BAD_INPUT, EXIT_NO_DISC, EXIT_OK
+from spoils_tf.serve import bundle, segmenter
+from spoils_tf.serve import report as html_report
+from spoils_tf.serve.inputs import finite_or_none, read_input, read_mask
+from spoils_tf.serve.overlay import overlay_image
 
 SCHEMA_VERSION = "spoils-tf/report/1"
 STAGES: tuple[str, ...] = ("read", "segment", "geometry", "crops", "classify_cnn",
@@ -153,30 +156,6 @@ def measurement_columns() -> tuple[str, ...]:
 
 
 # === Small helpers ===
-def _finite_or_none(x: Any) -> Optional[float]:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with every non-finite float (NaN, inf; e.g. in a card's metrics) replaced by
-    None and numpy scalars/tuples made plain, so ``json.dumps(allow_nan=False)`` succeeds."""
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    return obj
-
-
 def _reasons(text: Any) -> list[str]:
     return [r for r in str(text or "").split(";") if r]
 
@@ -277,7 +256,7 @@ class Prediction:
 
 
 class Predictor:
-    """Loads a model bundle once (``spoils_tf.bundle``) and reports on slices.
+    """Loads a model bundle once (``spoils_tf.serve.bundle``) and reports on slices.
 
     Args:
         models_dir: a bundle directory (``spoils_seg/<v>/`` required, ``spoils_grade_cnn/<v>/``
@@ -286,7 +265,7 @@ class Predictor:
 
     Raises:
         FileNotFoundError: ``models_dir`` missing.
-        spoils_tf.bundle.BundleError: a bad card, a model that disagrees with its card (crop
+        spoils_tf.serve.bundle.BundleError: a bad card, a model that disagrees with its card (crop
             size, classes, features), a model file that does not load.
         ValueError: unknown ``precision``.
     """
@@ -313,12 +292,11 @@ class Predictor:
 
     # --- loading ---
     def _load_segmenter(self, entry: bundle.BundleModel):
-        from spoils_tf import inference
         resize_mode = str(entry.card["resize_mode"])
         if resize_mode == "spacing":
-            # a fixed-spacing model: levels from the anatomy, orientation checked (inference)
+            # a fixed-spacing model: levels from the anatomy, orientation checked (segmenter)
             try:
-                seg = inference.Segmenter(entry.model_path, resize_mode="spacing",
+                seg = segmenter.Segmenter(entry.model_path, resize_mode="spacing",
                                           target_spacing_mm=float(entry.card["target_spacing_mm"]))
             except (OSError, ValueError, KeyError) as e:
                 raise bundle.BundleError(f"{entry.model_path}: segmentation model does not load "
@@ -332,11 +310,11 @@ class Predictor:
                 raise bundle.BundleError(f"{bundle.card_path(entry.version_dir)}: field "
                                          f"'keras_file' names {path}, which does not exist")
             with _keras_policy("bfloat16"):
-                fn = inference.load_segmenter(path, resize_mode)
+                fn = segmenter.load_segmenter(path, resize_mode)
             self.precision_used["segmentation"] = "mixed_bfloat16 (keras_file)"
             return fn
         try:
-            fn = inference.load_segmenter(entry.model_path, resize_mode)
+            fn = segmenter.load_segmenter(entry.model_path, resize_mode)
         except (OSError, ValueError) as e:
             raise bundle.BundleError(f"{entry.model_path}: segmentation model does not load "
                                      f"({e})") from e
@@ -491,7 +469,7 @@ class Predictor:
         if len(offsets) != len(slices) or len(set(offsets)) != len(offsets) or offsets[0] != 0:
             raise ValueError(f"slice_offsets: {offsets}; expected {len(slices)} distinct integers "
                              "starting with 0 (the mid-sagittal slice)")
-        ss = _finite_or_none(slice_spacing_mm)
+        ss = finite_or_none(slice_spacing_mm)
         if masks is not None:
             masks = [np.asarray(m) for m in masks]
             if len(masks) != len(slices):
@@ -531,7 +509,7 @@ class Predictor:
         levels = [d for d in labels.DISC_NAMES if d in per_level]
         found = {d: [i for i, r in sorted(per_level[d].items())
                      if r.geometry is not None
-                     and _finite_or_none(r.values.get("disc_height_mm")) is not None]
+                     and finite_or_none(r.values.get("disc_height_mm")) is not None]
                  for d in levels}
         implausible = self._implausible_discs(per_level, found, len(slices))
         for d, i in implausible:
@@ -621,7 +599,7 @@ class Predictor:
         report["timing_ms"] = timing
         report["timing_ms_note"] = (TIMING_NOTE_TRACED.format(", ".join(traced)) if traced
                                     else TIMING_NOTE_WARM)
-        report = json_safe(report)
+        report = fileio.json_safe(report)
         report["timing_ms"]["write"] = _ms(t0)
         return Prediction(report, masks, slices)
 
@@ -677,12 +655,11 @@ class Predictor:
         the mid-sagittal slice's ``levels.level_doubts`` (the recommendation abstains on them).
 
         Raises:
-            ValueError (``inference.OrientationError``): the orientation of a slice cannot be
+            ValueError (``segmenter.OrientationError``): the orientation of a slice cannot be
                 read from the anatomy; nothing is reported.
         """
-        from spoils_tf import inference
         from spoils_tf import levels
-        if not isinstance(self._segment_one, inference.Segmenter):
+        if not isinstance(self._segment_one, segmenter.Segmenter):
             return [np.asarray(self._segment_one(s), np.int32) for s in slices], slices, []
         masks, oriented, doubts = [], [], []
         card_note = self.bundle[bundle.SEG].card.get("report_note")
@@ -695,7 +672,7 @@ class Predictor:
             oriented.append(seg.image)
             if seg.orientation != "as_is":
                 notes.append(f"Slice at offset {int(off)} was given "
-                             f"{inference.ORIENTATION_WORDS[seg.orientation]}; corrected "
+                             f"{segmenter.ORIENTATION_WORDS[seg.orientation]}; corrected "
                              f"({seg.orientation_note}).")
             notes += [f"Levels, slice at offset {int(off)}: {f}" for f in seg.levels.flags]
             if int(off) == 0:
@@ -798,7 +775,7 @@ class Predictor:
                 "level": d, "found": bool(seen),
                 "found_on_slice_offsets": [int(offsets[j]) for j in seen],
                 "measured_on_slice_offset": int(offsets[i]),
-                "measurements": {c: {"value": _finite_or_none(row.get(c)), "unit": unit_of(c)}
+                "measurements": {c: {"value": finite_or_none(row.get(c)), "unit": unit_of(c)}
                                  for c in cols},
                 "reasons": _reasons(row.get("reason")),
                 "implausible_measurements": list(flagged[d][1]) if d in flagged else [],
@@ -876,147 +853,6 @@ class Predictor:
         }
 
 
-# === Files ===
-def _sha256_of(path: pathlib.Path) -> str:
-    """sha256 of a file's bytes, or of a folder's files' bytes in sorted relative-path order."""
-    return fileio.sha256_of_files(
-        [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()))
-
-
-def read_input(input_path, *, pixel_spacing=None, slices: int = 1
-               ) -> tuple[list[np.ndarray], tuple[float, float], list[int], Optional[float],
-                          dict[str, Any]]:
-    """Reads one input for :meth:`Predictor.predict`.
-
-    Args:
-        input_path: PNG/JPEG/TIFF/BMP, a 2-D MHA/NIfTI, a DICOM file or series folder, or a
-            3-D MHA/NIfTI/NRRD volume.
-        pixel_spacing: (row_mm, col_mm) given by the user; required for pictures, overrides
-            the header otherwise (noted).
-        slices: how many sagittal slices, centred on the middle one (odd, >= 1; volumes only).
-
-    Returns:
-        (slices uint8 [H, W] mid-sagittal first, (row_mm, col_mm), offsets from the middle,
-        slice spacing mm or None, a PHI-free description for ``report["input"]``).
-
-    Raises:
-        FileNotFoundError: no such input.
-        SpoilsError: naming the file and field, before any pixel is decoded where the format
-            allows: not sagittal, no PixelSpacing, a picture without ``--pixel-spacing``, a
-            pixel spacing (``--pixel-spacing`` or the header's) outside
-            ``images.PIXEL_SPACING_RANGE_MM``, larger than ``images.MAX_IMAGE_PIXELS``, too
-            small, unreadable (no or short DICOM pixel data, a damaged MHA/NIfTI),
-            ``--slices`` even or > 1 for a 2-D input.
-    """
-    from spoils_tf import inference
-    from spoils_tf.data import dicom_io, images as images_lib
-    path = pathlib.Path(input_path)
-    if int(slices) < 1 or int(slices) % 2 == 0:
-        raise SpoilsError(None, "--slices", f"{slices}; expected an odd number >= 1 (the "
-                                            "mid-sagittal slice and as many neighbours on each "
-                                            "side)")
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: input not found")
-    user_spacing = None if pixel_spacing is None else images_lib.check_pixel_spacing(
-            pixel_spacing, None, "--pixel-spacing")
-    kind = inference.input_kind(path)
-    desc: dict[str, Any] = {"sha256": _sha256_of(path)}
-    if kind == "series":
-        series = dicom_io.load_series(path, neighbours=int(slices) // 2)
-        if min(series.images.shape[1:]) < inference.MIN_IMAGE_SIDE:
-            raise SpoilsError(path, None, f"image is {series.images.shape[1]}x"
-                                          f"{series.images.shape[2]} px, too small; expected at "
-                                          f"least {inference.MIN_IMAGE_SIDE} px on each side (an "
-                                          "MRI slice)")
-        summary = series.deidentified_summary()
-        mid_pos = (series.n_slices_total - 1) // 2
-        offs = [int(k) - mid_pos for k in series.slice_indices]
-        order = sorted(range(len(offs)), key=lambda j: (abs(offs[j]), offs[j]))
-        images = [np.ascontiguousarray(series.images[j]) for j in order]
-        offsets = [offs[j] for j in order]
-        spacing = tuple(float(v) for v in series.pixel_spacing_mm)
-        ss = _finite_or_none(series.slice_spacing_mm)
-        desc.update({
-            "kind": summary["source_kind"],
-            "plane_check": (f"sagittal: slice normal {summary['normal_angle_deg']:.1f} degrees "
-                            f"from left-right (limit {dicom_io.SAGITTAL_TOLERANCE_DEG:g})"),
-            "orientation": summary["orientation"], "input_axes": summary["input_axes"],
-            "reorientation": summary["reorientation"],
-            "n_slices_total": summary["n_slices_total"],
-            "series_slice_indices": [summary["slice_indices"][j] for j in order],
-            "slice_thickness_mm": summary["slice_thickness_mm"],
-            "window": summary["window"], "technical": summary["technical"],
-            "pixel_spacing_source": ("PixelSpacing (0028,0030)" if summary["source_kind"] !=
-                                     "volume" else "volume header spacing"),
-            "reader_notes": summary["notes"],
-        })
-        if len(images) < int(slices):
-            desc.setdefault("reader_notes", []).append(
-                f"{slices} slices asked, {len(images)} in the series around the middle")
-    else:
-        if int(slices) != 1:
-            raise SpoilsError(path, "--slices", f"{slices}, but a 2-D image holds one slice; "
-                                                "use --slices 1")
-        grey, spacing, _ = inference.read_input_slice(path)
-        images, offsets, ss = [grey], [0], None
-        desc.update({"kind": "image_2d" if kind == "image_2d" else "picture",
-                     "plane_check": "not checked: a 2-D image carries no orientation; assumed "
-                                    "sagittal, superior up, anterior left",
-                     "pixel_spacing_source": "image header" if spacing else None})
-    if user_spacing is not None:
-        if spacing is not None:
-            desc["pixel_spacing_note"] = (f"--pixel-spacing {list(user_spacing)} replaced the "
-                                          f"file's {list(spacing)}")
-        spacing, desc["pixel_spacing_source"] = user_spacing, "--pixel-spacing"
-    if spacing is None:
-        raise SpoilsError(path, "pixel spacing", f"missing: a {desc['kind']} carries no pixel "
-                                                 "spacing; give --pixel-spacing ROW_MM COL_MM "
-                                                 "(measurements are in mm)")
-    return images, (float(spacing[0]), float(spacing[1])), offsets, ss, desc
-
-
-def read_mask(mask_path, shape_hw: tuple[int, int]) -> tuple[np.ndarray, str]:
-    """A label map from a PNG of class ids or a LabelMe JSON, checked against ``shape_hw``.
-
-    Returns:
-        (int32 [H, W], sha256 of the file).
-
-    Raises:
-        FileNotFoundError: no such file. SpoilsError: naming the file and ``--mask`` (or the
-        LabelMe field): unreadable, colour PNG, a size other than ``shape_hw`` (checked from
-        the PNG header, before decoding), unknown class ids.
-    """
-    path = pathlib.Path(mask_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: --mask file not found")
-    if path.suffix.lower() == ".json":
-        from spoils_tf.data import labelme_io
-        mask = np.asarray(labelme_io.read_labelme(path).mask)
-    else:
-        import PIL.Image
-        try:
-            with PIL.Image.open(path) as img:
-                if (img.size[1], img.size[0]) != tuple(shape_hw):
-                    raise SpoilsError(path, "--mask", f"{img.size[1]}x{img.size[0]} px; the "
-                                                      f"input slice is {shape_hw[0]}x"
-                                                      f"{shape_hw[1]}")
-                mask = np.asarray(img)
-        except SpoilsError:
-            raise
-        except (OSError, ValueError, PIL.Image.DecompressionBombError) as e:
-            raise SpoilsError(path, "--mask", f"not a readable image ({e})") from e
-        if mask.ndim != 2:
-            raise SpoilsError(path, "--mask", f"shape {mask.shape}; expected a single-channel "
-                                              "PNG of class ids (labels.py)")
-    if tuple(mask.shape) != tuple(shape_hw):
-        raise SpoilsError(path, "--mask", f"{mask.shape[0]}x{mask.shape[1]} px; the input "
-                                          f"slice is {shape_hw[0]}x{shape_hw[1]}")
-    if mask.size and (int(mask.min()) < 0 or int(mask.max()) >= labels.NUM_SEG_CLASSES):
-        raise SpoilsError(path, "--mask", f"holds class ids up to {int(mask.max())}; expected "
-                                          f"0..{labels.NUM_SEG_CLASSES - 1} (labels.py)")
-    return mask.astype(np.int32), _sha256_of(path)
-
-
 def _png(arr: np.ndarray) -> bytes:
     import PIL.Image
     buf = io.BytesIO()
@@ -1024,80 +860,12 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _spread(ys: Sequence[float], gap: float, lo: float, hi: float) -> list[float]:
-    """``ys`` (ascending) moved as little as this greedy pass can so that neighbours are at
-    least ``gap`` apart and all lie in ``[lo, hi]`` (when ``hi - lo`` leaves room)."""
-    out = [max(lo, float(y)) for y in ys]
-    for k in range(1, len(out)):
-        out[k] = max(out[k], out[k - 1] + gap)
-    if out and out[-1] > hi:
-        out[-1] = hi
-        for k in range(len(out) - 2, -1, -1):
-            out[k] = min(out[k], out[k + 1] - gap)
-    return out
-
-
-def overlay_image(image: np.ndarray, mask: np.ndarray, report: Mapping[str, Any]) -> np.ndarray:
-    """``viz.overlay`` of the mid-sagittal slice with a black margin added on the left (the
-    anterior side) holding each disc's level and predicted class ("L4-L5 3M", or "L2-L3 not
-    graded"), joined by a thin leader line in the disc's colour to the disc's anterior end, so
-    no label covers the vertebral bodies or the spinal canal.
-
-    Args:
-        image: uint8 [H, W]; mask: int [H, W] class ids of that slice; report: the report
-            dict (its ``discs``: ``level``, ``predicted_class``).
-
-    Returns:
-        uint8 [H, W + margin, 3] RGB; ``margin`` fits the longest label (0 without discs in
-        ``mask``).
-    """
-    import cv2
-    from spoils_tf import viz
-    rgb = np.ascontiguousarray(viz.overlay(image, mask))
-    h, w = rgb.shape[:2]
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    scale = max(0.4, min(h, w) / 1000.0)
-    thick = max(1, int(round(scale * 1.6)))
-    pad = max(4, int(round(8 * scale)))
-    items = []   # (row of the anterior end, col of the anterior end, text, colour)
-    for d in report.get("discs", []):
-        rows, cols = np.nonzero(mask == labels.SEG_ID[d["level"]])
-        if rows.size == 0:
-            continue
-        r = float(rows.mean())
-        band = np.abs(rows - r) <= max(2.0, 0.15 * (rows.max() - rows.min()))
-        c_tip = int(cols[band].min()) if band.any() else int(cols.min())
-        r_tip = int(round(float(rows[band][cols[band] == c_tip].mean()))) if band.any() else int(r)
-        cls = d.get("predicted_class")
-        items.append((r_tip, c_tip, f"{d['level']} {cls}" if cls else f"{d['level']} not graded",
-                      labels.SEG_PALETTE[labels.SEG_ID[d["level"]]], bool(cls)))
-    if not items:
-        return rgb
-    items.sort()
-    sizes = [cv2.getTextSize(t, font, scale, thick) for _, _, t, _, _ in items]
-    text_h = max(sz[0][1] + sz[1] for sz in sizes)
-    margin = max(sz[0][0] for sz in sizes) + 3 * pad
-    canvas = np.zeros((h, w + margin, 3), np.uint8)
-    canvas[:, margin:] = rgb
-    ys = _spread([r for r, *_ in items], text_h + pad, text_h, h - pad)
-    for (r_tip, c_tip, text, colour, graded), y, ((tw, th), _) in zip(items, ys, sizes):
-        x_text = margin - 2 * pad - tw
-        rgb_colour = tuple(int(v) for v in colour)
-        tip = (margin + c_tip - 1, r_tip)
-        cv2.line(canvas, (margin - 2 * pad + pad // 2, int(y - th / 2)), tip, rgb_colour,
-                 max(1, thick // 2), cv2.LINE_AA)
-        cv2.circle(canvas, tip, max(2, thick), rgb_colour, -1, cv2.LINE_AA)
-        cv2.putText(canvas, text, (x_text, int(y)), font, scale,
-                    (255, 255, 255) if graded else (170, 170, 170), thick, cv2.LINE_AA)
-    return canvas
-
-
 def run_predict(input_path, models_dir, out_dir, *, odi=None, nrs=None, mask_path=None,
                 pixel_spacing=None, slices: int = 1, precision: str = "float32",
                 predictor: Optional[Predictor] = None, warmup: bool = True) -> dict:
     """Reads the input, runs :class:`Predictor`, writes the report files; returns the report.
 
-    Writes ``out_dir/report.json``, ``report.html`` (``spoils_tf.report.render_html``),
+    Writes ``out_dir/report.json``, ``report.html`` (``spoils_tf.serve.report.render_html``),
     ``overlay.png``, ``input.png`` (the mid-sagittal slice as used) and ``mask.png`` (uint8
     class ids), all or none: only after every stage succeeded, into a hidden sibling folder
     that is renamed to ``out_dir`` once every file is in it (``fileio.atomic_output_dir``). An
@@ -1119,7 +887,6 @@ def run_predict(input_path, models_dir, out_dir, *, odi=None, nrs=None, mask_pat
         FileNotFoundError, ValueError (incl. ``bundle.BundleError``): naming the file and field;
             nothing is written then.
     """
-    from spoils_tf import report as report_mod
     t0 = time.perf_counter()
     fileio.check_output_dir(out_dir, replace_if=is_report_dir)   # fail fast, before any work
     check_scores(odi, nrs)
@@ -1150,7 +917,7 @@ def run_predict(input_path, models_dir, out_dir, *, odi=None, nrs=None, mask_pat
     files = {"overlay": overlay_png, "input": _png(result.slices[0]),
              "mask": _png(result.masks[0].astype(np.uint8))}
     report["files"] = dict(REPORT_FILES)
-    html_text = report_mod.render_html(report, overlay_png)
+    html_text = html_report.render_html(report, overlay_png)
     report["timing_ms"]["write"] = round(report["timing_ms"]["write"] + _ms(t0), 3)
     t1 = time.perf_counter()
     json_text = json.dumps(report, indent=2, allow_nan=False, default=fileio.json_default) + "\n"
