@@ -3,14 +3,18 @@
 ``spoils predict --input FILE|DICOM_DIR --models DIR --out DIR [--odi N --nrs N]
 [--mask FILE] [--pixel-spacing ROW_MM COL_MM] [--slices 1|3|5...] [--precision float32|bfloat16]``
 
-Stages (``STAGES``, the keys of ``report["timing_ms"]``, milliseconds):
+Stages (``STAGES``, the keys of ``report["timing_ms"]``, milliseconds). :meth:`Predictor.
+predict_full` runs them in order, one method each: ``_read``, ``_segment``, ``_measure``
+(geometry), ``_classify`` (crops and both classifiers), ``_ensemble``, ``_decide`` (decision)
+and ``_report`` (write); each fills its fields of one :class:`PatientCase` and adds its time
+with :func:`timer`:
 
 * ``read``: the input (``spoils_tf.serve.inputs.input_kind``: PNG/JPEG, a 2-D MHA/NIfTI, or a
   DICOM file / series folder / 3-D volume through ``spoils_tf.data.dicom_io.load_series``,
   which checks the plane is sagittal and takes the mid-sagittal slice and ``(slices - 1) / 2``
   neighbours on each side) and the checks of every argument.
-* ``segment``: the bundle's segmentation SavedModel (``spoils_tf.serve.bundle``), or the label map
-  given with ``--mask`` / ``masks=`` ("segmentation: supplied mask").
+* ``segment``: the bundle's segmentation SavedModel (``spoils_tf.serve.bundle``), or the label
+  map given with ``--mask`` / ``masks=`` ("segmentation: supplied mask").
 * ``geometry``: ``spoils_tf.geometry.measure.measure_slice_detailed`` per slice, in mm. A
   disc is *found* on a slice when a frame could be fitted and its height is finite.
 * ``crops``: ``spoils_tf.geometry.crops.crop_disc`` with the crop classifier card's
@@ -177,8 +181,15 @@ def _top(probs: Mapping[str, float], k: int = 3) -> list[list[Any]]:
     return [[c, p] for c, p in sorted(probs.items(), key=lambda cp: -cp[1])[:k]]
 
 
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000.0, 3)
+@contextlib.contextmanager
+def timer(timing: dict[str, float], stage: str) -> Iterator[None]:
+    """Adds the wall-clock time of the ``with`` body, in milliseconds rounded to 0.001, to
+    ``timing[stage]`` (from 0 when absent), also when the body raises."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timing[stage] = round(timing.get(stage, 0.0) + (time.perf_counter() - t0) * 1000.0, 3)
 
 
 @contextlib.contextmanager
@@ -255,6 +266,82 @@ class Prediction:
     slices: list[np.ndarray]
 
 
+@dataclasses.dataclass
+class PatientCase:
+    """One patient as it passes from stage to stage of :meth:`Predictor.predict_full`.
+
+    The ``read`` stage fills the inputs; each later stage fills its own fields and adds its
+    wall-clock time to ``timing`` (:func:`timer`).
+
+    Attributes:
+        slices: uint8 [H, W] per slice, mid-sagittal first; in display orientation once a
+            fixed-spacing model has segmented them.
+        spacing_mm: (row_mm, col_mm) pixel spacing, checked.
+        offsets: each slice's position relative to the mid-sagittal one, in slices.
+        slice_spacing_mm: centre-to-centre slice distance in mm, or None (unknown).
+        odi, nrs: the checked scores, or None (not given).
+        source: the caller's description of the input (``report["input"]``).
+        orientation_from_header: the slices' orientation comes from their file's header.
+        masks: int32 [H, W] label map per slice (supplied, or from ``segment``).
+        timing: milliseconds per stage of :data:`STAGES`.
+        notes: sentences for ``report["notes"]``.
+        traced: stages whose time includes one-off graph tracing.
+        segmentation: where the masks came from (``"model <label>"`` or
+            :data:`SUPPLIED_MASK`).
+        level_doubts: why the mid-sagittal slice's level names are in doubt (empty: none).
+        per_level: level -> slice index -> that disc's measurement result
+            (``measure.measure_slice_detailed``).
+        levels: the disc levels present in any mask, in ``labels.DISC_NAMES`` order.
+        found: level -> indices of the slices the disc is graded on.
+        flagged: level -> (slice indices, implausible measurements): measured, not graded.
+        status: :data:`STATUS_OK` or :data:`STATUS_NO_DISC`.
+        table: the feature table (pandas, one row per disc and slice).
+        probs: classifier key -> level -> float64 [C] probabilities.
+        members: the classifiers in the ensemble.
+        ensemble: level -> float64 [len(labels.GRADE_CLASSES)] ensemble probabilities.
+        recommendation: ``clinical.rules`` decision as a dict, or None.
+        recommendation_note: why there is no recommendation, or None.
+    """
+
+    # === Inputs (stage "read") ===
+    slices: list[np.ndarray]
+    spacing_mm: tuple[float, float]
+    offsets: list[int]
+    slice_spacing_mm: Optional[float]
+    odi: Optional[float]
+    nrs: Optional[int]
+    source: Optional[dict]
+    orientation_from_header: bool
+    masks: Optional[list[np.ndarray]] = None
+    # === Bookkeeping ===
+    timing: dict[str, float] = dataclasses.field(
+            default_factory=lambda: {s: 0.0 for s in STAGES})
+    notes: list[str] = dataclasses.field(default_factory=list)
+    traced: list[str] = dataclasses.field(default_factory=list)
+    # === Stage "segment" ===
+    segmentation: str = ""
+    level_doubts: list[str] = dataclasses.field(default_factory=list)
+    # === Stage "geometry" ===
+    per_level: dict[str, dict[int, Any]] = dataclasses.field(default_factory=dict)
+    levels: list[str] = dataclasses.field(default_factory=list)
+    found: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    flagged: dict[str, tuple[list[int], list[dict[str, Any]]]] = dataclasses.field(
+            default_factory=dict)
+    status: str = STATUS_NO_DISC
+    table: Any = None
+    # === Stages "classify_*", "ensemble", "decision" ===
+    probs: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+    members: list[_Classifier] = dataclasses.field(default_factory=list)
+    ensemble: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    recommendation: Optional[dict[str, Any]] = None
+    recommendation_note: Optional[str] = None
+
+    @property
+    def found_levels(self) -> list[str]:
+        """The levels graded on at least one slice, in ``levels`` order."""
+        return [d for d in self.levels if self.found[d]]
+
+
 class Predictor:
     """Loads a model bundle once (``spoils_tf.serve.bundle``) and reports on slices.
 
@@ -273,18 +360,19 @@ class Predictor:
     def __init__(self, models_dir, *, precision: str = "float32"):
         if precision not in PRECISIONS:
             raise ValueError(f"precision: {precision!r}; expected one of {PRECISIONS}")
-        t0 = time.perf_counter()
-        self.precision = precision
-        self.bundle = bundle.load_bundle(models_dir)
-        self.precision_used: dict[str, str] = {}
-        self._segment_one = self._load_segmenter(self.bundle[bundle.SEG])
-        self.cnn: Optional[_Classifier] = None
-        self.geometry: Optional[_Classifier] = None
-        if bundle.CROP in self.bundle:
-            self.cnn = self._load_cnn(self.bundle[bundle.CROP])
-        if bundle.GEOMETRY in self.bundle:
-            self.geometry = self._load_geometry(self.bundle[bundle.GEOMETRY])
-        self.load_ms = _ms(t0)
+        spent: dict[str, float] = {}
+        with timer(spent, "load"):
+            self.precision = precision
+            self.bundle = bundle.load_bundle(models_dir)
+            self.precision_used: dict[str, str] = {}
+            self._segment_one = self._load_segmenter(self.bundle[bundle.SEG])
+            self.cnn: Optional[_Classifier] = None
+            self.geometry: Optional[_Classifier] = None
+            if bundle.CROP in self.bundle:
+                self.cnn = self._load_cnn(self.bundle[bundle.CROP])
+            if bundle.GEOMETRY in self.bundle:
+                self.geometry = self._load_geometry(self.bundle[bundle.GEOMETRY])
+        self.load_ms = spent["load"]
         # what has already run once (no graph tracing left to do): the segmenter per image
         # size (H, W), the crop classifier (one fixed crop size)
         self._seg_warm: set[tuple[int, int]] = set()
@@ -394,20 +482,21 @@ class Predictor:
         seg_todo = segment and shape not in self._seg_warm
         if not seg_todo and (self.cnn is None or self._cnn_warm):
             return None
-        t0 = time.perf_counter()
-        if seg_todo:
-            if hasattr(self._segment_one, "warmup"):
-                self._segment_one.warmup(shape)
-            else:
-                self._segment_one(np.zeros(shape, np.uint8))
-            self._seg_warm.add(shape)
-        if self.cnn is not None and not self._cnn_warm:
-            spec = self._cnn_fn.input_signature[0]
-            self._cnn_fn(np.zeros([1] + list(spec.shape[1:]), np.float32))
-            self._cnn_warm = True
-        return _ms(t0)
+        spent: dict[str, float] = {}
+        with timer(spent, "warmup"):
+            if seg_todo:
+                if hasattr(self._segment_one, "warmup"):
+                    self._segment_one.warmup(shape)
+                else:
+                    self._segment_one(np.zeros(shape, np.uint8))
+                self._seg_warm.add(shape)
+            if self.cnn is not None and not self._cnn_warm:
+                spec = self._cnn_fn.input_signature[0]
+                self._cnn_fn(np.zeros([1] + list(spec.shape[1:]), np.float32))
+                self._cnn_warm = True
+        return spent["warmup"]
 
-    # --- prediction ---
+    # === Prediction ===
     def predict(self, slices: list[np.ndarray], spacing_mm: tuple[float, float], *,
                 odi=None, nrs=None, masks: Optional[list[np.ndarray]] = None,
                 source: Optional[dict] = None, slice_offsets: Optional[Sequence[int]] = None,
@@ -423,7 +512,7 @@ class Predictor:
                      slice_offsets: Optional[Sequence[int]] = None,
                      slice_spacing_mm: Optional[float] = None,
                      orientation_from_header: bool = False) -> Prediction:
-        """Runs every stage on one patient's slices.
+        """Runs every stage (:data:`STAGES`) on one patient's slices.
 
         Args:
             slices: uint8 [H, W] greyscale sagittal slices (superior up, anterior left), all
@@ -452,9 +541,27 @@ class Predictor:
                 ``slice_offsets``, bad or half-given ODI/NRS.
         """
         timing = {s: 0.0 for s in STAGES}
-        notes: list[str] = []
-        traced: list[str] = []      # stages whose time includes one-off graph tracing
-        t0 = time.perf_counter()
+        with timer(timing, "read"):
+            case = self._read(slices, spacing_mm, odi=odi, nrs=nrs, masks=masks, source=source,
+                              slice_offsets=slice_offsets, slice_spacing_mm=slice_spacing_mm,
+                              orientation_from_header=orientation_from_header)
+        case.timing = timing
+        self._segment(case)
+        self._measure(case)
+        self._classify(case)
+        self._ensemble(case)
+        self._decide(case)
+        with timer(timing, "write"):
+            report = fileio.json_safe(self._report(case))
+        report["timing_ms"]["write"] = timing["write"]
+        return Prediction(report, case.masks, case.slices)
+
+    # --- stages (each fills its fields of the case and times itself) ---
+    @staticmethod
+    def _read(slices, spacing_mm, *, odi, nrs, masks, source, slice_offsets, slice_spacing_mm,
+              orientation_from_header: bool) -> PatientCase:
+        """``read``: checks every argument of :meth:`predict_full` (its Raises) and returns
+        the case with its inputs filled in."""
         odi_v, nrs_v = check_scores(odi, nrs)
         spacing = check_pixel_spacing(spacing_mm, None, "pixel_spacing_mm")
         slices = [np.asarray(s) for s in slices]
@@ -469,7 +576,6 @@ class Predictor:
         if len(offsets) != len(slices) or len(set(offsets)) != len(offsets) or offsets[0] != 0:
             raise ValueError(f"slice_offsets: {offsets}; expected {len(slices)} distinct integers "
                              "starting with 0 (the mid-sagittal slice)")
-        ss = finite_or_none(slice_spacing_mm)
         if masks is not None:
             masks = [np.asarray(m) for m in masks]
             if len(masks) != len(slices):
@@ -481,128 +587,135 @@ class Predictor:
                 if m.size and (int(m.min()) < 0 or int(m.max()) >= labels.NUM_SEG_CLASSES):
                     raise ValueError(f"masks[{i}]: class ids {int(m.min())}..{int(m.max())}; "
                                      f"expected 0..{labels.NUM_SEG_CLASSES - 1} (labels.py)")
-        timing["read"] = _ms(t0)
+        return PatientCase(slices=slices, spacing_mm=spacing, offsets=offsets,
+                           slice_spacing_mm=finite_or_none(slice_spacing_mm), odi=odi_v,
+                           nrs=nrs_v, source=source,
+                           orientation_from_header=orientation_from_header, masks=masks)
 
-        # segment
-        t0 = time.perf_counter()
-        if masks is None:
-            if slices[0].shape not in self._seg_warm:
-                traced.append("segment")
-            masks, slices, level_doubts = self._segment(slices, spacing_mm, offsets, notes,
-                                                        orientation_from_header)
-            self._seg_warm.add(tuple(slices[0].shape))
-            segmentation = f"model {self.bundle[bundle.SEG].label}"
-        else:
-            masks = [m.astype(np.int32) for m in masks]
-            segmentation = SUPPLIED_MASK
-            level_doubts = []
-        timing["segment"] = _ms(t0)
+    def _segment(self, case: PatientCase) -> None:
+        """``segment``: ``case.masks`` from the segmentation model, unless masks were given;
+        a fixed-spacing model also turns ``case.slices`` to display orientation, adds its level
+        flags to the notes and gives the mid-sagittal slice's ``level_doubts``."""
+        with timer(case.timing, "segment"):
+            if case.masks is not None:
+                case.masks = [m.astype(np.int32) for m in case.masks]
+                case.segmentation = SUPPLIED_MASK
+                return
+            if case.slices[0].shape not in self._seg_warm:
+                case.traced.append("segment")
+            case.masks, case.slices, case.level_doubts = self._segment_slices(case)
+            self._seg_warm.add(tuple(case.slices[0].shape))
+            case.segmentation = f"model {self.bundle[bundle.SEG].label}"
 
-        # geometry
+    def _measure(self, case: PatientCase) -> None:
+        """``geometry``: every disc of every slice measured in mm
+        (``geometry.measure.measure_slice_detailed``); which slices each disc was found on,
+        less the specks (:meth:`_implausible_discs`) and the discs with an implausible
+        measurement (:meth:`_implausible_measurements`, not graded); the feature table."""
         from spoils_tf.geometry import measure
-        t0 = time.perf_counter()
-        results = [measure.measure_slice_detailed(m, spacing, s) for m, s in zip(masks, slices)]
-        per_level: dict[str, dict[int, Any]] = {}
-        for i, res in enumerate(results):
-            for r in res:
-                per_level.setdefault(r.values["level"], {})[i] = r
-        levels = [d for d in labels.DISC_NAMES if d in per_level]
-        found = {d: [i for i, r in sorted(per_level[d].items())
-                     if r.geometry is not None
-                     and finite_or_none(r.values.get("disc_height_mm")) is not None]
-                 for d in levels}
-        implausible = self._implausible_discs(per_level, found, len(slices))
-        for d, i in implausible:
-            found[d].remove(i)
-        status = STATUS_OK if any(found[d] for d in levels) else STATUS_NO_DISC
-        flagged = self._implausible_measurements(per_level, found, offsets)
-        for d in flagged:
-            found[d] = []    # not graded: no crops, classifiers, ensemble or decision
-        found_levels = [d for d in levels if found[d]]
-        # feature rows (same code as the training table) also give the volume columns
-        table = self._feature_table(results, offsets, ss)
-        timing["geometry"] = _ms(t0)
-        if ss is None and found_levels:
-            notes.append("Slice spacing unknown: the disc volume (disc_volume_mm3) could not "
-                         "be computed.")
+        with timer(case.timing, "geometry"):
+            results = [measure.measure_slice_detailed(m, case.spacing_mm, s)
+                       for m, s in zip(case.masks, case.slices)]
+            for i, res in enumerate(results):
+                for r in res:
+                    case.per_level.setdefault(r.values["level"], {})[i] = r
+            case.levels = [d for d in labels.DISC_NAMES if d in case.per_level]
+            case.found = {d: [i for i, r in sorted(case.per_level[d].items())
+                              if r.geometry is not None
+                              and finite_or_none(r.values.get("disc_height_mm")) is not None]
+                          for d in case.levels}
+            for d, i in self._implausible_discs(case.per_level, case.found, len(case.slices)):
+                case.found[d].remove(i)
+            case.status = STATUS_OK if any(case.found[d] for d in case.levels) else STATUS_NO_DISC
+            case.flagged = self._implausible_measurements(case.per_level, case.found,
+                                                          case.offsets)
+            for d in case.flagged:
+                case.found[d] = []    # not graded: no crops, classifiers, ensemble or decision
+            # feature rows (same code as the training table) also give the volume columns
+            case.table = self._feature_table(results, case.offsets, case.slice_spacing_mm)
+        if case.slice_spacing_mm is None and case.found_levels:
+            case.notes.append("Slice spacing unknown: the disc volume (disc_volume_mm3) could "
+                              "not be computed.")
 
-        probs: dict[str, dict[str, np.ndarray]] = {}   # classifier key -> level -> [C]
-        # crops + CNN
-        if self.cnn is not None and found_levels:
-            t0 = time.perf_counter()
-            x, keys = self._crops(slices, offsets, per_level, found, notes)
-            timing["crops"] = _ms(t0)
-            t0 = time.perf_counter()
-            if not self._cnn_warm:
-                traced.append("classify_cnn")
-            p = np.asarray(self._cnn_fn(x), np.float64)
-            self._cnn_warm = True
-            probs["crop_classifier"] = self._average(p, keys)
-            timing["classify_cnn"] = _ms(t0)
-        if self.geometry is not None and found_levels:
-            t0 = time.perf_counter()
-            p, keys = self._geometry_probs(table, offsets, found)
-            probs["geometry_classifier"] = self._average(p, keys)
-            timing["classify_geometry"] = _ms(t0)
-            if "disc_volume_mm3" in self._geometry_features and len(slices) == 1:
-                notes.append("The geometry classifier uses the disc volume (disc_volume_mm3), "
-                             "here from the slice(s) read only; in training it summed every "
-                             "slice showing the disc.")
+    def _classify(self, case: PatientCase) -> None:
+        """``crops``, ``classify_cnn``, ``classify_geometry``: each classifier's probabilities
+        per found disc, averaged over the slices it was found on (``case.probs``)."""
+        if not case.found_levels:
+            return
+        if self.cnn is not None:
+            with timer(case.timing, "crops"):
+                x, keys = self._crops(case)
+            with timer(case.timing, "classify_cnn"):
+                if not self._cnn_warm:
+                    case.traced.append("classify_cnn")
+                p = np.asarray(self._cnn_fn(x), np.float64)
+                self._cnn_warm = True
+                case.probs["crop_classifier"] = self._average(p, keys)
+        if self.geometry is not None:
+            with timer(case.timing, "classify_geometry"):
+                p, keys = self._geometry_probs(case)
+                case.probs["geometry_classifier"] = self._average(p, keys)
+            if "disc_volume_mm3" in self._geometry_features and len(case.slices) == 1:
+                case.notes.append("The geometry classifier uses the disc volume "
+                                  "(disc_volume_mm3), here from the slice(s) read only; in "
+                                  "training it summed every slice showing the disc.")
 
-        # ensemble
-        t0 = time.perf_counter()
-        members = [c for c in (self.cnn, self.geometry) if c is not None and c.in_ensemble]
-        ensemble: dict[str, np.ndarray] = {}
-        if found_levels and members:
-            from spoils_tf import ensemble as ens
-            for d in found_levels:
-                ensemble[d] = ens.mean_ensemble([probs[c.key][d][None, :] for c in members])[0]
-        timing["ensemble"] = _ms(t0)
+    def _ensemble(self, case: PatientCase) -> None:
+        """``ensemble``: per found disc, the equal-weight mean of the members' probabilities
+        (the classifiers whose classes are ``labels.GRADE_CLASSES``)."""
+        with timer(case.timing, "ensemble"):
+            case.members = [c for c in (self.cnn, self.geometry)
+                            if c is not None and c.in_ensemble]
+            if case.found_levels and case.members:
+                from spoils_tf import ensemble as ens
+                for d in case.found_levels:
+                    case.ensemble[d] = ens.mean_ensemble(
+                            [case.probs[c.key][d][None, :] for c in case.members])[0]
 
-        # decision
+    def _decide(self, case: PatientCase) -> None:
+        """``decision``: ``clinical.rules.decide`` on the ensemble classes when ODI and NRS are
+        given and nothing makes it abstain (no disc, doubtful level names, an implausible
+        measurement, no grade classifier); otherwise ``case.recommendation_note`` says why."""
         from spoils_tf.geometry import plausibility
-        t0 = time.perf_counter()
-        recommendation, rec_note = None, None
-        if status != STATUS_OK:
-            rec_note = NO_DISC_NOTE
-        elif level_doubts or flagged:
-            rec_note = "; ".join(
-                ([f"{LEVEL_DOUBT_NOTE} ({'; '.join(level_doubts)})"] if level_doubts else [])
-                + ([IMPLAUSIBLE_NOTE.format("; ".join(
-                    f"{d}: " + ", ".join(plausibility.describe(x) for x in flagged[d][1])
-                    for d in flagged))] if flagged else []))
-        elif not members:
-            rec_note = ("no 11-class grade classifier in the bundle: measurements only, no "
-                        "grades and no recommendation")
-        elif odi_v is None:
-            rec_note = NO_SCORES_NOTE
-        else:
-            from spoils_tf.clinical import rules
-            grades = {d: labels.GRADE_CLASSES[int(np.argmax(ensemble[d]))] for d in found_levels}
-            decision = rules.decide(grades, odi_v, nrs_v)
-            recommendation = decision.to_dict()
-            recommendation["text"] = decision.summary()
-            ungraded = [d for d in levels if d not in grades]
-            recommendation["ungraded_levels"] = ungraded
-            if ungraded:
-                recommendation["caveat"] = (
-                    f"{len(ungraded)} of {len(levels)} disc level(s) in the segmentation could "
-                    f"not be graded ({', '.join(ungraded)}); the recommendation considers only "
-                    f"the graded disc(s) ({', '.join(grades)}). Review the overlay.")
-        timing["decision"] = _ms(t0)
+        with timer(case.timing, "decision"):
+            if case.status != STATUS_OK:
+                case.recommendation_note = NO_DISC_NOTE
+            elif case.level_doubts or case.flagged:
+                case.recommendation_note = "; ".join(
+                    ([f"{LEVEL_DOUBT_NOTE} ({'; '.join(case.level_doubts)})"]
+                     if case.level_doubts else [])
+                    + ([IMPLAUSIBLE_NOTE.format("; ".join(
+                        f"{d}: " + ", ".join(plausibility.describe(x)
+                                             for x in case.flagged[d][1])
+                        for d in case.flagged))] if case.flagged else []))
+            elif not case.members:
+                case.recommendation_note = ("no 11-class grade classifier in the bundle: "
+                                            "measurements only, no grades and no "
+                                            "recommendation")
+            elif case.odi is None:
+                case.recommendation_note = NO_SCORES_NOTE
+            else:
+                case.recommendation = self._recommendation(case)
 
-        t0 = time.perf_counter()
-        report = self._report(status, segmentation, spacing, ss, offsets, slices, masks, levels,
-                              per_level, found, table, probs, members, ensemble, recommendation,
-                              rec_note, odi_v, nrs_v, notes, source, flagged)
-        report["model_load_ms"] = self.load_ms
-        report["timing_ms"] = timing
-        report["timing_ms_note"] = (TIMING_NOTE_TRACED.format(", ".join(traced)) if traced
-                                    else TIMING_NOTE_WARM)
-        report = fileio.json_safe(report)
-        report["timing_ms"]["write"] = _ms(t0)
-        return Prediction(report, masks, slices)
+    @staticmethod
+    def _recommendation(case: PatientCase) -> dict[str, Any]:
+        """The decision on the graded discs, with a caveat naming the ungraded ones."""
+        from spoils_tf.clinical import rules
+        grades = {d: labels.GRADE_CLASSES[int(np.argmax(case.ensemble[d]))]
+                  for d in case.found_levels}
+        decision = rules.decide(grades, case.odi, case.nrs)
+        recommendation = decision.to_dict()
+        recommendation["text"] = decision.summary()
+        ungraded = [d for d in case.levels if d not in grades]
+        recommendation["ungraded_levels"] = ungraded
+        if ungraded:
+            recommendation["caveat"] = (
+                f"{len(ungraded)} of {len(case.levels)} disc level(s) in the segmentation could "
+                f"not be graded ({', '.join(ungraded)}); the recommendation considers only "
+                f"the graded disc(s) ({', '.join(grades)}). Review the overlay.")
+        return recommendation
 
+    # --- helpers of the stages ---
     @staticmethod
     def _implausible_discs(per_level, found, n_slices: int) -> list[tuple[str, int]]:
         """(level, slice) pairs whose disc area is below ``MIN_DISC_AREA_FRACTION`` of the
@@ -639,7 +752,10 @@ class Predictor:
                 out[d] = (list(idx), items)
         return out
 
-    def _feature_table(self, results, offsets: Sequence[int], ss: Optional[float]):
+    @staticmethod
+    def _feature_table(results, offsets: Sequence[int], ss: Optional[float]):
+        """The feature rows of every measured disc (``features.feature_row``, the training
+        table's code), one patient :data:`PATIENT_KEY`; ``ss``: slice spacing in mm or None."""
         from spoils_tf.geometry import features
         rows = [features.feature_row(r.values, patient=PATIENT_KEY, slice_index=int(offsets[i]))
                 for i, res in enumerate(results) for r in res]
@@ -648,11 +764,11 @@ class Predictor:
             {PATIENT_KEY: sorted(int(o) for o in offsets)})
         return table
 
-    def _segment(self, slices, spacing_mm, offsets, notes, from_header: bool
-                 ) -> tuple[list, list, list]:
-        """Label maps for ``slices``; a fixed-spacing model also returns each slice in display
-        orientation (a flipped input is corrected), adds its level flags to ``notes`` and returns
-        the mid-sagittal slice's ``levels.level_doubts`` (the recommendation abstains on them).
+    def _segment_slices(self, case: PatientCase) -> tuple[list, list, list]:
+        """Label maps for ``case.slices``; a fixed-spacing model also returns each slice in
+        display orientation (a flipped input is corrected), adds its level flags to the notes
+        and returns the mid-sagittal slice's ``levels.level_doubts`` (the recommendation
+        abstains on them).
 
         Raises:
             ValueError (``segmenter.OrientationError``): the orientation of a slice cannot be
@@ -660,33 +776,38 @@ class Predictor:
         """
         from spoils_tf import levels
         if not isinstance(self._segment_one, segmenter.Segmenter):
-            return [np.asarray(self._segment_one(s), np.int32) for s in slices], slices, []
+            return ([np.asarray(self._segment_one(s), np.int32) for s in case.slices],
+                    case.slices, [])
         masks, oriented, doubts = [], [], []
         card_note = self.bundle[bundle.SEG].card.get("report_note")
         if card_note:   # what the model card says every report must carry
-            notes.append(str(card_note))
-        for s, off in zip(slices, offsets):
-            seg = self._segment_one(s, spacing_mm, f"slice at offset {int(off)}",
-                                    from_header=from_header)
+            case.notes.append(str(card_note))
+        for s, off in zip(case.slices, case.offsets):
+            seg = self._segment_one(s, case.spacing_mm, f"slice at offset {int(off)}",
+                                    from_header=case.orientation_from_header)
             masks.append(seg.label_map.astype(np.int32))
             oriented.append(seg.image)
             if seg.orientation != "as_is":
-                notes.append(f"Slice at offset {int(off)} was given "
-                             f"{segmenter.ORIENTATION_WORDS[seg.orientation]}; corrected "
-                             f"({seg.orientation_note}).")
-            notes += [f"Levels, slice at offset {int(off)}: {f}" for f in seg.levels.flags]
+                case.notes.append(f"Slice at offset {int(off)} was given "
+                                  f"{segmenter.ORIENTATION_WORDS[seg.orientation]}; corrected "
+                                  f"({seg.orientation_note}).")
+            case.notes += [f"Levels, slice at offset {int(off)}: {f}" for f in seg.levels.flags]
             if int(off) == 0:
                 doubts = levels.level_doubts(seg.levels)
         return masks, oriented, doubts
 
-    def _crops(self, slices, offsets, per_level, found, notes) -> tuple[np.ndarray, list]:
+    def _crops(self, case: PatientCase) -> tuple[np.ndarray, list]:
+        """``float32 [N, h, w, channels]`` crops of every found disc on every slice it was
+        found on (the crop classifier card's size, margin and context slices) and their
+        levels; a context neighbour that was not read repeats the centre slice (noted)."""
         from spoils_tf.geometry import crops
         card = self.cnn.entry.card
         size = (int(card["crop_height"]), int(card["crop_width"]))
         margin = float(card["margin_frac"])
+        slices, offsets = case.slices, case.offsets
         by_offset = {int(o): i for i, o in enumerate(offsets)}
         arrays, keys, missing = [], [], set()
-        for d, idx in found.items():
+        for d, idx in case.found.items():
             for i in idx:
                 images = [slices[i]]
                 if int(card["context_slices"]):
@@ -698,17 +819,25 @@ class Predictor:
                             nb.append(slices[i])
                             missing.add(int(o))
                     images = [nb[0], slices[i], nb[1]]
-                arrays.append(crops.crop_disc(images, per_level[d][i].geometry, size,
+                arrays.append(crops.crop_disc(images, case.per_level[d][i].geometry, size,
                                               margin).array)
                 keys.append(d)
         if missing:
-            notes.append(f"context slice(s) at offset {sorted(missing)} not read: the centre "
-                         "slice was repeated in their channel (use --slices 3 or more)")
+            case.notes.append(f"context slice(s) at offset {sorted(missing)} not read: the "
+                              "centre slice was repeated in their channel (use --slices 3 or "
+                              "more)")
         return np.stack(arrays).astype(np.float32), keys
 
-    def _geometry_probs(self, table, offsets, found) -> tuple[np.ndarray, list]:
+    def _geometry_probs(self, case: PatientCase) -> tuple[np.ndarray, list]:
+        """The geometry classifier's probabilities ``float64 [N, C]`` on the feature rows of
+        the found discs, and their levels.
+
+        Raises:
+            bundle.BundleError: the card names a feature the table does not have.
+        """
         from spoils_tf.train import grade_geometry_lib as ggl
         feats = self._geometry_features
+        table = case.table
         if ggl.LEVEL_INDEX_COLUMN in feats:
             table = ggl.add_level_index(table)
         absent = [f for f in feats if f not in table.columns]
@@ -716,7 +845,7 @@ class Predictor:
             raise bundle.BundleError(f"{bundle.card_path(self.geometry.entry.version_dir)}: field "
                                      f"'features' names {absent}, which the feature table at "
                                      "prediction time does not have")
-        wanted = {(int(offsets[i]), d) for d, idx in found.items() for i in idx}
+        wanted = {(int(case.offsets[i]), d) for d, idx in case.found.items() for i in idx}
         keep = [k for k, (s, lv) in enumerate(zip(table["slice"], table["level"]))
                 if (int(s), str(lv)) in wanted]
         sub = table.iloc[keep]
@@ -726,6 +855,7 @@ class Predictor:
 
     @staticmethod
     def _average(p: np.ndarray, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """Rows of ``p`` ``[N, C]`` averaged per key (level) and renormalised to sum 1."""
         out: dict[str, np.ndarray] = {}
         for d in dict.fromkeys(keys):
             rows = p[[k == d for k in keys]]
@@ -733,7 +863,7 @@ class Predictor:
             out[d] = m / m.sum()
         return out
 
-    # --- report ---
+    # === Report ===
     def models_info(self) -> dict[str, Any]:
         """Per bundle model: present, label, version, created, held-out metrics, classes."""
         out: dict[str, Any] = {}
@@ -759,98 +889,113 @@ class Predictor:
             out[key] = info
         return out
 
-    def _report(self, status, segmentation, spacing, ss, offsets, slices, masks, levels,
-                per_level, found, table, probs, members, ensemble, recommendation, rec_note,
-                odi_v, nrs_v, notes, source, flagged) -> dict[str, Any]:
-        from spoils_tf.geometry import plausibility
-        cols = measurement_columns()
-        discs = []
-        for d in levels:
-            seen = found[d] or (flagged[d][0] if d in flagged else [])
-            # the mid-sagittal slice when the disc was found there, else the nearest one
-            idx = seen or sorted(per_level[d])
-            i = min(idx, key=lambda j: (abs(int(offsets[j])), j))
-            row = table[(table["level"] == d) & (table["slice"] == int(offsets[i]))].iloc[0]
-            entry: dict[str, Any] = {
-                "level": d, "found": bool(seen),
-                "found_on_slice_offsets": [int(offsets[j]) for j in seen],
-                "measured_on_slice_offset": int(offsets[i]),
-                "measurements": {c: {"value": finite_or_none(row.get(c)), "unit": unit_of(c)}
-                                 for c in cols},
-                "reasons": _reasons(row.get("reason")),
-                "implausible_measurements": list(flagged[d][1]) if d in flagged else [],
-                "classifiers": {},
-            }
-            if d in flagged:
-                entry["reasons"].append(plausibility.IMPLAUSIBLE_MEASUREMENT_REASON)
-            for key, clf in (("crop_classifier", self.cnn), ("geometry_classifier",
-                                                              self.geometry)):
-                if clf is None:
-                    entry["classifiers"][key] = {"present": False}
-                    continue
-                if d not in probs.get(key, {}):
-                    entry["classifiers"][key] = {
-                        "present": True, "probabilities": None,
-                        "note": ("a measurement outside its plausible range: not classified"
-                                 if d in flagged else "disc not found: not classified")}
-                    continue
-                pr = {c: float(v) for c, v in zip(clf.classes, probs[key][d])}
-                entry["classifiers"][key] = {
-                    "present": True, "model": clf.entry.label, "in_ensemble": clf.in_ensemble,
-                    "classes": list(clf.classes), "probabilities": pr,
-                    "predicted": max(pr, key=pr.get), "top3": _top(pr),
-                    "uncertain": is_uncertain(list(pr.values())),
-                    "n_slices": len(found[d])}
-            if d in ensemble:
-                pr = {c: float(v) for c, v in zip(labels.GRADE_CLASSES, ensemble[d])}
-                cls = max(pr, key=pr.get)
-                entry["ensemble"] = {"members": [c.key for c in members], "probabilities": pr,
-                                     "predicted": cls, "top3": _top(pr),
-                                     "uncertain": is_uncertain(list(pr.values()))}
-                entry["predicted_class"] = cls
-                entry["pfirrmann"] = labels.pfirrmann_of(cls)
-                entry["severity"] = labels.SEVERITY_NAMES[labels.severity_of(cls)]
-            else:
-                entry["ensemble"] = None
-                entry["predicted_class"] = None
-            discs.append(entry)
-        inp: dict[str, Any] = {
-            "image_shape_hw": list(slices[0].shape),
-            "pixel_spacing_mm": [float(v) for v in spacing],
-            "slice_spacing_mm": ss,
-            "slices_used": {"count": len(slices), "offsets": [int(o) for o in offsets]},
-            "segmentation": segmentation,
-        }
-        inp.update(dict(source or {}))
-        if segmentation == SUPPLIED_MASK:
-            inp["segmentation"] = SUPPLIED_MASK
-        n_found = len([d for d in levels if found[d] or d in flagged])
-        message = {STATUS_OK: f"{n_found} disc(s) found and graded" if ensemble and not flagged
-                   else f"{n_found} disc(s) found",
-                   STATUS_NO_DISC: NO_DISC_NOTE}[status]
+    def _report(self, case: PatientCase) -> dict[str, Any]:
+        """The report dict of a case that went through every stage (not yet JSON-safe)."""
+        flagged = case.flagged
+        n_found = len([d for d in case.levels if case.found[d] or d in flagged])
+        message = {STATUS_OK: f"{n_found} disc(s) found and graded"
+                   if case.ensemble and not flagged else f"{n_found} disc(s) found",
+                   STATUS_NO_DISC: NO_DISC_NOTE}[case.status]
         if flagged:
-            message += (f", {len(ensemble)} graded; {len(flagged)} not graded: a measurement "
-                        f"outside its plausible range ({', '.join(flagged)})")
+            message += (f", {len(case.ensemble)} graded; {len(flagged)} not graded: a "
+                        f"measurement outside its plausible range ({', '.join(flagged)})")
         return {
             "schema_version": SCHEMA_VERSION,
-            "status": status,
+            "status": case.status,
             "status_message": message,
             "generated_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds"),
             "disclaimer": DISCLAIMER,
-            "input": inp,
-            "scores": {"odi": odi_v, "nrs": nrs_v},
-            "discs": discs,
-            "recommendation": recommendation,
-            "recommendation_note": rec_note,
+            "input": self._input_entry(case),
+            "scores": {"odi": case.odi, "nrs": case.nrs},
+            "discs": [self._disc_entry(case, d) for d in case.levels],
+            "recommendation": case.recommendation,
+            "recommendation_note": case.recommendation_note,
             "models": {**self.models_info(),
-                       "ensemble": {"members": [c.key for c in members],
+                       "ensemble": {"members": [c.key for c in case.members],
                                     "method": "equal-weight mean of the members' probabilities "
                                               "(spoils_tf.ensemble.mean_ensemble), each averaged "
                                               "over the slices the disc was found on"},
                        "precision": {"requested": self.precision, **self.precision_used}},
-            "notes": notes,
+            "notes": case.notes,
+            "model_load_ms": self.load_ms,
+            "timing_ms": case.timing,
+            "timing_ms_note": (TIMING_NOTE_TRACED.format(", ".join(case.traced))
+                               if case.traced else TIMING_NOTE_WARM),
         }
+
+    @staticmethod
+    def _input_entry(case: PatientCase) -> dict[str, Any]:
+        """``report["input"]``: shape, spacings, slices used, segmentation, then ``source``."""
+        inp: dict[str, Any] = {
+            "image_shape_hw": list(case.slices[0].shape),
+            "pixel_spacing_mm": [float(v) for v in case.spacing_mm],
+            "slice_spacing_mm": case.slice_spacing_mm,
+            "slices_used": {"count": len(case.slices),
+                            "offsets": [int(o) for o in case.offsets]},
+            "segmentation": case.segmentation,
+        }
+        inp.update(dict(case.source or {}))
+        if case.segmentation == SUPPLIED_MASK:
+            inp["segmentation"] = SUPPLIED_MASK
+        return inp
+
+    def _disc_entry(self, case: PatientCase, d: str) -> dict[str, Any]:
+        """One level's ``report["discs"]`` entry: where it was found and measured, its
+        measurements with units, reasons, each classifier's and the ensemble's top-3."""
+        from spoils_tf.geometry import plausibility
+        flagged, offsets = case.flagged, case.offsets
+        seen = case.found[d] or (flagged[d][0] if d in flagged else [])
+        # the mid-sagittal slice when the disc was found there, else the nearest one
+        idx = seen or sorted(case.per_level[d])
+        i = min(idx, key=lambda j: (abs(int(offsets[j])), j))
+        table = case.table
+        row = table[(table["level"] == d) & (table["slice"] == int(offsets[i]))].iloc[0]
+        entry: dict[str, Any] = {
+            "level": d, "found": bool(seen),
+            "found_on_slice_offsets": [int(offsets[j]) for j in seen],
+            "measured_on_slice_offset": int(offsets[i]),
+            "measurements": {c: {"value": finite_or_none(row.get(c)), "unit": unit_of(c)}
+                             for c in measurement_columns()},
+            "reasons": _reasons(row.get("reason")),
+            "implausible_measurements": list(flagged[d][1]) if d in flagged else [],
+            "classifiers": {},
+        }
+        if d in flagged:
+            entry["reasons"].append(plausibility.IMPLAUSIBLE_MEASUREMENT_REASON)
+        for key, clf in (("crop_classifier", self.cnn), ("geometry_classifier", self.geometry)):
+            entry["classifiers"][key] = self._classifier_entry(case, d, key, clf)
+        if d in case.ensemble:
+            pr = {c: float(v) for c, v in zip(labels.GRADE_CLASSES, case.ensemble[d])}
+            cls = max(pr, key=pr.get)
+            entry["ensemble"] = {"members": [c.key for c in case.members], "probabilities": pr,
+                                 "predicted": cls, "top3": _top(pr),
+                                 "uncertain": is_uncertain(list(pr.values()))}
+            entry["predicted_class"] = cls
+            entry["pfirrmann"] = labels.pfirrmann_of(cls)
+            entry["severity"] = labels.SEVERITY_NAMES[labels.severity_of(cls)]
+        else:
+            entry["ensemble"] = None
+            entry["predicted_class"] = None
+        return entry
+
+    @staticmethod
+    def _classifier_entry(case: PatientCase, d: str, key: str,
+                          clf: Optional[_Classifier]) -> dict[str, Any]:
+        """One classifier's part of a disc entry: absent, not classified (why), or its
+        probabilities, prediction, top-3 and uncertainty."""
+        if clf is None:
+            return {"present": False}
+        if d not in case.probs.get(key, {}):
+            return {"present": True, "probabilities": None,
+                    "note": ("a measurement outside its plausible range: not classified"
+                             if d in case.flagged else "disc not found: not classified")}
+        pr = {c: float(v) for c, v in zip(clf.classes, case.probs[key][d])}
+        return {"present": True, "model": clf.entry.label, "in_ensemble": clf.in_ensemble,
+                "classes": list(clf.classes), "probabilities": pr,
+                "predicted": max(pr, key=pr.get), "top3": _top(pr),
+                "uncertain": is_uncertain(list(pr.values())),
+                "n_slices": len(case.found[d])}
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -887,20 +1032,20 @@ def run_predict(input_path, models_dir, out_dir, *, odi=None, nrs=None, mask_pat
         FileNotFoundError, ValueError (incl. ``bundle.BundleError``): naming the file and field;
             nothing is written then.
     """
-    t0 = time.perf_counter()
-    fileio.check_output_dir(out_dir, replace_if=is_report_dir)   # fail fast, before any work
-    check_scores(odi, nrs)
-    if mask_path is not None and int(slices) != 1:
-        raise ValueError(f"--mask with --slices {slices}: a mask is one label map for the "
-                         "mid-sagittal slice; use --slices 1")
-    images, spacing, offsets, ss, desc = read_input(input_path, pixel_spacing=pixel_spacing,
-                                                    slices=slices)
-    masks = None
-    if mask_path is not None:
-        mask, mask_sha = read_mask(mask_path, images[0].shape)
-        masks = [mask]
-        desc["mask_sha256"] = mask_sha
-    read_ms = _ms(t0)
+    reading: dict[str, float] = {}   # this function's share of the "read" stage
+    with timer(reading, "read"):
+        fileio.check_output_dir(out_dir, replace_if=is_report_dir)   # fail fast, before any work
+        check_scores(odi, nrs)
+        if mask_path is not None and int(slices) != 1:
+            raise ValueError(f"--mask with --slices {slices}: a mask is one label map for the "
+                             "mid-sagittal slice; use --slices 1")
+        images, spacing, offsets, ss, desc = read_input(input_path, pixel_spacing=pixel_spacing,
+                                                        slices=slices)
+        masks = None
+        if mask_path is not None:
+            mask, mask_sha = read_mask(mask_path, images[0].shape)
+            masks = [mask]
+            desc["mask_sha256"] = mask_sha
     if predictor is None and models_dir is None:
         from spoils_tf import weights
         models_dir = weights.DEFAULT_BUNDLE
@@ -911,22 +1056,21 @@ def run_predict(input_path, models_dir, out_dir, *, odi=None, nrs=None, mask_pat
                                orientation_from_header=desc["kind"] not in ("picture", "image_2d"))
     report = result.report
     report["warmup_ms"] = warmup_ms
-    report["timing_ms"]["read"] = round(report["timing_ms"]["read"] + read_ms, 3)
-    t0 = time.perf_counter()
-    overlay_png = _png(overlay_image(result.slices[0], result.masks[0], report))
-    files = {"overlay": overlay_png, "input": _png(result.slices[0]),
-             "mask": _png(result.masks[0].astype(np.uint8))}
-    report["files"] = dict(REPORT_FILES)
-    html_text = html_report.render_html(report, overlay_png)
-    report["timing_ms"]["write"] = round(report["timing_ms"]["write"] + _ms(t0), 3)
-    t1 = time.perf_counter()
-    json_text = json.dumps(report, indent=2, allow_nan=False, default=fileio.json_default) + "\n"
+    timing = report["timing_ms"]
+    timing["read"] = round(timing["read"] + reading["read"], 3)
+    with timer(timing, "write"):
+        overlay_png = _png(overlay_image(result.slices[0], result.masks[0], report))
+        files = {"overlay": overlay_png, "input": _png(result.slices[0]),
+                 "mask": _png(result.masks[0].astype(np.uint8))}
+        report["files"] = dict(REPORT_FILES)
+        html_text = html_report.render_html(report, overlay_png)
+        # serialisable before anything is written
+        json.dumps(report, indent=2, allow_nan=False, default=fileio.json_default)
     with fileio.atomic_output_dir(out_dir, replace_if=is_report_dir) as out:
-        for key, data in files.items():
-            fileio.atomic_write_bytes(out / REPORT_FILES[key], data)
-        fileio.atomic_write_text(out / REPORT_FILES["html"], html_text)
-        write_ms = _ms(t1)
-        report["timing_ms"]["write"] = round(report["timing_ms"]["write"] + write_ms, 3)
+        with timer(timing, "write"):
+            for key, data in files.items():
+                fileio.atomic_write_bytes(out / REPORT_FILES[key], data)
+            fileio.atomic_write_text(out / REPORT_FILES["html"], html_text)
         # the JSON on disk carries the write time up to its own serialisation
         json_text = json.dumps(report, indent=2, allow_nan=False,
                                default=fileio.json_default) + "\n"

@@ -140,7 +140,8 @@ _SEG_SUMMARIES: dict[str, str] = {"fg_macro": "mean over anatomical structures"}
 _METRIC_GROUPS: dict[str, str] = {"cnn": "this model", "geometry": "this model",
                                   "ensemble": "ensemble of the classifiers"}
 
-# Internal reason codes (spoils_tf.geometry.measure / features, spoils_tf.serve.predictor) -> phrase.
+# Internal reason codes (spoils_tf.geometry.measure / features, spoils_tf.serve.predictor)
+# -> phrase.
 _PART_NAMES: dict[str, str] = {"disc": "disc", "vert_above": "vertebral body above",
                                "vert_below": "vertebral body below"}
 _PROBLEM_PHRASES: dict[str, str] = {
@@ -190,7 +191,8 @@ def _is_number(x: Any) -> bool:
 def format_value(value: Any, unit: str = "") -> str:
     """A measurement as text, rounded by its unit: 1 decimal for mm and degrees, 2 for ratios
     and fractions, integers for areas, volumes, pixels, grey levels and counts; ``"n/a"`` for
-    None/NaN. ``value``: float | int | None; ``unit``: ``spoils_tf.serve.predictor.unit_of`` text."""
+    None/NaN. ``value``: float | int | None; ``unit``: ``spoils_tf.serve.predictor.unit_of``
+    text."""
     if not _is_number(value):
         return "n/a"
     digits = _UNIT_FORMAT.get(unit, ("", 2))[1]
