@@ -26,10 +26,6 @@ from spoils_tf.models import orientation as orientation_net
 OUTCOMES = ("right", "refused", "wrong")
 
 
-def _write_json(path: pathlib.Path, obj: Any) -> None:
-    fileio.atomic_write_text(path, json.dumps(obj, indent=2, default=fileio.json_default) + "\n")
-
-
 # === Data ===
 def prepare_slices(labelme_dir: str | pathlib.Path, tfds_dir: str | pathlib.Path,
                    cache: pathlib.Path, *, pixel_mm: float, canvas: int) -> dict[str, np.ndarray]:
@@ -183,7 +179,7 @@ def run(config, workdir: str | pathlib.Path, fold: str = "all") -> dict[str, Any
     from spoils_tf.data import folds as folds_lib
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    _write_json(workdir / "config.json", config.to_dict())
+    fileio.write_json(workdir / "config.json", config.to_dict())
     enable_determinism()
     data = prepare_slices(config.data.labelme_dir, config.data.tfds_dir, workdir / "slices.npz",
                           pixel_mm=float(config.model.pixel_mm), canvas=int(config.model.canvas))
@@ -195,7 +191,7 @@ def run(config, workdir: str | pathlib.Path, fold: str = "all") -> dict[str, Any
         fileio.atomic_save_keras(model, out / "model.keras")
         info = {"train_patients": len(set(data["patient"])), "train_slices": len(data["x"]),
                 "train_seconds": time.perf_counter() - t0}
-        _write_json(out / "train.json", info)
+        fileio.write_json(out / "train.json", info)
         return {"final": info}
     todo = range(folds.k) if fold == "all" else [int(fold)]
     middle = middle_mask(data, int(config.eval.middle_slices))
@@ -215,7 +211,7 @@ def run(config, workdir: str | pathlib.Path, fold: str = "all") -> dict[str, Any
         metrics = fold_metrics(probs, middle[test_sel], float(config.eval.threshold))
         metrics.update(fold=k, train_seconds=seconds, test_patients=sorted(test_p))
         np.save(fold_dir / "probs.npy", probs)
-        _write_json(fold_dir / "metrics.json", metrics)
+        fileio.write_json(fold_dir / "metrics.json", metrics)
         print(f"fold {k}: " + "; ".join(f"{n} top-1 {m['top1_accuracy']:.3f} right {m['right']} "
                                          f"refused {m['refused']} wrong {m['wrong']}"
                                          for n, m in ((n, metrics[n]) for n in ("all", "middle")))
@@ -242,6 +238,6 @@ def summarise(workdir: pathlib.Path, k: int, threshold: float) -> dict[str, Any]
         if acc:
             lines.append(f"| {name} | {cases} | {np.mean(acc):.3f} ± {np.std(acc):.3f} | "
                          f"{counts['right']} | {counts['refused']} | {counts['wrong']} |")
-    _write_json(workdir / "cv_summary.json", summary)
+    fileio.write_json(workdir / "cv_summary.json", summary)
     (workdir / "cv_table.md").write_text("\n".join(lines) + "\n")
     return summary
