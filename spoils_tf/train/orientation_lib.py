@@ -239,5 +239,5 @@ def summarise(workdir: pathlib.Path, k: int, threshold: float) -> dict[str, Any]
             lines.append(f"| {name} | {cases} | {np.mean(acc):.3f} ± {np.std(acc):.3f} | "
                          f"{counts['right']} | {counts['refused']} | {counts['wrong']} |")
     fileio.write_json(workdir / "cv_summary.json", summary)
-    (workdir / "cv_table.md").write_text("\n".join(lines) + "\n")
+    fileio.atomic_write_text(workdir / "cv_table.md", "\n".join(lines) + "\n")
     return summary
