@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop after stage 5 (no training, no predict)")
     args = parser.parse_args(argv)
 
-    from spoils_tf.data import folds, spider, synthetic
+    from spoils_tf.cli import convert_spider, folds
+    from spoils_tf.data import synthetic
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     spider_src = pathlib.Path(args.spider)
     if (spider_src / "images").is_dir():
         t0 = _stage(f"1. convert SPIDER ({spider_src})")
-        rc = spider.main(["--src", str(spider_src), "--out", str(out / "spider")])
+        rc = convert_spider.main(["--src", str(spider_src), "--out", str(out / "spider")])
         if rc != 0:
             print(f"spoils-demo: SPIDER conversion failed (exit {rc})", file=sys.stderr)
             return rc
@@ -246,7 +247,8 @@ def shipped_model_on_real_slice(out: pathlib.Path) -> list[pathlib.Path]:
     """
     import numpy as np
     from spoils_tf import weights
-    from spoils_tf.serve import predictor, segmenter
+    from spoils_tf.cli import segment
+    from spoils_tf.serve import predictor
     from spoils_tf.data import images
     spider_dir = out / "spider"
     if not (spider_dir / layout.PATIENTS_CSV).is_file():
@@ -267,7 +269,7 @@ def shipped_model_on_real_slice(out: pathlib.Path) -> list[pathlib.Path]:
     flipped = seg_dir / "input" / f"{patient}_upside_down.png"
     flipped.parent.mkdir(parents=True, exist_ok=True)
     flipped.write_bytes(images.encode_png(np.ascontiguousarray(images.read_image_gray(image)[::-1])))
-    rc = segmenter.segment_main([str(image), str(flipped), "--out", str(seg_dir),
+    rc = segment.main([str(image), str(flipped), "--out", str(seg_dir),
                                  "--pixel-spacing", str(spacing[0]), str(spacing[1])])
     print(f"    spoils segment exit {rc}; masks in {seg_dir}")
     report_dir = out / "reports" / "shipped_model_real_slice"

@@ -15,6 +15,7 @@ import pytest
 from tiny_models import tiny_geometry_classifier
 
 from spoils_tf import labels
+from spoils_tf.cli import bundle as bundle_cmd
 from spoils_tf.serve import assemble, bundle
 
 SPACING = (1.2, 1.2)  # mm, the 256x256 synthetic slice
@@ -61,7 +62,7 @@ def _no_staging_left(out: pathlib.Path) -> bool:
 @pytest.mark.slow   # SavedModel export + predict: ~30 s
 def test_assembled_bundle_is_read_by_predict(runs, tmp_path, capsys):
     out = tmp_path / "models"
-    assert assemble.main(["--out", str(out), "--seg", str(runs["seg"]), "--crop",
+    assert bundle_cmd.main(["--out", str(out), "--seg", str(runs["seg"]), "--crop",
                           str(runs["crop"]), "--geometry", str(runs["geometry"])]) == 0
     printed = capsys.readouterr().out
     found = bundle.load_bundle(out)
@@ -121,12 +122,12 @@ def test_a_second_assembly_adds_versions_and_keeps_the_first(runs, tmp_path):
 
 def test_refusals_name_the_problem_and_publish_nothing(runs, tmp_path, capsys):
     out = tmp_path / "models"
-    assert assemble.main(["--out", str(out)]) == 2
+    assert bundle_cmd.main(["--out", str(out)]) == 2
     assert "give at least one of --seg, --crop, --geometry" in capsys.readouterr().err
     # Classifiers alone cannot start a bundle: predict needs a segmentation model.
-    assert assemble.main(["--out", str(out), "--crop", str(runs["crop"])]) == 2
+    assert bundle_cmd.main(["--out", str(out), "--crop", str(runs["crop"])]) == 2
     assert "needs a segmentation model" in capsys.readouterr().err
-    assert assemble.main(["--out", str(out), "--seg", str(tmp_path / "none.keras")]) == 2
+    assert bundle_cmd.main(["--out", str(out), "--seg", str(tmp_path / "none.keras")]) == 2
     assert "none.keras: model file not found" in capsys.readouterr().err
     assert all(bundle.versions(out / name) == [] for name in bundle.MODEL_NAMES)
     assert _no_staging_left(out)
@@ -137,17 +138,17 @@ def test_seg_without_resize_mode_or_config_is_refused(runs, tmp_path, capsys):
     lone.parent.mkdir()
     lone.write_bytes(runs["seg"].read_bytes())
     out = tmp_path / "models"
-    assert assemble.main(["--out", str(out), "--seg", str(lone)]) == 2
+    assert bundle_cmd.main(["--out", str(out), "--seg", str(lone)]) == 2
     err = capsys.readouterr().err
     assert "field 'data.resize_mode' not found; give --resize-mode" in err
     assert bundle.versions(out / bundle.SEG) == [] and _no_staging_left(out)
-    assert assemble.main(["--out", str(out), "--seg", str(lone), "--resize-mode", "crop"]) == 2
+    assert bundle_cmd.main(["--out", str(out), "--seg", str(lone), "--resize-mode", "crop"]) == 2
     assert "expected one of ['letterbox', 'resize']" in capsys.readouterr().err
 
 
 def test_a_segmentation_model_given_as_crop_classifier_is_refused(runs, tmp_path, capsys):
     out = tmp_path / "models"
-    assert assemble.main(["--out", str(out), "--seg", str(runs["seg"]),
+    assert bundle_cmd.main(["--out", str(out), "--seg", str(runs["seg"]),
                           "--crop", str(runs["seg"])]) == 2
     assert "not a DiscClassifier" in capsys.readouterr().err
     # The segmentation model staged before the refusal is not published either.

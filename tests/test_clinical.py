@@ -9,7 +9,8 @@ import math
 import pytest
 
 from spoils_tf import labels
-from spoils_tf.clinical import cli, rules, strata
+from spoils_tf.cli import decide as cli
+from spoils_tf.clinical import rules, strata
 
 
 # === Every rule ===

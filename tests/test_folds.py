@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from spoils_tf.cli import folds as folds_cmd
 from spoils_tf.data import folds as folds_lib
 
 
@@ -114,7 +115,7 @@ def test_main_on_a_dataset_dir(tmp_path, capsys):
         "patient,slice,level,ivd_label,pfirrmann,severity,grade_class\n"
         "P0,0,L4-L5,2,2,L,2L\nP0,0,L5-S1,1,4,M,4M\nP1,0,L4-L5,2,4,,\n"
         "P2,0,L4-L5,2,,,\nP3,0,L4-L5,2,x,,\n")
-    assert folds_lib.main(["--data", str(tmp_path), "--k", "2"]) == 0
+    assert folds_cmd.main(["--data", str(tmp_path), "--k", "2"]) == 0
     out = capsys.readouterr()
     assert "15 slices" in out.out and "stratified by worst_pfirrmann" in out.out
     assert "discs.csv line 6: pfirrmann 'x'" in out.err  # header = line 1
@@ -124,9 +125,9 @@ def test_main_on_a_dataset_dir(tmp_path, capsys):
     last = out.out.strip().splitlines()[-1].split()
     assert last[:3] == ["all", "5", "15"] and last[3:] == ["0", "0", "0", "2", "0", "3"]
     # rerun: same folds -> 0; different k without --overwrite -> refused, file kept
-    assert folds_lib.main(["--data", str(tmp_path), "--k", "2"]) == 0
-    assert folds_lib.main(["--data", str(tmp_path), "--k", "3"]) == 1
+    assert folds_cmd.main(["--data", str(tmp_path), "--k", "2"]) == 0
+    assert folds_cmd.main(["--data", str(tmp_path), "--k", "3"]) == 1
     assert "different assignment" in capsys.readouterr().err
     assert folds_lib.load_folds(tmp_path / "folds.json").k == 2
-    assert folds_lib.main(["--data", str(tmp_path), "--k", "3", "--overwrite"]) == 0
+    assert folds_cmd.main(["--data", str(tmp_path), "--k", "3", "--overwrite"]) == 0
     assert folds_lib.load_folds(tmp_path / "folds.json").k == 3

@@ -209,7 +209,7 @@ def test_fuzzed_pngs_through_spoils_segment_leave_no_partial_output(tmp_path):
     import keras
 
     from spoils_tf.models.unet import UNet
-    from spoils_tf.serve import segmenter
+    from spoils_tf.cli import segment as segment_cmd
     keras.utils.set_random_seed(0)
     model_path = tmp_path / "seg.keras"
     UNet(input_shape=(None, None, 1), filters=(4, 8), activation="leaky_relu").save(model_path)
@@ -221,7 +221,7 @@ def test_fuzzed_pngs_through_spoils_segment_leave_no_partial_output(tmp_path):
         mutation = list(MUTATIONS.values())[seed % len(MUTATIONS)]
         (inputs / f"m{seed}.png").write_bytes(mutation(src.read_bytes(), rng))
     out = tmp_path / "out"
-    rc = segmenter.segment_main([str(inputs), "--model", str(model_path), "--orientation",
+    rc = segment_cmd.main([str(inputs), "--model", str(model_path), "--orientation",
                                  "as_is", "--target-spacing-mm", "1.0", "--pixel-spacing",
                                  "1.0", "1.0", "--out", str(out)])
     assert rc in (errors.EXIT_OK, errors.EXIT_PARTIAL)

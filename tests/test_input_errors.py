@@ -446,7 +446,7 @@ def test_console_prints_one_line_for_a_spoils_error(tmp_path, capsys):
 
 
 def test_console_lets_other_exceptions_propagate(monkeypatch):
-    from spoils_tf.clinical import cli as decide_cli
+    from spoils_tf.cli import decide as decide_cli
 
     def bug(argv):
         raise RuntimeError("a bug")
@@ -467,8 +467,8 @@ def test_every_error_class_is_a_spoils_error():
 
 
 def test_predict_uses_the_exit_codes_of_errors():
-    from spoils_tf.serve import predictor
-    assert (predictor.EXIT_OK, predictor.EXIT_BAD_INPUT, predictor.EXIT_NO_DISC) == (
+    from spoils_tf.cli import predict
+    assert (predict.EXIT_OK, predict.EXIT_BAD_INPUT, predict.EXIT_NO_DISC) == (
         errors.EXIT_OK, errors.EXIT_BAD_INPUT, errors.EXIT_NO_DISC) == (0, 2, 3)
 
 

@@ -20,6 +20,8 @@ import pytest
 
 from spoils_tf import fileio
 from spoils_tf.serve import segmenter
+from spoils_tf.cli import predict as predict_cmd
+from spoils_tf.cli import segment as segment_cmd
 from spoils_tf.serve import predictor as pr
 from spoils_tf.errors import SpoilsError
 
@@ -245,9 +247,9 @@ def test_a_report_folder_with_other_files_is_refused_before_any_model_loads(
     assert not pr.is_report_dir(out)
     _no_model(monkeypatch)
     png, mask_png = inputs
-    code = pr.main(["--input", str(png), "--out", str(out), "--mask", str(mask_png),
+    code = predict_cmd.main(["--input", str(png), "--out", str(out), "--mask", str(mask_png),
                     "--pixel-spacing", "1.2", "1.2"])
-    assert code == pr.EXIT_BAD_INPUT
+    assert code == predict_cmd.EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert str(out) in err and "--out" in err and "my_notes.txt" in err
     assert _tree(out) == {"report.json": b"{}", "my_notes.txt": b"mine"}
@@ -261,9 +263,9 @@ def test_predict_out_that_is_a_file_is_refused_before_any_model_loads(
     out = afile if where == "file" else afile / "out"
     _no_model(monkeypatch)
     png, mask_png = inputs
-    code = pr.main(["--input", str(png), "--out", str(out), "--mask", str(mask_png),
+    code = predict_cmd.main(["--input", str(png), "--out", str(out), "--mask", str(mask_png),
                     "--pixel-spacing", "1.2", "1.2", "--odi", "45", "--nrs", "7"])
-    assert code == pr.EXIT_BAD_INPUT
+    assert code == predict_cmd.EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert err.startswith(f"spoils predict: {out}: field '--out': ")
     assert "is a file" in err
@@ -279,11 +281,11 @@ def test_predict_into_a_read_only_folder_is_refused_before_any_model_loads(
     _no_model(monkeypatch)
     png, mask_png = inputs
     try:
-        code = pr.main(["--input", str(png), "--out", str(ro / "out"), "--mask", str(mask_png),
+        code = predict_cmd.main(["--input", str(png), "--out", str(ro / "out"), "--mask", str(mask_png),
                         "--pixel-spacing", "1.2", "1.2"])
     finally:
         ro.chmod(0o700)
-    assert code == pr.EXIT_BAD_INPUT
+    assert code == predict_cmd.EXIT_BAD_INPUT
     assert "no write permission" in capsys.readouterr().err
     assert _entries(ro) == []
 
@@ -319,7 +321,7 @@ def test_segment_out_that_is_a_file_is_refused_before_the_model_loads(tmp_path, 
     afile.write_text("keep")
     out = afile if where == "file" else afile / "out"
     _no_model(monkeypatch)
-    assert segmenter.segment_main([str(folder), "--out", str(out)]) == 2
+    assert segment_cmd.main([str(folder), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"{out}: field '--out'" in err and "is a file" in err
     assert afile.read_text() == "keep"
@@ -337,7 +339,7 @@ def test_segment_write_failure_leaves_none_of_that_slices_files_and_the_batch_go
         return real(path, data)
 
     monkeypatch.setattr(fileio, "atomic_write_bytes", full_disk_for_s0)
-    rc = segmenter.segment_main([str(folder), "--model", str(seg_model_path), "--orientation",
+    rc = segment_cmd.main([str(folder), "--model", str(seg_model_path), "--orientation",
                                  "as_is", "--target-spacing-mm", "1.0", "--pixel-spacing", "1",
                                  "1", "--out", str(out)])
     captured = capsys.readouterr()

@@ -27,6 +27,7 @@ from dicom_writer import write_mr_slice
 
 from spoils_tf import labels
 from spoils_tf.serve import bundle, overlay
+from spoils_tf.cli import predict as predict_cmd
 from spoils_tf.serve import predictor as pr
 
 PHI = {"PatientName": "Doe^Jane", "PatientID": "PHI-12345", "PatientBirthDate": "19491231"}
@@ -172,9 +173,9 @@ def test_absent_classifier_is_reported_and_ensemble_is_the_other(models_dir, cas
 def test_untrained_segmenter_gives_no_disc_and_exit_3(models_dir, case, tmp_path, capsys):
     png = _png(tmp_path / "slice.png", case[0])
     out = tmp_path / "out"
-    code = pr.main(["--input", str(png), "--models", str(models_dir), "--out", str(out),
+    code = predict_cmd.main(["--input", str(png), "--models", str(models_dir), "--out", str(out),
                     "--pixel-spacing", *map(str, SPACING), "--odi", "45", "--nrs", "7"])
-    assert code == pr.EXIT_NO_DISC
+    assert code == predict_cmd.EXIT_NO_DISC
     rep = json.loads((out / "report.json").read_text())
     assert rep["status"] == "no_disc"
     assert rep["recommendation"] is None
@@ -191,7 +192,7 @@ def test_dicom_series_end_to_end_without_phi(models_dir, case, tmp_path, capfd, 
     series = _write_dicom_series(tmp_path / "series", image, SAGITTAL)
     mask_png = _png(tmp_path / "mask.png", mask.astype(np.uint8))
     out = tmp_path / "out"
-    code = pr.main(["--input", str(series), "--models", str(models_dir), "--out", str(out),
+    code = predict_cmd.main(["--input", str(series), "--models", str(models_dir), "--out", str(out),
                     "--mask", str(mask_png), "--odi", "30", "--nrs", "4"])
     captured = capfd.readouterr()
     assert code == 0, captured.err
@@ -218,18 +219,18 @@ def test_axial_series_exit_2_names_plane_and_writes_nothing(case, tmp_path, caps
     series = _write_dicom_series(tmp_path / "axial", case[0], AXIAL)
     out = tmp_path / "out"
     out.mkdir()
-    code = pr.main(["--input", str(series), "--models", str(tmp_path / "none"), "--out",
+    code = predict_cmd.main(["--input", str(series), "--models", str(tmp_path / "none"), "--out",
                     str(out)])
-    assert code == pr.EXIT_BAD_INPUT
+    assert code == predict_cmd.EXIT_BAD_INPUT
     assert "axial" in capsys.readouterr().err
     assert list(out.iterdir()) == []
 
 
 def test_png_without_pixel_spacing_exit_2(case, tmp_path, capsys):
     png = _png(tmp_path / "slice.png", case[0])
-    code = pr.main(["--input", str(png), "--models", str(tmp_path / "none"), "--out",
+    code = predict_cmd.main(["--input", str(png), "--models", str(tmp_path / "none"), "--out",
                     str(tmp_path / "out")])
-    assert code == pr.EXIT_BAD_INPUT
+    assert code == predict_cmd.EXIT_BAD_INPUT
     assert "pixel-spacing" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -242,7 +243,7 @@ def test_bad_scores_exit_2_naming_the_field(case, tmp_path, capsys, odi, nrs, fi
             "--pixel-spacing", "1", "1", "--odi", odi]
     if nrs is not None:
         argv += ["--nrs", nrs]
-    assert pr.main(argv) == pr.EXIT_BAD_INPUT
+    assert predict_cmd.main(argv) == predict_cmd.EXIT_BAD_INPUT
     assert capsys.readouterr().err.startswith(f"spoils predict: {field}:")
     assert not (tmp_path / "out").exists()
 

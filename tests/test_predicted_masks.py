@@ -15,6 +15,7 @@ import pytest
 
 from configs import seg_unet
 from spoils_tf import fileio, labels
+from spoils_tf.cli import folds as folds_cmd
 from spoils_tf.data import folds as folds_lib
 from spoils_tf.data import layout, synthetic
 from spoils_tf.data.labelme_io import read_labelme
@@ -63,7 +64,7 @@ def dataset(tmp_path_factory) -> pathlib.Path:
     data = tmp_path_factory.mktemp("syn") / "data"
     assert synthetic.main(["--patients", "4", "--slices-per-patient", "2", "--seed", "0",
                            "--size", "64", "--out", str(data), "--no-progress"]) == 0
-    assert folds_lib.main(["--data", str(data), "--k", "2"]) == 0
+    assert folds_cmd.main(["--data", str(data), "--k", "2"]) == 0
     return data
 
 

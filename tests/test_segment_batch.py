@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from spoils_tf import fileio, labels
+from spoils_tf.cli import segment as segment_cmd
 from spoils_tf.serve import bundle, inputs, segmenter
 from spoils_tf.data import spacing_pipeline
 from spoils_tf.export import serving
@@ -57,7 +58,7 @@ def _mask(path) -> np.ndarray:
 
 def test_folder_batch_writes_good_items_and_reports_the_bad_one(model_path, tmp_path, capsys):
     folder, out = _folder(tmp_path), tmp_path / "out"
-    rc = segmenter.segment_main(_args([folder], model_path, out, "--target-spacing-mm", "1.0",
+    rc = segment_cmd.main(_args([folder], model_path, out, "--target-spacing-mm", "1.0",
                                       "--pixel-spacing", "1.0", "1.0"))
     captured = capsys.readouterr()
     assert rc == 1
@@ -76,7 +77,7 @@ def test_folder_batch_writes_good_items_and_reports_the_bad_one(model_path, tmp_
 
 def test_all_good_items_exit_0(model_path, tmp_path):
     folder, out = _folder(tmp_path, n_good=2, junk=False), tmp_path / "out"
-    rc = segmenter.segment_main(_args([folder / "s0.png"], model_path, out, "--image",
+    rc = segment_cmd.main(_args([folder / "s0.png"], model_path, out, "--image",
                                       str(folder / "s1.png"), "--target-spacing-mm", "1.0",
                                       "--pixel-spacing", "0.8", "0.8"))
     assert rc == 0
@@ -89,7 +90,7 @@ def test_all_good_items_exit_0(model_path, tmp_path):
 def test_png_without_pixel_spacing_is_refused_by_a_fixed_spacing_model(model_path, tmp_path,
                                                                         capsys):
     folder, out = _folder(tmp_path, n_good=1, junk=False), tmp_path / "out"
-    rc = segmenter.segment_main(_args([folder / "s0.png"], model_path, out,
+    rc = segment_cmd.main(_args([folder / "s0.png"], model_path, out,
                                       "--target-spacing-mm", "1.0"))
     assert rc == 1
     err = capsys.readouterr().err
@@ -132,7 +133,7 @@ def test_bundle_as_model_and_checksum(model_path, tmp_path, capsys):
     seg = segmenter.Segmenter(base, orientation="as_is")
     assert seg.spacing_mode and seg.target_spacing_mm == 1.0 and seg.label == "spoils_seg v1"
     folder, out = _folder(tmp_path, n_good=1, junk=False), tmp_path / "out"
-    assert segmenter.segment_main(_args([folder], base, out, "--pixel-spacing", "1", "1")) == 0
+    assert segment_cmd.main(_args([folder], base, out, "--pixel-spacing", "1", "1")) == 0
     assert _mask(out / "s0_mask.png").shape == (H, W)
     assert json.loads((out / "s0_areas.json").read_text())["model"] == "spoils_seg v1"
     data = bytearray(keras_file.read_bytes())
@@ -141,7 +142,7 @@ def test_bundle_as_model_and_checksum(model_path, tmp_path, capsys):
     with pytest.raises(bundle.BundleError, match="sha256"):
         segmenter.Segmenter(base)
     capsys.readouterr()
-    assert segmenter.segment_main(_args([folder], base, tmp_path / "out2",
+    assert segment_cmd.main(_args([folder], base, tmp_path / "out2",
                                          "--pixel-spacing", "1", "1")) == 2
     assert "sha256" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
@@ -188,6 +189,6 @@ def test_spacing_card_without_target_spacing_is_refused(model_path, tmp_path):
 def test_spacing_keras_without_target_spacing_flag_is_a_clear_error(model_path, tmp_path,
                                                                     capsys):
     folder = _folder(tmp_path, n_good=1, junk=False)
-    rc = segmenter.segment_main([str(folder / "s0.png"), "--model", str(model_path),
+    rc = segment_cmd.main([str(folder / "s0.png"), "--model", str(model_path),
                                  "--pixel-spacing", "1", "1", "--out", str(tmp_path / "out")])
     assert rc == 2 and "--target-spacing-mm" in capsys.readouterr().err

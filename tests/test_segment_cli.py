@@ -9,6 +9,7 @@ import PIL.Image
 import pytest
 
 from spoils_tf import labels
+from spoils_tf.cli import segment as segment_cmd
 from spoils_tf.serve import segmenter
 from spoils_tf.models.unet import UNet
 
@@ -30,7 +31,7 @@ def _png(path, arr):
 def test_png_in_mask_overlay_areas_out(model_path, tmp_path):
     img = (np.arange(80 * 70) % 256).astype(np.uint8).reshape(80, 70)
     src = _png(tmp_path / "slice.png", img)
-    assert segmenter.segment_main(["--image", str(src), "--model", str(model_path),
+    assert segment_cmd.main(["--image", str(src), "--model", str(model_path),
                                    "--out", str(tmp_path / "out")]) == 0
     mask = np.asarray(PIL.Image.open(tmp_path / "out" / "slice_mask.png"))
     overlay = np.asarray(PIL.Image.open(tmp_path / "out" / "slice_overlay.png"))
@@ -92,11 +93,11 @@ def test_colour_and_tiny_images_are_refused(model_path, tmp_path, capsys):
     colour = np.zeros((80, 80, 3), np.uint8)
     colour[..., 0] = 200
     src = _png(tmp_path / "colour.png", colour)
-    assert segmenter.segment_main(["--image", str(src), "--model", str(model_path),
+    assert segment_cmd.main(["--image", str(src), "--model", str(model_path),
                                    "--out", str(tmp_path / "o")]) == 1
     assert "colour image" in capsys.readouterr().err
     tiny = _png(tmp_path / "tiny.png", np.zeros((20, 40), np.uint8))
-    assert segmenter.segment_main(["--image", str(tiny), "--model", str(model_path),
+    assert segment_cmd.main(["--image", str(tiny), "--model", str(model_path),
                                    "--out", str(tmp_path / "o")]) == 1
     assert "too small" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

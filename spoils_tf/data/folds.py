@@ -25,14 +25,12 @@ File format (``folds.json``)::
 
 from __future__ import annotations
 
-import argparse
 import collections
 import csv
 import dataclasses
 import json
 import math
 import pathlib
-import sys
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import numpy as np
@@ -310,26 +308,42 @@ def folds_to_run(spec: str, k: int) -> list[int]:
     return out
 
 
-def main(argv: list[str]) -> int:
-    """``spoils folds --data DIR [--k 8] [--seed 0] [--out DIR/folds.json] [--overwrite]``."""
-    parser = argparse.ArgumentParser(prog="spoils folds", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, type=pathlib.Path, help="spoils dataset directory")
-    parser.add_argument("--k", type=int, default=8, help="number of folds (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
-    parser.add_argument("--out", type=pathlib.Path, default=None, help="output (default DIR/folds.json)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a different existing folds file")
-    args = parser.parse_args(argv)
-    data: pathlib.Path = args.data
-    out = args.out or data / layout.FOLDS_JSON
-    try:
-        jsons = layout.list_labelme_jsons(data)
-    except FileNotFoundError as e:
-        print(f"spoils folds: {e}", file=sys.stderr)
-        return 1
+@dataclasses.dataclass(frozen=True)
+class DatasetFolds:
+    """What :func:`write_dataset_folds` wrote and counted.
+
+    Attributes:
+        path: the folds file.
+        folds: the folds as read back from ``path``.
+        slices_per_patient: patient -> number of LabelMe slices.
+        worst_grades: patient -> worst Pfirrmann grade (graded patients with a slice only).
+        issues: warnings about ``discs.csv`` (unreadable rows, graded patients without slices).
+    """
+    path: pathlib.Path
+    folds: Folds
+    slices_per_patient: collections.Counter
+    worst_grades: dict[str, int]
+    issues: list[str]
+
+
+def write_dataset_folds(data: str | pathlib.Path, *, k: int = 8, seed: int = 0,
+                        out: Optional[str | pathlib.Path] = None,
+                        overwrite: bool = False) -> DatasetFolds:
+    """Folds for a spoils dataset directory: its patients (from the LabelMe file names),
+    stratified by their worst grade when ``DIR/discs.csv`` exists, written to ``out`` (default
+    ``DIR/folds.json``, :func:`write_folds`) and read back.
+
+    Raises:
+        FileNotFoundError: no LabelMe folder in ``data``.
+        ValueError: no LabelMe json file, or a bad ``k``.
+        FileExistsError: ``out`` holds different folds and ``overwrite`` is False.
+    """
+    data = pathlib.Path(data)
+    out = pathlib.Path(out) if out is not None else data / layout.FOLDS_JSON
+    jsons = layout.list_labelme_jsons(data)
     slices = collections.Counter(patient_of_json(p) for p in jsons)
     if not slices:
-        print(f"spoils folds: {data / layout.LABELME_DIR}: no LabelMe json files", file=sys.stderr)
-        return 1
+        raise ValueError(f"{data / layout.LABELME_DIR}: no LabelMe json files")
     grades: dict[str, int] = {}
     issues: list[str] = []
     discs_csv = data / layout.DISCS_CSV
@@ -337,24 +351,11 @@ def main(argv: list[str]) -> int:
         grades, issues = read_worst_grades(discs_csv)
         unknown = sorted(set(grades) - set(slices))
         if unknown:
-            issues.append(f"{discs_csv}: {len(unknown)} graded patients have no LabelMe file (ignored)")
+            issues.append(f"{discs_csv}: {len(unknown)} graded patients have no LabelMe file "
+                          "(ignored)")
         grades = {p: g for p, g in grades.items() if p in slices}
     stratified_by = STRATIFIED_BY_GRADE if grades else NOT_STRATIFIED
-    try:
-        assignment = make_folds(list(slices), grades, k=args.k, seed=args.seed)
-        write_folds(out, assignment, k=args.k, seed=args.seed, stratified_by=stratified_by,
-                    source=str(data.resolve()), overwrite=args.overwrite)
-    except (ValueError, FileExistsError) as e:
-        print(f"spoils folds: {e}", file=sys.stderr)
-        return 1
-    for issue in issues:
-        print(f"spoils folds: warning: {issue}", file=sys.stderr)
-    folds = load_folds(out)
-    print(f"{out}: {len(folds.patients)} patients, {sum(slices.values())} slices, k={folds.k}, "
-          f"seed={folds.seed}, stratified by {folds.stratified_by}")
-    print(fold_table(folds, slices, grades))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    assignment = make_folds(list(slices), grades, k=k, seed=seed)
+    write_folds(out, assignment, k=k, seed=seed, stratified_by=stratified_by,
+                source=str(data.resolve()), overwrite=overwrite)
+    return DatasetFolds(out, load_folds(out), slices, grades, issues)

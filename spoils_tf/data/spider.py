@@ -63,7 +63,6 @@ Re-running into an existing ``DIR`` is allowed: every output is rewritten atomic
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
@@ -956,26 +955,3 @@ def format_summary(s: ConversionSummary) -> str:
         lines.append("skipped slices:")
         lines += [f"  {x['patient']} slice {x['slice']}: {x['reason']}" for x in s.skipped]
     return "\n".join(lines)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """``spoils convert-spider --src SPIDER_DIR --out DIR [--patients ...] [--no-progress]``."""
-    parser = argparse.ArgumentParser(
-        prog="spoils convert-spider",
-        description="Convert SPIDER 4-value masks (disc/vertebra/canal) into 14-class LabelMe "
-                    "files + patients.csv, discs.csv, issues.csv, conversion_summary.json.")
-    parser.add_argument("--src", required=True, help="SPIDER directory (images/, masks/, "
-                        "overview.csv, radiological_gradings.csv)")
-    parser.add_argument("--out", required=True, help="output dataset directory (re-runs overwrite)")
-    parser.add_argument("--patients", nargs="*", default=None, help="only these patient ids")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    try:
-        summary = convert_spider(args.src, args.out, args.patients, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"spoils convert-spider: {e}", file=sys.stderr)
-        return 2
-    print(format_summary(summary))
-    print(f"wrote {args.out}/{{{layout.LABELME_DIR}/, {layout.PATIENTS_CSV}, {layout.DISCS_CSV}, "
-          f"{layout.ISSUES_CSV}, {SUMMARY_JSON}}}")
-    return 0

@@ -92,10 +92,11 @@ def ensure_folds(dataset_dir: pathlib.Path, config):
     Raises:
       RuntimeError: ``spoils folds`` failed.
     """
+    from spoils_tf.cli import folds as folds_cmd
     from spoils_tf.data import folds as folds_lib
     path = pathlib.Path(config.data.folds_path or dataset_dir / layout.FOLDS_JSON)
     if not path.is_file():
-        rc = folds_lib.main(["--data", str(dataset_dir), "--k", str(config.data.k),
+        rc = folds_cmd.main(["--data", str(dataset_dir), "--k", str(config.data.k),
                              "--seed", str(config.seed), "--out", str(path)])
         if rc:
             raise RuntimeError(f"spoils folds --data {dataset_dir} failed with exit code {rc}")

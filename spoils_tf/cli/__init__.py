@@ -1,8 +1,9 @@
 """The ``spoils`` console script: one subcommand per pipeline stage.
 
-Each subcommand lives next to the code it drives, as a ``main(argv) -> int`` function that
-parses its own arguments; this module only dispatches, importing the target lazily so that
-``spoils synth`` does not pay for importing TensorFlow.
+Each subcommand is a module of this package with a ``main(argv) -> int`` that parses its own
+arguments, calls the library and maps the library's exceptions to exit codes
+(``spoils_tf.errors``); this module only dispatches, importing the command lazily so that
+``spoils synth`` does not pay for importing TensorFlow. ``python -m spoils_tf.cli`` runs it too.
 
 A :class:`spoils_tf.errors.SpoilsError` escaping a subcommand (input it refused) is printed as
 one line ``spoils <command>: <message>`` on stderr and gives :data:`~spoils_tf.errors.
@@ -18,23 +19,23 @@ from spoils_tf.errors import EXIT_BAD_INPUT, EXIT_OK, SpoilsError
 
 # subcommand -> ("module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "convert-spider": ("spoils_tf.data.spider:main",
+    "convert-spider": ("spoils_tf.cli.convert_spider:main",
                        "convert SPIDER PNG masks to 14-class LabelMe files + discs.csv"),
     "synth": ("spoils_tf.data.synthetic:main",
               "generate the deterministic synthetic cohort (LabelMe + ground truth)"),
-    "folds": ("spoils_tf.data.folds:main",
+    "folds": ("spoils_tf.cli.folds:main",
               "write patient-grouped, grade-stratified k folds to folds.json"),
     "features": ("spoils_tf.geometry.features:main",
                  "measure every disc (mm) and write the feature table"),
     "crops": ("spoils_tf.geometry.crops:main",
               "write oriented, normalised disc crops with an index CSV"),
-    "segment": ("spoils_tf.serve.segmenter:segment_main",
+    "segment": ("spoils_tf.cli.segment:main",
                 "segment one image with a trained model (mask, overlay, areas)"),
-    "predict": ("spoils_tf.serve.predictor:main",
+    "predict": ("spoils_tf.cli.predict:main",
                 "one patient's MRI -> PHI-free report.json / report.html / overlay"),
-    "bundle": ("spoils_tf.serve.assemble:main",
+    "bundle": ("spoils_tf.cli.bundle:main",
                "publish experiment-trained models as a model bundle for `spoils predict`"),
-    "decide": ("spoils_tf.clinical.cli:main",
+    "decide": ("spoils_tf.cli.decide:main",
                "decision support from a grade class + ODI + NRS"),
 }
 
@@ -71,6 +72,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spoils {cmd}: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-
-if __name__ == "__main__":
-    sys.exit(main())

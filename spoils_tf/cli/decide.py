@@ -57,7 +57,3 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(decision.summary())
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

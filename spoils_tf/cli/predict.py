@@ -1,0 +1,62 @@
+"""``spoils predict``: one patient's sagittal MRI -> report.json, report.html and overlay.png.
+
+``spoils predict --input FILE|DICOM_DIR [--models DIR] --out DIR [--odi N --nrs N]
+[--mask FILE] [--pixel-spacing ROW_MM COL_MM] [--slices 1|3|5...] [--precision float32|bfloat16]``
+
+Runs ``spoils_tf.serve.predictor.run_predict``. Exit status: 0 report written, 2 bad input
+(a ``FileNotFoundError`` or ``ValueError`` naming the file and field; nothing written), 3 no
+disc found (a report saying so is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+from spoils_tf.errors import EXIT_BAD_INPUT, EXIT_NO_DISC, EXIT_OK
+from spoils_tf.serve import predictor
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="spoils predict",
+                                 description="one patient's sagittal MRI -> report.json, "
+                                             "report.html and overlay.png (decision support)")
+    ap.add_argument("--input", required=True,
+                    help="PNG/JPEG, DICOM file or series folder, MHA/NIfTI volume")
+    ap.add_argument("--models", default=None,
+                    help="model bundle directory (spoils_tf.bundle); default: the shipped "
+                         "models trained on SPIDER (spoils_tf/weights, see its MODEL_CARD.md)")
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--odi", default=None, help="Oswestry Disability Index, 0-100 (%%)")
+    ap.add_argument("--nrs", default=None, help="pain Numerical Rating Scale, 0-10")
+    ap.add_argument("--mask", default=None,
+                    help="label-map PNG or LabelMe JSON replacing segmentation")
+    ap.add_argument("--pixel-spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
+                    help="pixel spacing in mm (required for PNG/JPEG; overrides a header)")
+    ap.add_argument("--slices", type=int, default=1,
+                    help="odd number of sagittal slices around the middle one (volumes)")
+    ap.add_argument("--precision", choices=predictor.PRECISIONS, default="float32")
+    return ap
+
+
+def main(argv: list[str]) -> int:
+    """``spoils predict``: 0 = report written, 2 = bad input (nothing written), 3 = no disc
+    found (a report saying so is written)."""
+    args = _parser().parse_args(argv)
+    try:
+        report = predictor.run_predict(args.input, args.models, args.out, odi=args.odi,
+                                       nrs=args.nrs, mask_path=args.mask,
+                                       pixel_spacing=args.pixel_spacing, slices=args.slices,
+                                       precision=args.precision)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"spoils predict: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out = pathlib.Path(args.out)
+    for key in ("html", "json", "overlay"):
+        print(f"{key}: {out / predictor.REPORT_FILES[key]}")
+    print("timing_ms: " + ", ".join(f"{k}={v:.1f}" for k, v in report["timing_ms"].items()))
+    if report["status"] == predictor.STATUS_NO_DISC:
+        print("status: no_disc (no disc found; no grades, no recommendation)")
+        return EXIT_NO_DISC
+    return EXIT_OK
