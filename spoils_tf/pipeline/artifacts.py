@@ -30,9 +30,8 @@ import dataclasses
 import datetime
 import hashlib
 import json
-import math
 import pathlib
-from typing import Any, ClassVar, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
 from spoils_tf import fileio
 
@@ -40,38 +39,15 @@ METADATA_FILE = "metadata.json"
 MANIFEST_FILE = "files.tsv"
 
 
-# === Files ===
-atomic_write_text = fileio.atomic_write_text  # re-exported; one implementation
-
-
-def jsonable(obj: Any) -> Any:
-    """Plain JSON types; non-finite floats become None (strict JSON has no NaN)."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
-        return obj
-    if type(obj).__name__ == "bool_":    # numpy bool
-        return bool(obj)
-    if isinstance(obj, int):
-        return int(obj)
-    try:
-        f = float(obj)
-    except (TypeError, ValueError):
-        return str(obj)
-    if float(f).is_integer() and type(obj).__name__.startswith(("int", "uint")):
-        return int(f)
-    return f if math.isfinite(f) else None
-
-
+# === Config ===
 def to_plain_config(config: Any) -> dict[str, Any]:
-    """An ``ml_collections.ConfigDict`` (or mapping) as plain JSON types."""
+    """An ``ml_collections.ConfigDict`` (or mapping) as plain JSON types
+    (``fileio.json_safe``: tuples become lists, non-finite floats None)."""
     if config is None:
         return {}
     if hasattr(config, "to_dict"):
         config = config.to_dict()
-    return jsonable(config)
+    return fileio.json_safe(config)
 
 
 # === Fingerprint ===
@@ -143,7 +119,7 @@ class Artifact:
 
     def to_json(self) -> dict[str, Any]:
         out = {"type": self.TYPE}
-        out.update(jsonable(dataclasses.asdict(self)))
+        out.update(fileio.json_safe(dataclasses.asdict(self)))
         return out
 
 
@@ -275,7 +251,8 @@ ARTIFACT_TYPES: dict[str, type[Artifact]] = {
 
 
 def write_artifact(artifact: Artifact, *, directory: Optional[str | pathlib.Path] = None) -> pathlib.Path:
-    """Writes ``metadata.json`` (atomically) into ``directory`` (default ``artifact.uri``).
+    """Writes ``metadata.json`` (atomically, 2-space indent, sorted keys) into ``directory``
+    (default ``artifact.uri``).
 
     Raises:
         FileExistsError: the directory already holds a ``metadata.json`` (artifacts are
@@ -286,7 +263,7 @@ def write_artifact(artifact: Artifact, *, directory: Optional[str | pathlib.Path
     if path.exists():
         raise FileExistsError(f"{path}: an artifact is already recorded here; artifacts are "
                               "immutable, write to a new directory")
-    return atomic_write_text(path, json.dumps(artifact.to_json(), indent=2, sort_keys=True) + "\n")
+    return fileio.write_json(path, artifact.to_json(), sort_keys=True)
 
 
 def read_artifact(uri: str | pathlib.Path, expected: Optional[type[Artifact]] = None) -> Artifact:

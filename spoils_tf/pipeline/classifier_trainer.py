@@ -14,6 +14,7 @@ from typing import Any, Mapping, Union
 
 import numpy as np
 
+from spoils_tf import fileio
 from spoils_tf.serve import bundle
 from spoils_tf.data import layout
 from spoils_tf.pipeline import artifacts as art
@@ -220,7 +221,7 @@ def train_crop_classifier(examples: art.Examples, config, data: Mapping[str, Any
     try:
         net, history, _ = grade_cnn_lib.train_fold(cnn, x, y, seed=int(config.seed))
         export = out / "export"
-        model_path = grade_cnn_lib.save_model(net, export / CROP_MODEL_FILE)
+        model_path = fileio.atomic_save_keras(net, export / CROP_MODEL_FILE)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     seconds = time.perf_counter() - start

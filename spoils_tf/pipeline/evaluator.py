@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
+from spoils_tf import fileio
 from spoils_tf.serve import bundle
 from spoils_tf.pipeline import artifacts as art
 from spoils_tf.pipeline.common import (BLESSED_FILE, CLASSIFIER_SHORT, CNN_TARGET, ENSEMBLE,
@@ -316,7 +317,7 @@ def evaluator(model: art.Model, examples: art.Examples,
         grade, predictions = evaluate_classifiers(classifiers, examples)
         metrics.update(grade)
         metrics[f"{GRADE_PREFIX}/eval_seconds"] = time.perf_counter() - t0
-        art.atomic_write_text(eval_dir / "grade_predictions.csv", predictions.to_csv(index=False))
+        fileio.write_csv(eval_dir / "grade_predictions.csv", predictions)
     spec = thresholds if isinstance(thresholds, str) else dict(thresholds)
     model_uris = (model.uri,) + tuple(classifiers[n].uri for n in bundle.MODEL_NAMES
                                       if n in classifiers)

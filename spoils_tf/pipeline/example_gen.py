@@ -10,6 +10,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from spoils_tf import fileio
 from spoils_tf.data import layout
 from spoils_tf.pipeline import artifacts as art
 from spoils_tf.pipeline.common import fresh_dir
@@ -105,7 +106,7 @@ def _write_manifest(dataset_dir: pathlib.Path, out: pathlib.Path) -> dict[str, A
     (path, bytes, sha256 per file) and returns the fingerprint (``art.fingerprint_of``)."""
     rows = art.data_files(dataset_dir)
     fingerprint = art.fingerprint_of(rows)
-    art.atomic_write_text(out / art.MANIFEST_FILE, "path\tbytes\tsha256\n" + "".join(
+    fileio.atomic_write_text(out / art.MANIFEST_FILE, "path\tbytes\tsha256\n" + "".join(
             f"{rel}\t{size}\t{digest}\n" for rel, size, digest in rows))
     return fingerprint
 

@@ -106,7 +106,7 @@ def model_card(model: art.Model, metrics: Mapping[str, Any],
     ``"letterbox"`` (the default of ``configs/base.seg_data_config``).
     """
     card = {"kind": model.kind, "model_file": model.model_file, "created": art.utc_now(),
-            "metrics": art.jsonable(card_metrics(model.kind, metrics)),
+            "metrics": fileio.json_safe(card_metrics(model.kind, metrics)),
             "data_fingerprint": str(model.fingerprint.get("sha256", "")),
             "config": model.config, "model_uri": model.uri}
     card.update(model.card)

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import pathlib
 import time
 from typing import Any, Iterator, Mapping, Optional, Union
 
+from spoils_tf import fileio
 from spoils_tf.serve import bundle
 from spoils_tf.data import layout
 from spoils_tf.pipeline import artifacts as art
@@ -50,11 +50,11 @@ def _dataset_dir(config, workdir: pathlib.Path) -> pathlib.Path:
         return pathlib.Path(configured)
     out = workdir / "synthetic"
     if not (out / layout.LABELME_DIR).is_dir():
-        from spoils_tf.data import synthetic
+        from spoils_tf.cli import synth
         syn = config.examples.synthetic
-        rc = synthetic.main(["--patients", str(syn.patients), "--slices-per-patient",
-                             str(syn.slices_per_patient), "--seed", str(syn.seed),
-                             "--size", str(syn.size), "--out", str(out), "--no-progress"])
+        rc = synth.main(["--patients", str(syn.patients), "--slices-per-patient",
+                         str(syn.slices_per_patient), "--seed", str(syn.seed),
+                         "--size", str(syn.size), "--out", str(out), "--no-progress"])
         if rc:
             raise RuntimeError(f"spoils synth --out {out} failed with exit code {rc}")
     return out
@@ -120,15 +120,14 @@ def run_pipeline(config, workdir: Union[str, os.PathLike]) -> dict[str, Any]:
                 pushed = pusher(model, blessing, base, str(config.pusher.model_name),
                                 evaluation=evaluation)
                 pushed_bundle = {str(config.pusher.model_name): pushed}
-    art.atomic_write_text(run_dir / "run_summary.json", json.dumps(
-            art.jsonable({"examples": examples.uri, "model": model.uri,
-                          "classifiers": {n: m.uri for n, m in classifiers.items()},
-                          "evaluation": evaluation.uri, "blessing": blessing.uri,
-                          "blessed": blessing.blessed, "failed": list(blessing.failed),
-                          "pushed": pushed.uri if pushed else None,
-                          "pushed_bundle": {n: p.uri for n, p in pushed_bundle.items()},
-                          "seconds": seconds}),
-            indent=2) + "\n")
+    fileio.write_json(run_dir / "run_summary.json", fileio.json_safe(
+            {"examples": examples.uri, "model": model.uri,
+             "classifiers": {n: m.uri for n, m in classifiers.items()},
+             "evaluation": evaluation.uri, "blessing": blessing.uri,
+             "blessed": blessing.blessed, "failed": list(blessing.failed),
+             "pushed": pushed.uri if pushed else None,
+             "pushed_bundle": {n: p.uri for n, p in pushed_bundle.items()},
+             "seconds": seconds}))
     return {"run_dir": run_dir, "examples": examples, "model": model,
             "classifiers": classifiers, "evaluation": evaluation, "blessing": blessing,
             "pushed": pushed, "pushed_bundle": pushed_bundle, "seconds": seconds}

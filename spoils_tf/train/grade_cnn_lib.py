@@ -74,8 +74,6 @@ SUMMARY_METRICS: tuple[str, ...] = ("accuracy", "iou_macro", "f1_macro", "balanc
 
 log = logging.getLogger(__name__)
 
-save_model = fileio.atomic_save_keras   # the name the pipeline's Trainer saves a model with
-
 
 # === Crops ===
 def read_crops_index(crops_dir: str | os.PathLike) -> pd.DataFrame:
