@@ -21,10 +21,8 @@ writes ``OUT/<patient>/<patient>_slice<k>_<level>.npy`` (float32 [H, W, C]) and/
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import pathlib
-import sys
 from typing import Any, Callable, Optional, Sequence
 
 import cv2
@@ -282,41 +280,6 @@ def write_crops(data_dir: str | pathlib.Path, out_dir: str | pathlib.Path, *,
     index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
     issue_df = pd.DataFrame(issues, columns=["file", "level", "reason"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    features.write_csv_atomic(index, out_dir / "index.csv")
-    features.write_csv_atomic(issue_df, out_dir / "crops_issues.csv")
+    fileio.write_csv(out_dir / "index.csv", index)
+    fileio.write_csv(out_dir / "crops_issues.csv", issue_df)
     return index, issue_df
-
-
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="spoils crops", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", required=True, help="dataset directory (labelme/, patients.csv, ...)")
-    ap.add_argument("--out", required=True, help="output directory for crops + index.csv")
-    ap.add_argument("--size", default="64x128", help="HEIGHTxWIDTH of each crop (default 64x128)")
-    ap.add_argument("--context-slices", type=int, choices=(0, 1), default=0,
-                    help="1: add slices k-1 and k+1 as channels")
-    ap.add_argument("--format", choices=("png", "npy", "both"), default="both")
-    ap.add_argument("--margin", type=float, default=DEFAULT_MARGIN_FRAC,
-                    help="box growth per side, fraction of the disc extent (default 0.15)")
-    ap.add_argument("--no-progress", action="store_true")
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        size = parse_size(args.size)
-        index, issues = write_crops(args.data, args.out, size=size,
-                                    context_slices=args.context_slices, fmt=args.format,
-                                    margin_frac=args.margin, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"spoils crops: {e}", file=sys.stderr)
-        return 2
-    print(f"spoils crops: wrote {len(index)} crops to {args.out} "
-          f"({len(issues)} skipped, see crops_issues.csv)")
-    for _, r in issues.head(10).iterrows():
-        print(f"  skipped {r['file']} {r['level']}: {r['reason']}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

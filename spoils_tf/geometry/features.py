@@ -25,7 +25,6 @@ atomically (temporary file + ``os.replace``).
 
 from __future__ import annotations
 
-import argparse
 import math
 import pathlib
 import sys
@@ -36,7 +35,7 @@ import pandas as pd
 
 from spoils_tf import fileio
 from spoils_tf.data import layout
-from spoils_tf.errors import EXIT_BAD_INPUT, SpoilsError
+from spoils_tf.errors import SpoilsError
 from spoils_tf.geometry import measure
 
 LABEL_COLUMNS: tuple[str, ...] = ("ivd_label", "pfirrmann", "severity", "grade_class")
@@ -89,19 +88,6 @@ def progress_iter(items: list, enabled: bool, desc: str) -> Iterable:
         return items
     from tqdm import tqdm
     return tqdm(items, desc=desc, unit="file", file=sys.stderr)
-
-
-# === Atomic writers ===
-
-
-def write_csv_atomic(df: pd.DataFrame, path: str | pathlib.Path) -> None:
-    """Writes ``df`` as CSV (no index) via a temporary file + ``os.replace``."""
-    fileio.atomic_write(pathlib.Path(path), lambda tmp: df.to_csv(tmp, index=False))
-
-
-def write_parquet_atomic(df: pd.DataFrame, path: str | pathlib.Path) -> None:
-    """Writes ``df`` as Parquet (pyarrow, no index) via a temporary file + ``os.replace``."""
-    fileio.atomic_write(pathlib.Path(path), lambda tmp: df.to_parquet(tmp, index=False))
 
 
 # === Volumes ===
@@ -329,47 +315,9 @@ def write_feature_table(table: pd.DataFrame, volumes: pd.DataFrame, issues: pd.D
         ValueError: if ``out`` does not end in ``.parquet``.
     """
     paths = output_paths(out)
-    write_parquet_atomic(table, paths[0])
-    write_csv_atomic(table, paths[1])
-    write_parquet_atomic(volumes, paths[2])
-    write_csv_atomic(volumes, paths[3])
-    write_csv_atomic(issues, paths[4])
+    fileio.write_parquet(paths[0], table)
+    fileio.write_csv(paths[1], table)
+    fileio.write_parquet(paths[2], volumes)
+    fileio.write_csv(paths[3], volumes)
+    fileio.write_csv(paths[4], issues)
     return paths
-
-
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="spoils features", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", required=True, help="dataset directory (labelme/, patients.csv, ...)")
-    ap.add_argument("--out", required=True, help="output .parquet (a .csv is written next to it)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``spoils features``: 0 = tables written, 2 = refused before writing anything (a bad
-    ``--out``, no ``labelme/`` or no LabelMe file in it, a bad ``patients.csv``)."""
-    args = _parser().parse_args(argv)
-    try:
-        check_output(args.out)
-        table, volumes, issues = build_feature_table(args.data, progress=not args.no_progress)
-        if not layout.list_labelme_jsons(args.data):
-            raise SpoilsError(pathlib.Path(args.data) / layout.LABELME_DIR, None,
-                              "no LabelMe *.json file; expected the dataset's slices "
-                              "(written by spoils convert-spider or spoils synth)")
-    except (FileNotFoundError, ValueError) as e:      # SpoilsError is a ValueError
-        print(f"spoils features: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    paths = write_feature_table(table, volumes, issues, args.out)
-    n_nan = int(table["disc_height_mm"].isna().sum()) if not table.empty else 0
-    print(f"spoils features: {len(table)} disc rows from {table['patient'].nunique() if len(table) else 0} "
-          f"patients ({n_nan} with NaN disc height), {len(volumes)} volumes, "
-          f"{len(issues)} files skipped -> {', '.join(str(p) for p in paths)}")
-    for _, r in issues.head(10).iterrows():
-        print(f"  skipped {r['file']}: {r['reason']}", file=sys.stderr)
-    if len(issues) > 10:
-        print(f"  ... and {len(issues) - 10} more in {paths[-1]}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
