@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop after stage 5 (no training, no predict)")
     args = parser.parse_args(argv)
 
-    from spoils_tf.cli import convert_spider, folds
-    from spoils_tf.data import synthetic
+    from spoils_tf.cli import convert_spider, folds, synth
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n=== 1. SPIDER sample not found at {spider_src}: skipped (synthetic only) ===")
 
     t0 = _stage("2. synthetic cohort")
-    rc = synthetic.main(["--patients", str(args.synth_patients), "--slices-per-patient",
+    rc = synth.main(["--patients", str(args.synth_patients), "--slices-per-patient",
                          str(args.synth_slices), "--seed", str(args.seed),
                          "--out", str(out / "synthetic")])
     if rc != 0:
@@ -123,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         _done(t0)
 
     try:
-        from spoils_tf.geometry import features
+        from spoils_tf.cli import features
     except ModuleNotFoundError:
         features = None
     if features is not None:

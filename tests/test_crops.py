@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from spoils_tf import labels
+from spoils_tf.cli import crops as crops_cmd
 from spoils_tf.geometry import crops, measure
 
 import phantom
@@ -86,7 +87,7 @@ def test_spoils_crops_on_synthetic_cohort(tmp_path):
     data = tmp_path / "synth"
     synthetic.generate_cohort(data, n_patients=1, n_slices=3, seed=3, size=256, progress=False)
     out = tmp_path / "crops"
-    assert crops.main(["--data", str(data), "--out", str(out), "--size", "32x64",
+    assert crops_cmd.main(["--data", str(data), "--out", str(out), "--size", "32x64",
                        "--context-slices", "1", "--no-progress"]) == 0
     index = pd.read_csv(out / "index.csv", dtype={"patient": str, "context_missing": str})
     discs = pd.read_csv(data / "discs.csv", dtype={"patient": str})

@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 
 from spoils_tf import demo, labels
-from spoils_tf.data import synthetic
+from spoils_tf.cli import synth
 
 
 def test_summary_counts_patients_slices_and_grade_classes(tmp_path):
     out = tmp_path / "synth"
-    assert synthetic.main(["--patients", "2", "--slices-per-patient", "2", "--seed", "1",
+    assert synth.main(["--patients", "2", "--slices-per-patient", "2", "--seed", "1",
                            "--size", "448", "--out", str(out), "--no-progress"]) == 0
     row = demo.summarize(out, "synthetic")
     assert row["patients"] == 2 and row["slices"] == 4

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from spoils_tf.data import layout
+from spoils_tf.cli import features as features_cmd
 from spoils_tf.geometry import features, measure
 
 
@@ -60,7 +61,7 @@ def test_fold_column_from_folds_json(cohort, tmp_path):
 
 def test_cli_writes_parquet_csv_volumes_and_issues(cohort, tmp_path):
     out = tmp_path / "f" / "features.parquet"
-    assert features.main(["--data", str(cohort), "--out", str(out), "--no-progress"]) == 0
+    assert features_cmd.main(["--data", str(cohort), "--out", str(out), "--no-progress"]) == 0
     for p in (out, out.with_suffix(".csv"), tmp_path / "f" / "features_disc_volumes.parquet",
               tmp_path / "f" / "features_disc_volumes.csv", tmp_path / "f" / "features_issues.csv"):
         assert p.is_file(), p
@@ -69,7 +70,7 @@ def test_cli_writes_parquet_csv_volumes_and_issues(cohort, tmp_path):
     assert len(pq) == len(csv) > 0
     assert np.allclose(pq["disc_height_mm"], csv["disc_height_mm"], equal_nan=True)
     assert not list((tmp_path / "f").glob("*.tmp"))
-    assert features.main(["--data", str(cohort), "--out", str(tmp_path / "x.csv")]) == 2
+    assert features_cmd.main(["--data", str(cohort), "--out", str(tmp_path / "x.csv")]) == 2
 
 
 # === Bad inputs, with a fake reader ===
@@ -139,4 +140,4 @@ def test_disc_volumes_hand_numbers_and_reasons():
 def test_not_a_dataset_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="labelme"):
         features.build_feature_table(tmp_path, progress=False)
-    assert features.main(["--data", str(tmp_path), "--out", str(tmp_path / "f.parquet")]) == 2
+    assert features_cmd.main(["--data", str(tmp_path), "--out", str(tmp_path / "f.parquet")]) == 2

@@ -17,7 +17,8 @@ from configs import seg_unet
 from spoils_tf import fileio, labels
 from spoils_tf.cli import folds as folds_cmd
 from spoils_tf.data import folds as folds_lib
-from spoils_tf.data import layout, synthetic
+from spoils_tf.cli import synth
+from spoils_tf.data import layout
 from spoils_tf.data.labelme_io import read_labelme
 from spoils_tf.geometry.features import build_feature_table
 from spoils_tf.train import predicted_masks as pm
@@ -62,7 +63,7 @@ def make_seg_run(run: pathlib.Path, data: pathlib.Path, folds: folds_lib.Folds,
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> pathlib.Path:
     data = tmp_path_factory.mktemp("syn") / "data"
-    assert synthetic.main(["--patients", "4", "--slices-per-patient", "2", "--seed", "0",
+    assert synth.main(["--patients", "4", "--slices-per-patient", "2", "--seed", "0",
                            "--size", "64", "--out", str(data), "--no-progress"]) == 0
     assert folds_cmd.main(["--data", str(data), "--k", "2"]) == 0
     return data

@@ -12,6 +12,7 @@ from matplotlib.path import Path as MplPath
 
 from spoils_tf import labels
 from spoils_tf.data import labelme_io, layout
+from spoils_tf.cli import synth as synth_cmd
 from spoils_tf.data import synthetic as sy
 from spoils_tf.geometry.frame import frame_axes, tilt_of, to_world
 
@@ -33,7 +34,7 @@ def _tree_bytes(root: pathlib.Path) -> dict[str, bytes]:
 def cohort(tmp_path_factory) -> pathlib.Path:
     """2 patients x 2 slices at the default 512 px / 0.6 mm (about 3 s)."""
     out = tmp_path_factory.mktemp("synth") / "full"
-    assert sy.main(["--patients", "2", "--slices-per-patient", "2", "--seed", str(SEED),
+    assert synth_cmd.main(["--patients", "2", "--slices-per-patient", "2", "--seed", str(SEED),
                     "--out", str(out), "--no-progress"]) == 0
     return out
 
@@ -41,7 +42,7 @@ def cohort(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("synth") / "small"
-    assert sy.main(["--patients", "2", "--slices-per-patient", "2", "--seed", "7",
+    assert synth_cmd.main(["--patients", "2", "--slices-per-patient", "2", "--seed", "7",
                     "--out", str(out)] + SMALL) == 0
     return out
 
@@ -282,14 +283,14 @@ def test_signal_ratio_falls_with_grade(cohort):
 
 def test_deterministic_and_seed_dependent(small_run, tmp_path):
     again = tmp_path / "again"
-    assert sy.main(["--patients", "2", "--slices-per-patient", "2", "--seed", "7",
+    assert synth_cmd.main(["--patients", "2", "--slices-per-patient", "2", "--seed", "7",
                     "--out", str(again)] + SMALL) == 0
     first, second = _tree_bytes(small_run), _tree_bytes(again)
     assert first.keys() == second.keys() and len(first) > 8
     diff = [k for k in first if first[k] != second[k]]
     assert diff == []
     other = tmp_path / "other"
-    assert sy.main(["--patients", "2", "--slices-per-patient", "2", "--seed", "8",
+    assert synth_cmd.main(["--patients", "2", "--slices-per-patient", "2", "--seed", "8",
                     "--out", str(other)] + SMALL) == 0
     third = _tree_bytes(other)
     png = "labelme/S0000/S0000_slice0.png"
@@ -299,7 +300,7 @@ def test_deterministic_and_seed_dependent(small_run, tmp_path):
 
 def test_patient_prefix_is_stable(small_run, tmp_path):
     one = tmp_path / "one"
-    assert sy.main(["--patients", "1", "--slices-per-patient", "2", "--seed", "7",
+    assert synth_cmd.main(["--patients", "1", "--slices-per-patient", "2", "--seed", "7",
                     "--out", str(one)] + SMALL) == 0
     a, b = _tree_bytes(one), _tree_bytes(small_run)
     for k in a:
@@ -313,7 +314,7 @@ def test_patient_prefix_is_stable(small_run, tmp_path):
 
 def test_cli_refuses_too_small_field_of_view(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        sy.main(["--patients", "1", "--slices-per-patient", "1", "--seed", "0",
+        synth_cmd.main(["--patients", "1", "--slices-per-patient", "1", "--seed", "0",
                  "--out", str(tmp_path / "x"), "--size", "128", "--pixel-spacing", "1.0", "--no-progress"])
     assert e.value.code == 2
     assert "field of view" in capsys.readouterr().err

@@ -75,7 +75,7 @@ AXIAL_IOP = (1, 0, 0, 0, 1, 0)
 SPACING_MM = ("1.2", "1.2")              # of the 256 px synthetic slice (predict cases)
 # imported when the workspace is entered, before any case (see Workspace.__enter__)
 COMMAND_MODULES = ("spoils_tf.cli", "spoils_tf.cli.predict", "spoils_tf.cli.segment",
-                   "spoils_tf.cli.convert_spider", "spoils_tf.geometry.features",
+                   "spoils_tf.cli.convert_spider", "spoils_tf.cli.features",
                    "spoils_tf.cli.decide", "spoils_tf.data.labelme_io")
 
 

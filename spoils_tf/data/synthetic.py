@@ -59,7 +59,6 @@ is the same whatever N):
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import functools
@@ -1359,53 +1358,3 @@ def generate_cohort(out_dir: str | pathlib.Path, n_patients: int, n_slices: int,
     fileio.atomic_write_bytes(out / SYNTH_CONFIG_JSON, (json.dumps(config, indent=1) + "\n").encode("utf-8"))
     return CohortSummary(out_dir=out, n_patients=len(patients), n_slices=n_slices,
                          grade_histogram=hist, issues=issues)
-
-
-# === CLI ===
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="spoils synth", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--patients", type=int, required=True, help="number of patients N")
-    ap.add_argument("--slices-per-patient", type=int, required=True,
-                    help="parasagittal slices per patient K, centred on the midline")
-    ap.add_argument("--seed", type=int, required=True, help="cohort seed (>= 0)")
-    ap.add_argument("--out", required=True, help="output dataset directory")
-    ap.add_argument("--size", type=int, default=DEFAULT_SIZE, help="image height = width, pixels")
-    ap.add_argument("--pixel-spacing", type=float, nargs="+", metavar="MM", default=None,
-                    help=f"pixel spacing in mm: one value (square) or ROW COL; default "
-                         f"{DEFAULT_FOV_MM:g} / size (0.6 at 512)")
-    ap.add_argument("--slice-spacing", type=float, default=DEFAULT_SLICE_SPACING_MM,
-                    help="distance between neighbouring slices, mm")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``spoils synth``: returns 0 on success, 1 when some patients could not be generated."""
-    ap = _parser()
-    args = ap.parse_args(argv)
-    spacing = None
-    if args.pixel_spacing is not None:
-        if len(args.pixel_spacing) not in (1, 2):
-            ap.error(f"--pixel-spacing takes 1 or 2 values (ROW COL), got {len(args.pixel_spacing)}")
-        ps = args.pixel_spacing
-        spacing = (ps[0], ps[-1])
-    try:
-        summary = generate_cohort(args.out, args.patients, args.slices_per_patient, args.seed,
-                                  size=args.size, spacing_mm=spacing, slice_spacing_mm=args.slice_spacing,
-                                  progress=not args.no_progress)
-    except ValueError as e:
-        ap.error(str(e))
-    hist = " ".join(f"{c}:{n}" for c, n in summary.grade_histogram.items())
-    print(f"spoils synth: wrote {summary.n_patients} patients x {summary.n_slices} slices to "
-          f"{summary.out_dir}; grade classes {hist}", file=sys.stderr)
-    if summary.issues:
-        for issue in summary.issues:
-            print(f"spoils synth: {issue['patient']}: {issue['reason']}", file=sys.stderr)
-        print(f"spoils synth: {len(summary.issues)} patient(s) failed, see {layout.ISSUES_CSV}",
-              file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

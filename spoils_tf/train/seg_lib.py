@@ -74,11 +74,11 @@ def resolve_dataset_dir(config, workdir: pathlib.Path) -> tuple[pathlib.Path, st
                     configured, layout.LABELME_DIR)
     out = workdir / "synthetic"
     if not (out / layout.LABELME_DIR).is_dir():
-        from spoils_tf.data import synthetic
+        from spoils_tf.cli import synth
         syn = config.data.synthetic
-        rc = synthetic.main(["--patients", str(syn.patients), "--slices-per-patient",
-                             str(syn.slices_per_patient), "--seed", str(syn.seed),
-                             "--out", str(out)])
+        rc = synth.main(["--patients", str(syn.patients), "--slices-per-patient",
+                         str(syn.slices_per_patient), "--seed", str(syn.seed),
+                         "--out", str(out)])
         if rc:
             raise RuntimeError(f"spoils synth --out {out} failed with exit code {rc}")
     return out, "synthetic"
