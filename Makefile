@@ -6,6 +6,10 @@ STAMP  := $(VENV)/.installed
 # tensorflow-serving-api declares a dependency on the full `tensorflow` wheel; we run on
 # tensorflow-cpu, so it is installed without dependencies (its grpcio/protobuf are in the lock).
 SERVING_API := tensorflow-serving-api==2.21.0
+# pyradiomics 3.0.1 (IBSI radiomics) is published as source only and its setup.py imports
+# numpy, so it is built against the numpy of the lock (--no-build-isolation, after
+# requirements.txt; its dependencies PyWavelets, pykwalify, six are in the lock).
+PYRADIOMICS := pyradiomics==3.0.1
 
 .PHONY: install demo test test-fast bench clean
 
@@ -14,6 +18,7 @@ $(STAMP): setup.py requirements.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps $(SERVING_API)
+	$(PY) -m pip install -q --no-build-isolation --no-deps $(PYRADIOMICS)
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

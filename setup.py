@@ -36,6 +36,10 @@ EXTRAS_REQUIRE = {
     # (README, "On a GPU"); this extra records the requirement.
     "gpu": ["tensorflow[and-cuda]==2.21.0"],
     "test": ["pytest>=8", "dill"],  # dill: needed by tfds.testing
+    # IBSI radiomics (spoils_tf.radiomics). Source only; its setup.py imports numpy, so
+    # install it after numpy with `pip install --no-build-isolation pyradiomics==3.0.1`
+    # (make install does).
+    "radiomics": ["pyradiomics==3.0.1", "PyWavelets>=1.4"],
 }
 
 setup(
