@@ -3,7 +3,7 @@
 Shapes are convex polygons given in a local frame (``spoils_tf.geometry.frame``: a along
 u = posterior, b along v = superior, mm) and rasterised by pixel centre: pixel ``(r, c)``
 belongs to a shape iff its centre ``(x, y) = (c * col_mm, r * row_mm)`` lies inside the
-polygon (boundary included), the rule shared with ``spoils_tf.data.synthetic`` so that
+polygon (boundary included), the rule of ``spoils_tf.data.polygons.rasterize``, so that
 analytic lengths are unbiased.
 """
 

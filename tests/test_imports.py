@@ -1,5 +1,6 @@
 """Modules without a Keras model import without TensorFlow: the scikit-learn trainers, the
-ensemble, the tables and the file writers (each checked in a fresh interpreter)."""
+ensemble, the tables, the file writers and the synthetic cohort (each checked in a fresh
+interpreter)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TF_FREE_MODULES = (
         "spoils_tf.fileio",
+        "spoils_tf.data.synthetic",
         "spoils_tf.metrics.tables",
         "spoils_tf.train.grade_geometry_lib",
         "spoils_tf.train.ensemble_lib",

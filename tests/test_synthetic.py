@@ -1,4 +1,5 @@
-"""Tests of the synthetic cohort (spoils_tf.data.synthetic, ``spoils synth``)."""
+"""Tests of the synthetic cohort (spoils_tf.data.synthetic and its modules polygons,
+synthetic_anatomy, synthetic_slice, synthetic_render; ``spoils synth``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import pytest
 from matplotlib.path import Path as MplPath
 
 from spoils_tf import labels
-from spoils_tf.data import labelme_io, layout
+from spoils_tf.data import labelme_io, layout, polygons
 from spoils_tf.cli import synth as synth_cmd
 from spoils_tf.data import synthetic as sy
+from spoils_tf.data import synthetic_anatomy as anatomy
+from spoils_tf.data import synthetic_slice as synth_slice
 from spoils_tf.geometry.frame import frame_axes, tilt_of, to_world
 
 SEED = 0
@@ -53,7 +56,7 @@ def test_rasterize_is_the_pixel_centre_rule():
     ang = np.linspace(0, 2 * np.pi, 15, endpoint=False)
     rad = np.where(np.arange(15) % 2 == 0, 20.3, 9.7)
     poly = np.stack([31.2 + rad * np.cos(ang), 27.9 + rad * np.sin(ang)], axis=1)
-    got = sy.rasterize(poly, (60, 70))
+    got = polygons.rasterize(poly, (60, 70))
     yy, xx = np.mgrid[0:60, 0:70]
     want = MplPath(poly).contains_points(np.stack([xx.ravel(), yy.ravel()], 1)).reshape(60, 70)
     assert got.sum() > 300
@@ -63,7 +66,7 @@ def test_rasterize_is_the_pixel_centre_rule():
 def test_rasterize_square_counts_centres():
     # square x, y in [0.5, 4.5]: centres 1..4 in each direction -> 16 pixels, area 16
     sq = np.array([[0.5, 0.5], [4.5, 0.5], [4.5, 4.5], [0.5, 4.5]])
-    m = sy.rasterize(sq, (8, 8))
+    m = polygons.rasterize(sq, (8, 8))
     assert m.sum() == 16 and m[1:5, 1:5].all()
 
 
@@ -72,9 +75,9 @@ def test_trapezoid_measures_by_hand():
     # width: chord 20 for |s| <= 2, 10 * (6 - 2|s|) for 2 < |s| <= 3; central 80 %: |s| <= 2.4
     # -> mean (2 * 20 + 0.4 * (20 + 12) / 2) / 2.4 = 19.333 (the vertebral-body width rule);
     # disc width = area / mean height = 100 / 5 = 20 (the trapezoid's own width)
-    poly = to_world(sy.disc_local_polygon(20, 6, 4), np.array([50.0, 40.0]), 0.0)
+    poly = to_world(anatomy.disc_local_polygon(20, 6, 4), np.array([50.0, 40.0]), 0.0)
     u, v = frame_axes(0.0)
-    m = sy.measure_in_frame(poly, u, v)
+    m = polygons.measure_in_frame(poly, u, v)
     assert m.height_mm == pytest.approx(5.0)
     assert m.central_height_mm == pytest.approx(5.0)
     assert m.anterior_height_mm == pytest.approx(5.8)
@@ -84,8 +87,8 @@ def test_trapezoid_measures_by_hand():
     assert m.midpoint_width_mm == pytest.approx(20.0)
     assert m.area_mm2 == pytest.approx(100.0)
     # the same disc tilted by 35 degrees, measured in its own frame: identical numbers
-    poly35 = to_world(sy.disc_local_polygon(20, 6, 4), np.array([50.0, 40.0]), 35.0)
-    m35 = sy.measure_in_frame(poly35, *frame_axes(35.0))
+    poly35 = to_world(anatomy.disc_local_polygon(20, 6, 4), np.array([50.0, 40.0]), 35.0)
+    m35 = polygons.measure_in_frame(poly35, *frame_axes(35.0))
     assert m35.height_mm == pytest.approx(5.0) and m35.width_mm == pytest.approx(19.0 + 1 / 3)
     assert m35.area_width_mm == pytest.approx(20.0)
 
@@ -93,8 +96,8 @@ def test_trapezoid_measures_by_hand():
 def test_bulge_moves_the_posterior_end():
     # W = 20, h_a = h_p = 4, bulge 3: t = 0.9 -> a = -10 + 0.9 * 23 = 10.7, inside the half
     # ellipse, h = 4 * sqrt(1 - (0.7 / 3)^2) = 3.890 (24-gon: within 1 %)
-    poly = sy.disc_local_polygon(20, 4, 4, bulge_mm=3.0)
-    m = sy.measure_in_frame(poly, np.array([1.0, 0.0]), np.array([0.0, 1.0]))
+    poly = anatomy.disc_local_polygon(20, 4, 4, bulge_mm=3.0)
+    m = polygons.measure_in_frame(poly, np.array([1.0, 0.0]), np.array([0.0, 1.0]))
     assert m.posterior_height_mm == pytest.approx(4 * math.sqrt(1 - (0.7 / 3) ** 2), rel=0.01)
     assert m.anterior_height_mm == pytest.approx(4.0)
     assert m.area_mm2 == pytest.approx(80 + math.pi * 3 * 2 / 2, rel=0.01)
@@ -103,9 +106,9 @@ def test_bulge_moves_the_posterior_end():
 def test_untilted_disc_height_by_column_count_anisotropic():
     # independent pixel measurement: pixels per column x row spacing, over the central 80 %
     sr, sc = 0.5, 0.8
-    poly = to_world(sy.disc_local_polygon(36, 11, 7, bulge_mm=2.0), np.array([40.0, 30.0]), 0.0)
-    gt = sy.measure_in_frame(poly, *frame_axes(0.0))
-    mask = sy.rasterize(poly / np.array([sc, sr]), (120, 100))
+    poly = to_world(anatomy.disc_local_polygon(36, 11, 7, bulge_mm=2.0), np.array([40.0, 30.0]), 0.0)
+    gt = polygons.measure_in_frame(poly, *frame_axes(0.0))
+    mask = polygons.rasterize(poly / np.array([sc, sr]), (120, 100))
     cols = np.nonzero(mask.any(0))[0]
     lo, hi = cols.min(), cols.max()
     sel = [c for c in cols if lo + 0.1 * (hi - lo) <= c <= lo + 0.9 * (hi - lo)]
@@ -134,7 +137,7 @@ def test_grade_height_monotone_on_average():
     for i in range(40):
         for d in sy.sample_patient(SEED, i).discs:
             mean_h = (d.anterior_height_mm + d.posterior_height_mm) / 2
-            by_grade[d.pfirrmann].append(mean_h / sy.NOMINAL_DISC_HEIGHT_MM[d.level])
+            by_grade[d.pfirrmann].append(mean_h / anatomy.NOMINAL_DISC_HEIGHT_MM[d.level])
     means = [np.mean(by_grade[g]) for g in labels.PFIRRMANN_GRADES]
     assert all(len(by_grade[g]) >= 5 for g in labels.PFIRRMANN_GRADES)
     assert all(a > b for a, b in zip(means, means[1:])), means
@@ -165,8 +168,8 @@ def test_canal_narrows_with_severity_and_discs_shrink_laterally():
     for i in range(15):
         anat = sy.sample_patient(SEED, i)
         sev = {d.level: d.severity for d in anat.discs}
-        mid = sy.slice_truth(anat, sy.build_slice(anat, 0.0, fov), 0, (0.6, 0.6))
-        side = sy.slice_truth(anat, sy.build_slice(anat, 6.0, fov), 1, (0.6, 0.6))
+        mid = synth_slice.slice_truth(anat, synth_slice.build_slice(anat, 0.0, fov), 0, (0.6, 0.6))
+        side = synth_slice.slice_truth(anat, synth_slice.build_slice(anat, 6.0, fov), 1, (0.6, 0.6))
         for r0, r1 in zip(mid, side):
             assert r0["level"] == r1["level"]
             canal[sev[r0["level"]]].append(r0["canal_ap_diameter_mm"])
@@ -195,7 +198,7 @@ def test_files_and_csv_layout(cohort):
         assert labels.disc_from_bottom(int(r["ivd_label"])) == r["level"]
         assert labels.grade_class(int(r["pfirrmann"]), r["severity"]) == r["grade_class"]
     cols, truth = _read_csv(cohort / layout.GEOMETRY_TRUTH_CSV)
-    assert tuple(cols) == sy.GEOMETRY_TRUTH_COLUMNS
+    assert tuple(cols) == synth_slice.GEOMETRY_TRUTH_COLUMNS
     assert [(r["patient"], r["slice"], r["level"]) for r in truth] == \
         [(r["patient"], r["slice"], r["level"]) for r in discs]
     _, issues = _read_csv(cohort / layout.ISSUES_CSV)
@@ -277,8 +280,8 @@ def test_signal_ratio_falls_with_grade(cohort):
     _, discs = _read_csv(cohort / layout.DISCS_CSV)
     for t, d in zip(truth, discs):
         assert float(t["nucleus_ratio"]) == pytest.approx(
-                sy.NUCLEUS_INTENSITY[int(d["pfirrmann"])] / sy.CSF_INTENSITY, rel=0.06)
-        assert sy.ANNULUS_INTENSITY / sy.CSF_INTENSITY < float(t["signal_ratio"]) < float(t["nucleus_ratio"])
+                anatomy.NUCLEUS_INTENSITY[int(d["pfirrmann"])] / anatomy.CSF_INTENSITY, rel=0.06)
+        assert anatomy.ANNULUS_INTENSITY / anatomy.CSF_INTENSITY < float(t["signal_ratio"]) < float(t["nucleus_ratio"])
 
 
 def test_deterministic_and_seed_dependent(small_run, tmp_path):
@@ -324,8 +327,8 @@ def test_vertebra_truth_is_the_rectangle_in_its_frame():
     # L1..L5 are drawn at the mean tilt of their two discs, the frame the definitions use, so
     # at the midline their measured height/width are exactly the rectangle's sides.
     anat = sy.sample_patient(SEED, 2)
-    shapes = sy.build_slice(anat, 0.0, (sy.DEFAULT_FOV_MM, sy.DEFAULT_FOV_MM))
-    rows = {r["level"]: r for r in sy.slice_truth(anat, shapes, 0, (0.6, 0.6))}
+    shapes = synth_slice.build_slice(anat, 0.0, (sy.DEFAULT_FOV_MM, sy.DEFAULT_FOV_MM))
+    rows = {r["level"]: r for r in synth_slice.slice_truth(anat, shapes, 0, (0.6, 0.6))}
     parts = {p.name: p for p in anat.parts}
     for level, row in rows.items():
         above, below = labels.disc_neighbours(level)
