@@ -91,6 +91,26 @@ def prepare_grading_data(examples: art.Examples, config, out: Union[str, os.Path
             "crop_issues": len(crop_issues), "seconds": time.perf_counter() - start}
 
 
+def _record_classifier(out: Union[str, os.PathLike], examples: art.Examples,
+                       plain: dict[str, Any], metrics: dict[str, Any], data: Mapping[str, Any],
+                       *, kind: str, model_path: Union[str, os.PathLike],
+                       export: pathlib.Path, model_file: str, card: dict[str, Any]) -> art.Model:
+    """Writes the ``Model`` artifact of a grading classifier trained on ``examples`` into
+    ``out`` and returns it.
+
+    ``plain`` (the plain training config) gains the grading data's ``features_path`` and
+    ``crops_dir`` (:func:`prepare_grading_data`); ``export`` is the serving folder, ``kind``,
+    ``model_file`` and ``card`` the model-card fields (``spoils_tf.serve.bundle``).
+    """
+    plain.update({"features_path": data["features_path"], "crops_dir": data["crops_dir"]})
+    model = art.Model(
+            uri=str(out), producer="Trainer", created=art.utc_now(),
+            fingerprint=examples.fingerprint, config=plain, metrics=metrics,
+            parents=(examples.uri,), kind=kind, model_path=str(model_path),
+            serving_model_dir=str(export), examples_uri=examples.uri, model_file=model_file,
+            card=card)
+    art.write_artifact(model)
+    return model
 
 
 def train_geometry_classifier(examples: art.Examples, config, data: Mapping[str, Any],
@@ -148,17 +168,12 @@ def train_geometry_classifier(examples: art.Examples, config, data: Mapping[str,
                "unlabelled_train_rows": int((rows_of(df, examples.train_patients)
                                              & ~np.asarray([v is not None for v in y])).sum()),
                "train_seconds": seconds, "grading_data": dict(data)}
-    plain = art.to_plain_config(config)
-    plain.update({"features_path": data["features_path"], "crops_dir": data["crops_dir"]})
-    model = art.Model(
-            uri=str(out), producer="Trainer", created=art.utc_now(),
-            fingerprint=examples.fingerprint, config=plain, metrics=metrics,
-            parents=(examples.uri,), kind=bundle.KIND_OF[bundle.GEOMETRY],
-            model_path=str(model_path), serving_model_dir=str(export), examples_uri=examples.uri,
+    model = _record_classifier(
+            out, examples, art.to_plain_config(config), metrics, data,
+            kind=bundle.KIND_OF[bundle.GEOMETRY], model_path=model_path, export=export,
             model_file=GEOMETRY_MODEL_FILE,
             card={"target": target, "classes": classes, "model_name": str(geo.model),
                   "features": list(features)})
-    art.write_artifact(model)
     log.info("Trainer: geometry classifier %s on %d rows (%d patients) in %.1f s -> %s",
              geo.model, metrics["train_rows"], metrics["train_patients"], seconds, out)
     return model
@@ -236,19 +251,15 @@ def train_crop_classifier(examples: art.Examples, config, data: Mapping[str, Any
                "train_seconds": seconds, "grading_data": dict(data)}
     plain = art.to_plain_config(config)
     plain["cnn"] = art.to_plain_config(cnn)
-    plain.update({"features_path": data["features_path"], "crops_dir": data["crops_dir"]})
-    model = art.Model(
-            uri=str(out), producer="Trainer", created=art.utc_now(),
-            fingerprint=examples.fingerprint, config=plain, metrics=metrics,
-            parents=(examples.uri,), kind=bundle.KIND_OF[bundle.CROP],
-            model_path=str(model_path), serving_model_dir=str(export), examples_uri=examples.uri,
+    model = _record_classifier(
+            out, examples, plain, metrics, data,
+            kind=bundle.KIND_OF[bundle.CROP], model_path=model_path, export=export,
             model_file=CROP_MODEL_FILE,
             card={"target": target, "classes": classes, "crop_height": height,
                   "crop_width": width, "context_slices": int(config.context_slices),
                   "margin_frac": float(config.margin_frac), "backbone": str(cnn.model.backbone),
                   "input_channels": int(x.shape[-1]),
                   "normalisation": "geometry.crops: 1st-99th percentile of the box -> [0, 1]"})
-    art.write_artifact(model)
     keras.backend.clear_session()
     log.info("Trainer: crop classifier %s on %d crops in %.1f s, loss %.4f -> %.4f -> %s",
              cnn.model.backbone, len(x), seconds, metrics["train_loss_first"],
