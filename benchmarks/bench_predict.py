@@ -6,7 +6,7 @@
 
 Issue #6 target: <= 0.5 s per 512² slice on 2 cores, excluding process start-up.
 
-The bundle (``spoils_tf.bundle``; built in a temporary folder unless ``--models`` is given)
+The bundle (``spoils_tf.serve.bundle``; built in a temporary folder unless ``--models`` is given)
 holds paper-size models with random weights, since latency does not depend on their values:
 
 * ``spoils_seg``: DeepLabV3+ ResNet50 at ``--size``² (``encoder_weights=None``) exported as

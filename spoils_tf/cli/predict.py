@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--input", required=True,
                     help="PNG/JPEG, DICOM file or series folder, MHA/NIfTI volume")
     ap.add_argument("--models", default=None,
-                    help="model bundle directory (spoils_tf.bundle); default: the shipped "
+                    help="model bundle directory (spoils_tf.serve.bundle); default: the shipped "
                          "models trained on SPIDER (spoils_tf/weights, see its MODEL_CARD.md)")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--odi", default=None, help="Oswestry Disability Index, 0-100 (%%)")

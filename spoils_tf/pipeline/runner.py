@@ -88,7 +88,7 @@ def run_pipeline(config, workdir: Union[str, os.PathLike]) -> dict[str, Any]:
     if with_classifiers and str(config.pusher.model_name) != bundle.SEG:
         raise ValueError(f"config.pusher.model_name is {config.pusher.model_name!r}; with "
                          f"classifiers the bundle layout needs {bundle.SEG!r} "
-                         "(spoils_tf.bundle), or set --config.classifiers.enabled=False")
+                         "(spoils_tf.serve.bundle), or set --config.classifiers.enabled=False")
     workdir = pathlib.Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     run_dir = _next_run_dir(workdir)
