@@ -170,24 +170,9 @@ def generate_cohort(out_dir: str | pathlib.Path, n_patients: int, n_slices: int,
             a pixel spacing ``images.check_pixel_spacing`` refuses (``SpoilsError``).
     """
     from tqdm import tqdm
-    from spoils_tf.data import labelme_io
 
-    if n_patients < 1 or n_slices < 1:
-        raise ValueError(f"--patients and --slices-per-patient must be >= 1, got {n_patients}, {n_slices}")
-    if size < 64:
-        raise ValueError(f"--size must be >= 64 pixels, got {size}")
-    if seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {seed}")
-    if spacing_mm is None:
-        spacing_mm = (DEFAULT_FOV_MM / size,) * 2
-    spacing_mm = images.check_pixel_spacing(spacing_mm, None, "--pixel-spacing")
-    if not (math.isfinite(slice_spacing_mm) and slice_spacing_mm > 0):
-        raise ValueError(f"slice spacing {slice_spacing_mm} must be > 0 mm")
-    fov = (size * spacing_mm[1], size * spacing_mm[0])
-    if min(fov) < MIN_FOV_MM:
-        raise ValueError(f"field of view {fov[0]:.0f} x {fov[1]:.0f} mm (--size {size} x --pixel-spacing "
-                         f"{spacing_mm[0]:g} {spacing_mm[1]:g}) is too small; expected >= "
-                         f"{MIN_FOV_MM:.0f} mm in both directions to hold T12..S1")
+    spacing_mm = _check_cohort_args(n_patients, n_slices, seed, size, spacing_mm,
+                                    slice_spacing_mm)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     midline = (n_slices - 1) // 2
@@ -197,25 +182,9 @@ def generate_cohort(out_dir: str | pathlib.Path, n_patients: int, n_slices: int,
                   file=sys.stderr):
         pid = patient_id(i)
         try:
-            anat = sample_patient(seed, i)
-            textures = patient_textures(seed, i, size, spacing_mm)
-            p_discs, p_truth = [], []
-            for k in range(n_slices):
-                image, mask, rows, _ = generate_slice(anat, seed, k, n_slices, size=size,
-                                                      spacing_mm=spacing_mm,
-                                                      slice_spacing_mm=slice_spacing_mm,
-                                                      textures=textures)
-                labelme_io.write_labelme(layout.labelme_json_path(out, pid, k), image, mask,
-                                         patient=pid, slice_index=k, pixel_spacing_mm=spacing_mm)
-                present = set(np.unique(mask).tolist())
-                for spec in anat.discs:
-                    if labels.SEG_ID[spec.level] in present:
-                        from_bottom = len(labels.DISC_NAMES) - labels.DISC_NAMES.index(spec.level)
-                        p_discs.append({"patient": pid, "slice": k, "level": spec.level,
-                                        "ivd_label": from_bottom,
-                                        "pfirrmann": spec.pfirrmann, "severity": spec.severity,
-                                        "grade_class": spec.grade_class})
-                p_truth += rows
+            anat, p_discs, p_truth = _write_patient_slices(out, seed, i, n_slices, size=size,
+                                                           spacing_mm=spacing_mm,
+                                                           slice_spacing_mm=slice_spacing_mm)
         except Exception as e:  # one bad patient must not stop the cohort
             issues.append({"patient": pid, "slice": "", "file": "", "reason": f"{type(e).__name__}: {e}"})
             continue
@@ -240,3 +209,65 @@ def generate_cohort(out_dir: str | pathlib.Path, n_patients: int, n_slices: int,
     fileio.write_json(out / SYNTH_CONFIG_JSON, config, indent=1)
     return CohortSummary(out_dir=out, n_patients=len(patients), n_slices=n_slices,
                          grade_histogram=hist, issues=issues)
+
+
+def _check_cohort_args(n_patients: int, n_slices: int, seed: int, size: int,
+                       spacing_mm: Optional[tuple[float, float]],
+                       slice_spacing_mm: float) -> tuple[float, float]:
+    """The pixel spacing (row_mm, col_mm) a cohort uses (default ``DEFAULT_FOV_MM / size``),
+    after checking :func:`generate_cohort`'s arguments.
+
+    Raises:
+        ValueError: as :func:`generate_cohort`, and a field of view under ``MIN_FOV_MM``.
+    """
+    if n_patients < 1 or n_slices < 1:
+        raise ValueError(f"--patients and --slices-per-patient must be >= 1, got {n_patients}, {n_slices}")
+    if size < 64:
+        raise ValueError(f"--size must be >= 64 pixels, got {size}")
+    if seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {seed}")
+    if spacing_mm is None:
+        spacing_mm = (DEFAULT_FOV_MM / size,) * 2
+    spacing_mm = images.check_pixel_spacing(spacing_mm, None, "--pixel-spacing")
+    if not (math.isfinite(slice_spacing_mm) and slice_spacing_mm > 0):
+        raise ValueError(f"slice spacing {slice_spacing_mm} must be > 0 mm")
+    fov = (size * spacing_mm[1], size * spacing_mm[0])
+    if min(fov) < MIN_FOV_MM:
+        raise ValueError(f"field of view {fov[0]:.0f} x {fov[1]:.0f} mm (--size {size} x --pixel-spacing "
+                         f"{spacing_mm[0]:g} {spacing_mm[1]:g}) is too small; expected >= "
+                         f"{MIN_FOV_MM:.0f} mm in both directions to hold T12..S1")
+    return spacing_mm
+
+
+def _write_patient_slices(out: pathlib.Path, seed: int, index: int, n_slices: int, *, size: int,
+                          spacing_mm: tuple[float, float], slice_spacing_mm: float
+                          ) -> tuple[PatientAnatomy, list[dict], list[dict]]:
+    """Samples patient ``index`` and writes its ``n_slices`` LabelMe slices under ``out``.
+
+    Returns:
+        (the anatomy, its ``discs.csv`` rows: one per slice and labelled disc present in the
+        mask, its ``geometry_truth.csv`` rows).
+    """
+    from spoils_tf.data import labelme_io
+
+    pid = patient_id(index)
+    anat = sample_patient(seed, index)
+    textures = patient_textures(seed, index, size, spacing_mm)
+    p_discs, p_truth = [], []
+    for k in range(n_slices):
+        image, mask, rows, _ = generate_slice(anat, seed, k, n_slices, size=size,
+                                              spacing_mm=spacing_mm,
+                                              slice_spacing_mm=slice_spacing_mm,
+                                              textures=textures)
+        labelme_io.write_labelme(layout.labelme_json_path(out, pid, k), image, mask,
+                                 patient=pid, slice_index=k, pixel_spacing_mm=spacing_mm)
+        present = set(np.unique(mask).tolist())
+        for spec in anat.discs:
+            if labels.SEG_ID[spec.level] in present:
+                from_bottom = len(labels.DISC_NAMES) - labels.DISC_NAMES.index(spec.level)
+                p_discs.append({"patient": pid, "slice": k, "level": spec.level,
+                                "ivd_label": from_bottom,
+                                "pfirrmann": spec.pfirrmann, "severity": spec.severity,
+                                "grade_class": spec.grade_class})
+        p_truth += rows
+    return anat, p_discs, p_truth
