@@ -45,6 +45,20 @@ def test_checksum_and_size(seg_entry):
     assert seg_entry.model_path.stat().st_size <= MAX_MODEL_BYTES
 
 
+def test_orientation_network_is_shipped_with_its_checksum_and_cv(seg_entry):
+    card = seg_entry.card
+    path = seg_entry.orientation_path
+    assert path is not None and path.is_file() and path.parent == seg_entry.version_dir
+    assert fileio.sha256_file(path) == card["orientation_sha256"]
+    assert path.stat().st_size <= MAX_MODEL_BYTES
+    assert 0.5 < card["orientation_threshold"] < 1.0 and card["orientation_pixel_mm"] > 0
+    cv = card["orientation_cross_validation"]
+    assert cv["folds_done"] == list(range(8))
+    assert cv["middle"]["right"] + cv["middle"]["refused"] + cv["middle"]["wrong"] == \
+        cv["middle"]["cases"]
+    assert "Orientation network" in weights.MODEL_CARD.read_text()
+
+
 def test_geometry_grader_is_shipped_with_it():
     found = bundle.load_bundle(weights.DEFAULT_BUNDLE)
     geo = found[bundle.GEOMETRY]
@@ -77,9 +91,15 @@ def test_real_slice_and_its_upside_down_copy(shared_spider_dir, tmp_path):
     scores = m.result()
     assert scores["tissue/dice/fg_macro"] > 0.85, scores["tissue/dice/fg_macro"]
     assert scores["disc_detection"] == 1.0
-    flipped = seg(np.ascontiguousarray(rec.image[::-1]), rec.pixel_spacing_mm)
-    assert flipped.orientation == "flip_ud"
-    np.testing.assert_array_equal(flipped.image, rec.image)
+    for name, given in (("flip_ud", rec.image[::-1]), ("flip_lr", rec.image[:, ::-1]),
+                        ("rot180", rec.image[::-1, ::-1])):
+        flipped = seg(np.ascontiguousarray(given), rec.pixel_spacing_mm)
+        assert flipped.orientation == name
+        np.testing.assert_array_equal(flipped.image, rec.image)
+    # a header's display orientation is trusted: same map, no orientation doubt
+    from_header = seg(rec.image, rec.pixel_spacing_mm, from_header=True)
+    np.testing.assert_array_equal(from_header.label_map, upright.label_map)
+    assert not any("orientation disagrees" in f for f in from_header.levels.flags)
 
 
 def test_predict_abstains_when_the_levels_are_uncertain(shared_spider_dir, tmp_path, monkeypatch):

@@ -99,10 +99,9 @@ def describe_recipe(config: dict) -> str:
 
 
 def add_orientation(version_dir: pathlib.Path, model: pathlib.Path) -> dict:
-    """Copies the orientation network into ``version_dir`` and puts its fields on the card;
-    returns the card."""
-    import shutil
-
+    """Saves the orientation network (without optimizer state) into ``version_dir`` and puts
+    its fields on the card; returns the card."""
+    import spoils_tf.models
     from spoils_tf import fileio
     from spoils_tf.serve import bundle
     workdir = model.parent.parent
@@ -111,7 +110,8 @@ def add_orientation(version_dir: pathlib.Path, model: pathlib.Path) -> dict:
     if len(cv["folds_done"]) < 8:
         raise SystemExit(f"{workdir}: cross-validation has folds {cv['folds_done']}; finish it")
     target = version_dir / "orientation.keras"
-    shutil.copyfile(model, target)
+    # loaded uncompiled and saved again: the weights without the optimizer state
+    fileio.atomic_save_keras(spoils_tf.models.load_model(model, compile=False), target)
     card = bundle.read_card(version_dir)
     module, _, experiment = config["experiment"].partition(":")
     card.update({
