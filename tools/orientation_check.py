@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
                     args.orientation_workdir / f"fold_{fold}" / "model.keras",
                     float(o_config["model"]["pixel_mm"]))
             threshold = float(o_config["eval"]["threshold"])
-        segmenter = segmenter.SpacingSegmenter(args.workdir / f"fold_{fold}" / "model.keras",
+        run = segmenter.SpacingSegmenter(args.workdir / f"fold_{fold}" / "model.keras",
                                                float(config["data"]["target_spacing_mm"]),
                                                orientation_net=net,
                                                orientation_threshold=threshold)
@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
             spacing = tuple(float(v) for v in ex["pixel_spacing_mm"])
             for t in levels.ORIENTATIONS:
                 try:
-                    seg = segmenter(np.ascontiguousarray(levels.orient(grey, t)), spacing)
+                    seg = run(np.ascontiguousarray(levels.orient(grey, t)), spacing)
                 except segmenter.OrientationError:
                     outcome = "refused"
                 else:
