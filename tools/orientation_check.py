@@ -64,9 +64,9 @@ def main(argv: list[str]) -> int:
                     float(o_config["model"]["pixel_mm"]))
             threshold = float(o_config["eval"]["threshold"])
         run = segmenter.SpacingSegmenter(args.workdir / f"fold_{fold}" / "model.keras",
-                                               float(config["data"]["target_spacing_mm"]),
-                                               orientation_net=net,
-                                               orientation_threshold=threshold)
+                                         float(config["data"]["target_spacing_mm"]),
+                                         orientation_net=net,
+                                         orientation_threshold=threshold)
         _, test = folds.split(fold)
         rows = {p: v for p, v in by_patient.items() if p in test}
         keep = seg_spacing_lib.middle_keys({p: [(i, k) for i, k, _ in v] for p, v in rows.items()},
