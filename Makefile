@@ -26,7 +26,7 @@ install: $(STAMP)
 
 ## Main job on the embedded default data (synthetic cohort; SPIDER too when ../shared exists).
 demo: $(STAMP)
-	$(PY) -m spoils_tf.demo --out runs/demo
+	$(PY) -m spoils_tf.cli demo --out runs/demo
 
 ## Whole test suite (what CI runs).
 test: $(STAMP)

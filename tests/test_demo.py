@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from spoils_tf import demo, labels
-from spoils_tf.cli import synth
+from spoils_tf import labels
+from spoils_tf.cli import demo, synth
 
 
 def test_summary_counts_patients_slices_and_grade_classes(tmp_path):
@@ -22,6 +22,30 @@ def test_summary_counts_patients_slices_and_grade_classes(tmp_path):
     names = [item.split(":")[0] for item in row["grade_classes"].split()]
     assert names == sorted(names, key=labels.GRADE_CLASSES.index)
     assert sum(int(item.split(":")[1]) for item in row["grade_classes"].split()) == 12
+
+
+
+def test_spoils_demo_help_names_its_options_without_loading_tensorflow():
+    """``spoils demo --help`` (``python -m spoils_tf.cli demo``) exits 0, lists ``--out``, and
+    imports neither TensorFlow nor Keras."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "from spoils_tf import cli\n"
+            "try:\n"
+            "    cli.main(['demo', '--help'])\n"
+            "except SystemExit as e:\n"
+            "    assert e.code == 0, e.code\n"
+            "print('loaded:', ','.join(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "--out" in proc.stdout and "--pipeline-config" in proc.stdout
+    assert proc.stdout.rstrip().endswith("loaded:"), proc.stdout[-200:]
+
+    proc = subprocess.run([sys.executable, "-m", "spoils_tf.cli", "demo", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "usage: spoils demo" in proc.stdout, proc.stderr
 
 
 @pytest.mark.slow
@@ -65,7 +89,7 @@ def test_demo_prints_the_same_numbers_twice(tmp_path):
     outs = []
     for run in ("a", "b"):
         proc = subprocess.run(
-            [sys.executable, "-m", "spoils_tf.demo", "--out", str(tmp_path / run),
+            [sys.executable, "-m", "spoils_tf.cli", "demo", "--out", str(tmp_path / run),
              "--spider", str(tmp_path / "no_spider"), "--synth-patients", "4",
              "--synth-slices", "1", "--pipeline-config", "smoke"],
             capture_output=True, text=True, timeout=900)

@@ -1,6 +1,7 @@
 """Modules without a Keras model import without TensorFlow: the scikit-learn trainers, the
-ensemble, the tables, the file writers and the synthetic cohort (each checked in a fresh
-interpreter)."""
+ensemble, the tables, the file writers, the synthetic cohort, the pipeline stages (which load
+TensorFlow when they run) and the ``spoils`` dispatcher with the commands whose ``--help`` must
+stay fast (each checked in a fresh interpreter)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ TF_FREE_MODULES = (
         "spoils_tf.train.ensemble_lib",
         "spoils_tf.train.seg_spacing_report",
         "spoils_tf.train.predicted_masks",
+        "spoils_tf.cli",
+        "spoils_tf.cli.demo",
+        "spoils_tf.cli.predicted_masks",
+        "spoils_tf.pipeline",
 )
 
 

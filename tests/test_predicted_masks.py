@@ -16,6 +16,7 @@ import pytest
 from configs import seg_unet
 from spoils_tf import fileio, labels
 from spoils_tf.cli import folds as folds_cmd
+from spoils_tf.cli import predicted_masks as pm_cmd
 from spoils_tf.data import folds as folds_lib
 from spoils_tf.cli import synth
 from spoils_tf.data import layout
@@ -74,7 +75,7 @@ def predicted(dataset, tmp_path_factory):
     root = tmp_path_factory.mktemp("pred")
     folds = folds_lib.load_folds(dataset / layout.FOLDS_JSON)
     make_seg_run(root / "seg", dataset, folds)
-    rc = pm.main(["--data", str(dataset), "--seg-workdir", str(root / "seg"),
+    rc = pm_cmd.main(["--data", str(dataset), "--seg-workdir", str(root / "seg"),
                   "--out", str(root / "out"), "--no-progress"])
     return dataset, root / "out", folds, rc
 
@@ -184,7 +185,7 @@ def test_refuses_fold_metrics_that_disagree(dataset, tmp_path):
     path.write_text(json.dumps(metrics))
     with pytest.raises(pm.FoldModelError, match="field 'fold'"):
         pm.check_fold_models(dataset, tmp_path / "seg")
-    assert pm.main(["--data", str(dataset), "--seg-workdir", str(tmp_path / "seg"),
+    assert pm_cmd.main(["--data", str(dataset), "--seg-workdir", str(tmp_path / "seg"),
                     "--out", str(tmp_path / "out"), "--no-progress"]) == 2
 
 
@@ -195,7 +196,7 @@ def test_bad_slice_is_listed_and_the_batch_goes_on(dataset, tmp_path):
     bad = layout.list_labelme_jsons(data)[3]
     bad.write_text("{not json")
     make_seg_run(tmp_path / "seg", data, folds)
-    rc = pm.main(["--data", str(data), "--seg-workdir", str(tmp_path / "seg"),
+    rc = pm_cmd.main(["--data", str(data), "--seg-workdir", str(tmp_path / "seg"),
                   "--out", str(tmp_path / "out"), "--no-progress"])
     assert rc == 1
     issues = pd.read_csv(tmp_path / "out" / layout.ISSUES_CSV)
@@ -203,7 +204,7 @@ def test_bad_slice_is_listed_and_the_batch_goes_on(dataset, tmp_path):
     assert "invalid JSON" in issues["reason"].iloc[0]
     assert len(layout.list_labelme_jsons(tmp_path / "out")) == 7
     # an existing output is kept unless --overwrite
-    assert pm.main(["--data", str(data), "--seg-workdir", str(tmp_path / "seg"),
+    assert pm_cmd.main(["--data", str(data), "--seg-workdir", str(tmp_path / "seg"),
                     "--out", str(tmp_path / "out"), "--no-progress"]) == 2
 
 
@@ -297,3 +298,20 @@ def test_compare_runs_counts_missed_discs(tmp_path):
     assert by["pred, all discs"]["accuracy_pooled_estimate"] == pytest.approx(correct / n_gt)
     assert by["pred, found"]["accuracy_pooled_estimate"] == pytest.approx(correct / (n_gt - 7))
     assert (tmp_path / "cmp" / "gt_vs_pred.md").read_text().count("| logreg |") == 3
+
+
+def test_spoils_predicted_masks_help_names_both_commands(capsys):
+    """``spoils predicted-masks --help`` lists ``--seg-workdir`` and ``--out``;
+    ``spoils predicted-masks compare --help`` lists ``--gt-workdir``; both exit 0."""
+    from spoils_tf import cli
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["predicted-masks", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: spoils predicted-masks") and "--seg-workdir" in out
+    assert "--out" in out
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["predicted-masks", "compare", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: spoils predicted-masks compare") and "--gt-workdir" in out

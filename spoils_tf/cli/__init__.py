@@ -37,6 +37,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "publish experiment-trained models as a model bundle for `spoils predict`"),
     "decide": ("spoils_tf.cli.decide:main",
                "decision support from a grade class + ODI + NRS"),
+    "predicted-masks": ("spoils_tf.cli.predicted_masks:main",
+                        "a dataset of each fold's held-out predicted masks ('compare': grading "
+                        "on them vs ground truth)"),
+    "demo": ("spoils_tf.cli.demo:main",
+             "the main job on the embedded default data (`make demo`)"),
 }
 
 

@@ -4,8 +4,7 @@ Grading is reported twice: with features measured on the ground-truth masks and 
 features measured on the segmentation model's masks. This module makes the second input and
 scores it fairly.
 
-**predict** (``python -m spoils_tf.train.predicted_masks --data DIR --seg-workdir RUN --out
-OUT``): for every fold ``k`` of ``DIR/folds.json``, the model ``RUN/fold_<k>/model.keras``
+**predict** (``spoils predicted-masks --data DIR --seg-workdir RUN --out OUT``): for every fold ``k`` of ``DIR/folds.json``, the model ``RUN/fold_<k>/model.keras``
 (``spoils_tf.train.seg_lib``: trained on the other folds) predicts EVERY slice of fold k's
 patients through ``seg_pipeline.make_predictor`` (``serve.segmenter.load_segmenter``: the same
 preprocessing as training and export). No patient is ever predicted by a model that trained
@@ -38,8 +37,7 @@ The dataset is built in ``<OUT>.partial-<pid>`` and moved to ``OUT`` only when c
 existing ``OUT`` is replaced only with ``--overwrite``); every file is written atomically.
 A slice that fails is listed in ``issues.csv`` and the batch goes on.
 
-**compare** (``python -m spoils_tf.train.predicted_masks compare --gt-workdir A --pred-workdir
-B --out DIR``): the two ``experiments.grade_geometry`` runs (split=patient) side by side. A
+**compare** (``spoils predicted-masks compare --gt-workdir A --pred-workdir B --out DIR``): the two ``experiments.grade_geometry`` runs (split=patient) side by side. A
 disc scored in the ground-truth run (a labelled row of its out-of-fold predictions) that has
 no row in the predicted-mask run is a MISSED disc. The predicted-mask run's own tables score
 only the discs it found (its denominator shrinks); :func:`all_disc_scores` adds the row in
@@ -49,7 +47,6 @@ F1; a missed disc is a false negative of its true class and nobody's false posit
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import datetime
@@ -725,73 +722,3 @@ def compare_runs(gt_workdir: str | os.PathLike, pred_workdir: str | os.PathLike,
     fileio.write_csv(out_dir / "gt_vs_pred.csv", pd.DataFrame(rows))
     fileio.write_json(out_dir / "gt_vs_pred.json", rows, indent=1)
     return {"rows": rows, "markdown": text}
-
-
-# === Command line ===
-def _predict_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-            prog="python -m spoils_tf.train.predicted_masks",
-            description="Predict every slice with its own fold's held-out segmentation model "
-                        "and write a spoils dataset of predicted masks ('compare' as the first "
-                        "argument instead scores two grade_geometry runs side by side).")
-    ap.add_argument("--data", required=True, type=pathlib.Path,
-                    help="source spoils dataset (labelme/, folds.json, patients.csv, discs.csv)")
-    ap.add_argument("--seg-workdir", required=True, type=pathlib.Path,
-                    help="segmentation run (config.json, fold_<k>/model.keras, metrics.json)")
-    ap.add_argument("--out", required=True, type=pathlib.Path, help="dataset to write")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    ap.add_argument("--allow-newer-folds", action="store_true",
-                    help="accept a run folds file newer than the models (only its time changed)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return ap
-
-
-def _compare_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-            prog="python -m spoils_tf.train.predicted_masks compare",
-            description="Ground-truth- vs predicted-mask grading runs side by side, with the "
-                        "missed discs and the all-discs accuracy.")
-    ap.add_argument("--gt-workdir", required=True, type=pathlib.Path)
-    ap.add_argument("--pred-workdir", required=True, type=pathlib.Path)
-    ap.add_argument("--out", required=True, type=pathlib.Path, help="output directory")
-    ap.add_argument("--models", default="", help="comma list (default: all in both runs)")
-    ap.add_argument("--targets", default="", help="comma list (default: all in both runs)")
-    ap.add_argument("--n-boot", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``--data DIR --seg-workdir RUN --out OUT`` (predict) or ``compare ...``; 0 on success,
-    1 when slices failed (listed in OUT/issues.csv), 2 on a refused input."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "compare":
-        args = _compare_parser().parse_args(argv[1:])
-        split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
-        try:
-            result = compare_runs(args.gt_workdir, args.pred_workdir, args.out,
-                                  models=split(args.models), targets=split(args.targets),
-                                  n_boot=args.n_boot, seed=args.seed)
-        except (FileNotFoundError, ValueError) as e:
-            print(f"predicted_masks compare: {e}", file=sys.stderr)
-            return 2
-        print(result["markdown"])
-        return 0
-    args = _predict_parser().parse_args(argv)
-    try:
-        prov = predict_dataset(args.data, args.seg_workdir, args.out, overwrite=args.overwrite,
-                               progress=not args.no_progress,
-                               allow_newer_folds=args.allow_newer_folds)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"predicted_masks: {e}", file=sys.stderr)
-        return 2
-    s = prov["slices"]
-    print(f"predicted_masks: {s['written']}/{s['total']} slices of {len(prov['patients'])} "
-          f"patients predicted by their own fold's model ({prov['k']} folds) -> {args.out}; "
-          f"{s['failed']} failed (see {args.out / layout.ISSUES_CSV}); ground-truth discs: "
-          + ", ".join(f"{k} {v}" for k, v in prov["disc_matches"].items()))
-    return 1 if s["failed"] else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

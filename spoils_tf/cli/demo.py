@@ -1,4 +1,4 @@
-"""``make demo``: the main job on the embedded default data.
+"""``spoils demo`` (``make demo``): the main job on the embedded default data.
 
 Stages (each prints what it did; the numbers are the run's own):
   1. SPIDER conversion, when ``../shared/data/spider_t2space`` exists (real data);
@@ -25,12 +25,15 @@ import pathlib
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 
-from spoils_tf import fileio, labels
+from spoils_tf import fileio, labels, weights
+from spoils_tf.cli import folds
 from spoils_tf.data import layout
+from spoils_tf.pipeline import stages
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_SPIDER = REPO_ROOT.parent / "shared" / "data" / "spider_t2space"
 
 
@@ -63,7 +66,7 @@ def summarize(data_dir: pathlib.Path, name: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="spoils-demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="spoils demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/demo", help="output directory")
     parser.add_argument("--spider", default=str(DEFAULT_SPIDER),
@@ -76,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-pipeline", action="store_true",
                         help="stop after stage 5 (no training, no predict)")
     args = parser.parse_args(argv)
-
-    from spoils_tf.cli import convert_spider, folds, synth
+    from spoils_tf.cli import convert_spider, features, synth   # PIL, OpenCV: not for --help
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,17 +123,12 @@ def main(argv: list[str] | None = None) -> int:
               f"-> {info.data_dir}")
         _done(t0)
 
-    try:
-        from spoils_tf.cli import features
-    except ModuleNotFoundError:
-        features = None
-    if features is not None:
-        for name, d in datasets.items():
-            t0 = _stage(f"5. geometry features ({name})")
-            rc = features.main(["--data", str(d), "--out", str(out / f"features_{name}.parquet")])
-            if rc != 0:
-                return rc
-            _done(t0)
+    for name, d in datasets.items():
+        t0 = _stage(f"5. geometry features ({name})")
+        rc = features.main(["--data", str(d), "--out", str(out / f"features_{name}.parquet")])
+        if rc != 0:
+            return rc
+        _done(t0)
 
     reports: list[pathlib.Path] = []
     if not args.skip_pipeline:
@@ -178,8 +175,6 @@ def run_pipeline_and_predict(out: pathlib.Path, config_name: str
     """Stages 6 and 7; returns (exit code, HTML report paths)."""
     from configs import pipeline as pipeline_configs
     from spoils_tf.serve import predictor
-    from spoils_tf.pipeline import stages
-
     from spoils_tf.train import common
     t0 = _stage(f"6. pipeline (configs/pipeline.py:{config_name}): ExampleGen -> Trainer -> "
                 "Evaluator -> Pusher")
@@ -244,11 +239,9 @@ def shipped_model_on_real_slice(out: pathlib.Path) -> list[pathlib.Path]:
     an upside-down copy (the orientation is read from the anatomy and corrected), then
     ``spoils predict`` with the shipped bundle. Without SPIDER it says so and returns [].
     """
-    import numpy as np
-    from spoils_tf import weights
     from spoils_tf.cli import segment
-    from spoils_tf.serve import predictor
     from spoils_tf.data import images
+    from spoils_tf.serve import predictor
     spider_dir = out / "spider"
     if not (spider_dir / layout.PATIENTS_CSV).is_file():
         print("\n=== 7. shipped model on a real slice: skipped (no SPIDER sample converted) ===")
@@ -278,7 +271,3 @@ def shipped_model_on_real_slice(out: pathlib.Path) -> list[pathlib.Path]:
     _print_report(report)
     _done(t0)
     return [report_dir / "report.html"]
-
-
-if __name__ == "__main__":
-    sys.exit(main())
