@@ -339,3 +339,18 @@ def test_vertebra_truth_is_the_rectangle_in_its_frame():
         heights = [h for h in (row["vert_above_height_mm"], row["vert_below_height_mm"]) if h]
         assert row["disc_height_index"] == pytest.approx(row["disc_height_mm"] / np.mean(heights))
     assert rows["T12-L1"]["vert_above_height_mm"] is None
+
+
+def test_write_complete_cohort_prints_the_synth_summary_and_refuses_bad_arguments(tmp_path,
+                                                                                   capsys):
+    """``write_complete_cohort`` prints the lines ``spoils synth`` prints (2 patients x 1 slice,
+    6 lumbar discs each: the grade-class counts add up to 12) and turns a refused argument into
+    a RuntimeError that names it."""
+    summary = sy.write_complete_cohort(tmp_path / "c", 2, 1, 0, size=448, progress=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == summary.report_lines()
+    assert err[0].startswith(f"spoils synth: wrote 2 patients x 1 slices to {tmp_path / 'c'};")
+    counts = [int(item.split(":")[1]) for item in err[0].split("grade classes ")[1].split()]
+    assert sum(counts) == 12 and not summary.issues
+    with pytest.raises(RuntimeError, match="--seed must be >= 0, got -1"):
+        sy.write_complete_cohort(tmp_path / "d", 1, 1, -1, progress=False)

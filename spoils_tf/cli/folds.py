@@ -35,8 +35,5 @@ def main(argv: list[str]) -> int:
         return 1
     for issue in made.issues:
         print(f"spoils folds: warning: {issue}", file=sys.stderr)
-    folds = made.folds
-    print(f"{made.path}: {len(folds.patients)} patients, {sum(made.slices_per_patient.values())} "
-          f"slices, k={folds.k}, seed={folds.seed}, stratified by {folds.stratified_by}")
-    print(folds_lib.fold_table(folds, made.slices_per_patient, made.worst_grades))
+    print(made.summary_text())
     return 0

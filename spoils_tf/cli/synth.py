@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from spoils_tf.data import layout, synthetic
+from spoils_tf.data import synthetic
 from spoils_tf.errors import EXIT_OK, EXIT_PARTIAL
 
 
@@ -49,13 +49,6 @@ def main(argv: list[str] | None = None) -> int:
                                             progress=not args.no_progress)
     except ValueError as e:
         ap.error(str(e))
-    hist = " ".join(f"{c}:{n}" for c, n in summary.grade_histogram.items())
-    print(f"spoils synth: wrote {summary.n_patients} patients x {summary.n_slices} slices to "
-          f"{summary.out_dir}; grade classes {hist}", file=sys.stderr)
-    if summary.issues:
-        for issue in summary.issues:
-            print(f"spoils synth: {issue['patient']}: {issue['reason']}", file=sys.stderr)
-        print(f"spoils synth: {len(summary.issues)} patient(s) failed, see {layout.ISSUES_CSV}",
-              file=sys.stderr)
-        return EXIT_PARTIAL
-    return EXIT_OK
+    for line in summary.report_lines():
+        print(line, file=sys.stderr)
+    return EXIT_PARTIAL if summary.issues else EXIT_OK

@@ -325,6 +325,15 @@ class DatasetFolds:
     worst_grades: dict[str, int]
     issues: list[str]
 
+    def summary_text(self) -> str:
+        """What ``spoils folds`` prints: ``<path>: N patients, S slices, k=K, seed=S, stratified
+        by <column>``, then the per-fold :func:`fold_table`."""
+        folds = self.folds
+        head = (f"{self.path}: {len(folds.patients)} patients, "
+                f"{sum(self.slices_per_patient.values())} slices, k={folds.k}, seed={folds.seed}, "
+                f"stratified by {folds.stratified_by}")
+        return head + "\n" + fold_table(folds, self.slices_per_patient, self.worst_grades)
+
 
 def write_dataset_folds(data: str | pathlib.Path, *, k: int = 8, seed: int = 0,
                         out: Optional[str | pathlib.Path] = None,

@@ -129,6 +129,18 @@ class CohortSummary:
     grade_histogram: dict
     issues: list
 
+    def report_lines(self, prog: str = "spoils synth") -> list[str]:
+        """What ``spoils synth`` prints to stderr, each line prefixed ``<prog>: ``: the counts
+        and grade-class histogram, then (when patients failed) one line per failed patient and
+        their number."""
+        hist = " ".join(f"{c}:{n}" for c, n in self.grade_histogram.items())
+        lines = [f"{prog}: wrote {self.n_patients} patients x {self.n_slices} slices to "
+                 f"{self.out_dir}; grade classes {hist}"]
+        if self.issues:
+            lines += [f"{prog}: {issue['patient']}: {issue['reason']}" for issue in self.issues]
+            lines.append(f"{prog}: {len(self.issues)} patient(s) failed, see {layout.ISSUES_CSV}")
+        return lines
+
 
 def generate_slice(anat: PatientAnatomy, seed: int, slice_index: int, n_slices: int, *,
                    size: int = DEFAULT_SIZE, spacing_mm: Optional[tuple[float, float]] = None,
@@ -209,6 +221,28 @@ def generate_cohort(out_dir: str | pathlib.Path, n_patients: int, n_slices: int,
     fileio.write_json(out / SYNTH_CONFIG_JSON, config, indent=1)
     return CohortSummary(out_dir=out, n_patients=len(patients), n_slices=n_slices,
                          grade_histogram=hist, issues=issues)
+
+
+def write_complete_cohort(out_dir: str | pathlib.Path, n_patients: int, n_slices: int, seed: int,
+                          *, size: int = DEFAULT_SIZE, progress: bool = True) -> CohortSummary:
+    """:func:`generate_cohort` for a run that needs every patient: prints the summary's
+    :meth:`CohortSummary.report_lines` to stderr, as ``spoils synth`` does.
+
+    Raises:
+        RuntimeError: the arguments were refused (the ``ValueError`` chained), or a patient
+            failed (listed in ``out_dir/issues.csv``; the others are written).
+    """
+    try:
+        summary = generate_cohort(out_dir, n_patients, n_slices, seed, size=size,
+                                  progress=progress)
+    except ValueError as e:
+        raise RuntimeError(f"synthetic cohort {out_dir}: {e}") from e
+    for line in summary.report_lines():
+        print(line, file=sys.stderr)
+    if summary.issues:
+        raise RuntimeError(f"synthetic cohort {out_dir}: {len(summary.issues)} patient(s) "
+                           f"failed, see {summary.out_dir / layout.ISSUES_CSV}")
+    return summary
 
 
 def _check_cohort_args(n_patients: int, n_slices: int, seed: int, size: int,

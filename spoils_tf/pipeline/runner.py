@@ -50,13 +50,10 @@ def _dataset_dir(config, workdir: pathlib.Path) -> pathlib.Path:
         return pathlib.Path(configured)
     out = workdir / "synthetic"
     if not (out / layout.LABELME_DIR).is_dir():
-        from spoils_tf.cli import synth
+        from spoils_tf.data import synthetic   # PIL, OpenCV: not for importing the pipeline
         syn = config.examples.synthetic
-        rc = synth.main(["--patients", str(syn.patients), "--slices-per-patient",
-                         str(syn.slices_per_patient), "--seed", str(syn.seed),
-                         "--size", str(syn.size), "--out", str(out), "--no-progress"])
-        if rc:
-            raise RuntimeError(f"spoils synth --out {out} failed with exit code {rc}")
+        synthetic.write_complete_cohort(out, syn.patients, syn.slices_per_patient, syn.seed,
+                                        size=syn.size, progress=False)
     return out
 
 

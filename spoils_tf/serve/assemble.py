@@ -1,5 +1,5 @@
 """A model bundle for ``spoils predict`` from the models experiments saved (the library behind
-``spoils bundle``, ``spoils_tf.cli.bundle``).
+``spoils bundle``).
 
 The pipeline's Pusher publishes a bundle for the models *it* trained. Models trained with the
 experiment entry points (``python -m experiments.seg | grade_cnn | grade_geometry``, e.g. the

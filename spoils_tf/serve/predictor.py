@@ -1,6 +1,6 @@
 """One patient's sagittal MRI -> a PHI-free report (JSON + HTML + overlay): :class:`Predictor`
 (a bundle loaded once, slices -> report dict) and :func:`run_predict` (input file -> report
-folder), the library behind ``spoils predict`` (``spoils_tf.cli.predict``).
+folder), the library behind ``spoils predict``.
 
 Stages (``STAGES``, the keys of ``report["timing_ms"]``, milliseconds). :meth:`Predictor.
 predict_full` runs them in order, one method each: ``_read``, ``_segment``, ``_measure``

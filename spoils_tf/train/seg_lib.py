@@ -31,13 +31,15 @@ from __future__ import annotations
 import logging
 import math
 import pathlib
+import sys
 import time
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from spoils_tf import fileio, labels
-from spoils_tf.data import layout
+from spoils_tf.data import folds as folds_lib
+from spoils_tf.data import layout, synthetic
 from spoils_tf.metrics import segmentation as seg_metrics
 from spoils_tf.metrics import tables
 from spoils_tf.train import common
@@ -61,10 +63,11 @@ TABLE_KEYS: dict[str, str] = {"accuracy": "pixel_accuracy", "precision": "precis
 def resolve_dataset_dir(config, workdir: pathlib.Path) -> tuple[pathlib.Path, str]:
     """``(dataset dir, tfds config name)``: the configured dataset, else a synthetic cohort.
 
-    The synthetic cohort is written once into ``workdir/synthetic`` (``spoils synth``).
+    The synthetic cohort (``config.data.synthetic``) is written once into ``workdir/synthetic``
+    (``synthetic.write_complete_cohort``).
 
     Raises:
-      RuntimeError: ``spoils synth`` failed.
+      RuntimeError: the cohort was refused (bad ``config.data.synthetic``) or a patient failed.
     """
     configured = str(config.data.labelme_dir or "")
     if configured and (pathlib.Path(configured) / layout.LABELME_DIR).is_dir():
@@ -74,32 +77,30 @@ def resolve_dataset_dir(config, workdir: pathlib.Path) -> tuple[pathlib.Path, st
                     configured, layout.LABELME_DIR)
     out = workdir / "synthetic"
     if not (out / layout.LABELME_DIR).is_dir():
-        from spoils_tf.cli import synth
         syn = config.data.synthetic
-        rc = synth.main(["--patients", str(syn.patients), "--slices-per-patient",
-                         str(syn.slices_per_patient), "--seed", str(syn.seed),
-                         "--out", str(out)])
-        if rc:
-            raise RuntimeError(f"spoils synth --out {out} failed with exit code {rc}")
+        synthetic.write_complete_cohort(out, syn.patients, syn.slices_per_patient, syn.seed)
     return out, "synthetic"
 
 
 def ensure_folds(dataset_dir: pathlib.Path, config):
     """Loads the folds file (``config.data.folds_path`` or ``dataset_dir/folds.json``),
-    writing ``dataset_dir/folds.json`` with ``spoils folds`` (k = ``config.data.k``, seed =
-    ``config.seed``) when it does not exist.
+    writing it with ``folds_lib.write_dataset_folds`` (k = ``config.data.k``, seed =
+    ``config.seed``) when it does not exist and printing what ``spoils folds`` prints.
 
     Raises:
-      RuntimeError: ``spoils folds`` failed.
+      RuntimeError: the folds could not be written (the ``FileNotFoundError``, ``ValueError``
+        or ``FileExistsError`` of ``write_dataset_folds``, chained).
     """
-    from spoils_tf.cli import folds as folds_cmd
-    from spoils_tf.data import folds as folds_lib
     path = pathlib.Path(config.data.folds_path or dataset_dir / layout.FOLDS_JSON)
     if not path.is_file():
-        rc = folds_cmd.main(["--data", str(dataset_dir), "--k", str(config.data.k),
-                             "--seed", str(config.seed), "--out", str(path)])
-        if rc:
-            raise RuntimeError(f"spoils folds --data {dataset_dir} failed with exit code {rc}")
+        try:
+            made = folds_lib.write_dataset_folds(dataset_dir, k=config.data.k, seed=config.seed,
+                                                 out=path)
+        except (FileNotFoundError, ValueError, FileExistsError) as e:
+            raise RuntimeError(f"folds of {dataset_dir}: {e}") from e
+        for issue in made.issues:
+            print(f"spoils folds: warning: {issue}", file=sys.stderr)
+        print(made.summary_text())
     return folds_lib.load_folds(path)
 
 
