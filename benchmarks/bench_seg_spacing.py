@@ -6,9 +6,11 @@ and the recipe's training throughput.
 * latency: one 512 x 640 slice at 0.47 mm (SPIDER's size) through the shipped model
   (``spoils_tf.weights``): the network alone (``SpacingSegmenter.probabilities``: resample to
   the training spacing, network, back to 512 x 640) and the whole ``spoils segment`` path with
-  the level labelling, once as given (``orientation="as_is"``) and with the orientation check
-  (four network passes); ``--repeats`` timed calls after 2 warm-ups, median/min/max wall and
-  median process CPU seconds;
+  the level labelling, once as given (``orientation="as_is"``), the orientation network alone,
+  and a 2-D picture's whole path (orientation network, then the segmentation of the corrected
+  slice: timed as the two calls in a row, because random pixels make the network refuse);
+  ``--repeats`` timed calls after 2 warm-ups, median/min/max wall and median process CPU
+  seconds;
 * training: images/s of ``model.fit`` on random patches of the recipe (``--config``), median of
   ``--train-repeats`` timed chunks of ``--train-steps`` steps after one warm-up chunk.
 
@@ -19,7 +21,6 @@ Writes JSON with ``machine_info`` and the load average around each measurement.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import statistics
@@ -57,6 +58,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     import numpy as np
 
+    from spoils_tf import fileio
     from spoils_tf.serve import segmenter
     from spoils_tf.train import common
 
@@ -70,12 +72,12 @@ def main(argv: list[str]) -> int:
     result["network_only"] = _timed(lambda: seg._run.probabilities(grey, spacing), args.repeats)
     result["segment_as_is"] = _timed(lambda: seg(grey, spacing), args.repeats)
 
-    def auto():
-        try:
-            seg_auto(grey, spacing)
-        except segmenter.OrientationError:
-            pass   # noise has no anatomy: the four passes and the labelling still ran
-    result["segment_orientation_check"] = _timed(auto, args.repeats)
+    net = seg_auto._run.orientation_net
+    if net is not None:
+        result["orientation_network"] = _timed(lambda: net.probabilities(grey, spacing),
+                                               args.repeats)
+        result["segment_picture_auto"] = _timed(
+                lambda: (net.probabilities(grey, spacing), seg(grey, spacing)), args.repeats)
     if not args.skip_training:
         import importlib
 
@@ -107,10 +109,11 @@ def main(argv: list[str]) -> int:
                               "batch_size": int(c.train.batch_size),
                               "median_images_per_s": statistics.median(rates), "images_per_s": rates,
                               "load_before": load0, "load_after": os.getloadavg()[0]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    fileio.write_json(args.out, result)
     print(f"CPU: {result['machine']['cpu_model']} ({result['machine']['cpu_count']} cores)")
-    for key in ("network_only", "segment_as_is", "segment_orientation_check"):
+    for key in ("network_only", "segment_as_is", "orientation_network", "segment_picture_auto"):
+        if key not in result:
+            continue
         r = result[key]
         print(f"{key}: median {r['median_s'] * 1000:.0f} ms (min {r['min_s'] * 1000:.0f}, max "
               f"{r['max_s'] * 1000:.0f}; CPU {r['median_cpu_s']:.2f} s; load {r['load_before']:.1f})")
