@@ -1,7 +1,8 @@
 """Modules without a Keras model import without TensorFlow: the scikit-learn trainers, the
-ensemble, the tables, the file writers, the synthetic cohort, the pipeline stages (which load
-TensorFlow when they run) and the ``spoils`` dispatcher with the commands whose ``--help`` must
-stay fast (each checked in a fresh interpreter)."""
+ensemble, the tables, the file writers, the synthetic cohort, the SPIDER converter, the
+feature table, the serving modules, the pipeline stages (which load TensorFlow when they run)
+and the ``spoils`` dispatcher with the commands whose ``--help`` must stay fast (each checked
+in a fresh interpreter)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ TF_FREE_MODULES = (
         "spoils_tf.cli.demo",
         "spoils_tf.cli.predicted_masks",
         "spoils_tf.pipeline",
+        "spoils_tf.data.layout",
+        "spoils_tf.data.spider",
+        "spoils_tf.geometry.features",
+        "spoils_tf.classical.models",
+        "spoils_tf.serve.assemble",
+        "spoils_tf.serve.predictor",
+        "spoils_tf.serve.segmenter",
 )
 
 

@@ -28,15 +28,20 @@ Registry names (``CLASSIFIERS``): ``logreg``, ``xgboost``, ``gradient_boosting``
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 from sklearn.utils.class_weight import compute_sample_weight
 
 from spoils_tf import labels
@@ -100,8 +105,6 @@ def _rare_class_safe(est: Any, y_local: np.ndarray) -> Any:
         return est
     if np.bincount(y_local).min() >= est.cv:
         return est
-    from sklearn.model_selection import StratifiedKFold
-    import warnings
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class")
         splits = list(StratifiedKFold(est.cv, shuffle=True, random_state=0)
@@ -181,7 +184,6 @@ class ClassifierSpec:
 
 
 def _logreg(p, seed):
-    from sklearn.linear_model import LogisticRegression
     return LogisticRegression(random_state=seed, **p)
 
 
@@ -191,12 +193,10 @@ def _xgboost(p, seed):
 
 
 def _gradient_boosting(p, seed):
-    from sklearn.ensemble import GradientBoostingClassifier
     return GradientBoostingClassifier(random_state=seed, **p)
 
 
 def _svm(p, seed):
-    from sklearn.svm import SVC
     return SVC(random_state=seed, **p)
 
 

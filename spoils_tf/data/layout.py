@@ -27,6 +27,8 @@ import pathlib
 import re
 from typing import Any
 
+from spoils_tf import errors
+
 LABELME_DIR = "labelme"
 PATIENTS_CSV = "patients.csv"
 DISCS_CSV = "discs.csv"
@@ -95,7 +97,6 @@ def read_patients_csv(path: str | pathlib.Path) -> dict[str, dict[str, Any]]:
         refuses (the 469 vs 0.469 mm mistake); a ``slice_spacing_mm`` that is not a positive
         number.
     """
-    from spoils_tf import errors
     from spoils_tf.data import images
     path = pathlib.Path(path)
     if not path.is_file():

@@ -29,6 +29,8 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from spoils_tf.models import with_input_size
+
 # Augmentation magnitudes; every entry is (probability, magnitude) or a range, see _augment.
 DEFAULT_PATCH_AUGMENT: dict[str, float] = {
         "rotation_deg": 15.0,       # uniform in [-15, 15] degrees
@@ -356,7 +358,6 @@ def make_spacing_predictor(model, target_mm: float):
     divisor = model_divisor(model)
     fixed = None not in tuple(model.input_shape[1:3])
     if fixed:
-        from spoils_tf.models import with_input_size
         cache: dict[tuple[int, int], Any] = {}
 
         def forward(x):

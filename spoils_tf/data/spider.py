@@ -76,9 +76,8 @@ import cv2
 import numpy as np
 import PIL.Image
 
-from spoils_tf import errors, fileio
-from spoils_tf import labels
-from spoils_tf.data import images, layout
+from spoils_tf import errors, fileio, labels
+from spoils_tf.data import images, labelme_io, layout
 from spoils_tf.errors import SpoilsError
 
 # === SPIDER mask values ===
@@ -892,7 +891,6 @@ def convert_spider(src: str | pathlib.Path, out: str | pathlib.Path,
                 if not conv.write:
                     skip(patient, k, path, "; ".join(conv.reasons))
                 else:
-                    from spoils_tf.data import labelme_io
                     labelme_io.write_labelme(layout.labelme_json_path(out, patient, k), image,
                                              conv.mask, patient=patient, slice_index=k,
                                              pixel_spacing_mm=spacing)

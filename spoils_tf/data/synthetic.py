@@ -75,9 +75,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from spoils_tf import fileio
-from spoils_tf import labels
-from spoils_tf.data import images, layout
+from spoils_tf import fileio, labels
+from spoils_tf.data import images, labelme_io, layout
 from spoils_tf.data.synthetic_anatomy import PatientAnatomy, patient_id, sample_patient
 from spoils_tf.data.synthetic_render import patient_textures, render_slice
 from spoils_tf.data.synthetic_slice import (GEOMETRY_TRUTH_COLUMNS, SliceShapes, build_slice,
@@ -282,8 +281,6 @@ def _write_patient_slices(out: pathlib.Path, seed: int, index: int, n_slices: in
         (the anatomy, its ``discs.csv`` rows: one per slice and labelled disc present in the
         mask, its ``geometry_truth.csv`` rows).
     """
-    from spoils_tf.data import labelme_io
-
     pid = patient_id(index)
     anat = sample_patient(seed, index)
     textures = patient_textures(seed, index, size, spacing_mm)

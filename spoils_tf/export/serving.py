@@ -31,8 +31,8 @@ from typing import Optional
 
 import tensorflow as tf
 
-from spoils_tf import fileio, labels
-from spoils_tf.data import seg_pipeline
+from spoils_tf import errors, fileio, labels
+from spoils_tf.data import seg_pipeline, spacing_pipeline
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "images"
@@ -51,7 +51,6 @@ def load_signature(version_dir: str | pathlib.Path):
         truncated ``saved_model.pb`` or ``variables/``, ...) or without the signature; the
         message names the folder and TensorFlow's error.
     """
-    from spoils_tf import errors
     path = pathlib.Path(version_dir)
     if not (path / "saved_model.pb").is_file():
         raise errors.SpoilsError(path, "saved_model.pb", "not found; expected a SavedModel "
@@ -75,7 +74,6 @@ class _SegmentationServing(tf.Module):
         if resize_mode != SPACING_MODE:
             self.serve = seg_pipeline.make_predictor(model, resize_mode)
             return
-        from spoils_tf.data import spacing_pipeline
         predict = spacing_pipeline.make_spacing_predictor(model, target_spacing_mm)
 
         @tf.function(input_signature=[

@@ -35,6 +35,7 @@ import pandas as pd
 
 from spoils_tf import fileio
 from spoils_tf.data import layout
+from spoils_tf.data.folds import load_folds
 from spoils_tf.errors import SpoilsError
 from spoils_tf.geometry import measure
 
@@ -164,7 +165,6 @@ def build_feature_table(data_dir: str | pathlib.Path, *,
     folds = None
     folds_path = data_dir / layout.FOLDS_JSON
     if folds_path.is_file():
-        from spoils_tf.data.folds import load_folds
         folds = load_folds(folds_path)
     rows: list[dict[str, Any]] = []
     issues: list[dict[str, str]] = []

@@ -13,10 +13,13 @@ from here without an import cycle.
 
 from __future__ import annotations
 
+import pathlib
+import zipfile
 from typing import Any, Mapping
 
 import keras
 
+from spoils_tf import errors
 from spoils_tf.models import losses  # noqa: F401,E402  (registers the losses for load_model)
 
 SEGMENTATION_MODELS: tuple[str, ...] = ("deeplabv3plus", "unet")
@@ -76,10 +79,6 @@ def load_model(path, **kwargs) -> keras.Model:
         (truncated: Keras would say "file not found"); any other failure to load it (names
         the file and Keras' error).
     """
-    import pathlib
-    import zipfile
-
-    from spoils_tf import errors
     from spoils_tf.models import classifiers, deeplabv3plus, unet  # noqa: F401  (register)
     path = pathlib.Path(path)
     if not path.is_file():

@@ -15,11 +15,12 @@ from typing import Any, Mapping, Union
 import numpy as np
 
 from spoils_tf import fileio
-from spoils_tf.serve import bundle
+from spoils_tf.classical import io as cio
 from spoils_tf.data import layout
 from spoils_tf.pipeline import artifacts as art
-from spoils_tf.pipeline.common import (CNN_TARGET, CROP_MODEL_FILE, GEOMETRY_MODEL_FILE,
-                                       fresh_dir, rows_of, with_level_index)
+from spoils_tf.pipeline.common import (CNN_TARGET, CROP_MODEL_FILE, GEOMETRY_MODEL_FILE, fresh_dir,
+                                       rows_of, with_level_index)
+from spoils_tf.serve import bundle
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,6 @@ def train_geometry_classifier(examples: art.Examples, config, data: Mapping[str,
             disable the classifiers with ``--config.classifiers.enabled=False``).
         FileExistsError: ``out`` already holds an artifact.
     """
-    from spoils_tf.classical import io as cio
     from spoils_tf.classical import models as cmodels
     from spoils_tf.train import grade_geometry_lib as ggl
 

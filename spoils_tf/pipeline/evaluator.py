@@ -20,11 +20,13 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 
 from spoils_tf import fileio
-from spoils_tf.serve import bundle
+from spoils_tf.classical import io as cio
+from spoils_tf.metrics import classification as cm
 from spoils_tf.pipeline import artifacts as art
 from spoils_tf.pipeline.common import (BLESSED_FILE, CLASSIFIER_SHORT, CNN_TARGET, ENSEMBLE,
                                        GRADE_METRICS, GRADE_PREFIX, NOT_BLESSED_FILE, fresh_dir,
                                        load_examples, rows_of, with_level_index)
+from spoils_tf.serve import bundle
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +123,6 @@ def _check_classifiers(classifiers: Mapping[str, art.Model], examples: art.Examp
 
 
 def _grade_report(y_true, probs, classes, prefix: str) -> dict[str, float]:
-    from spoils_tf.metrics import classification as cm
-
     report = cm.classification_report(np.asarray(y_true, np.int64),
                                       np.asarray(probs, np.float64).reshape(-1, len(classes)),
                                       list(classes))
@@ -153,7 +153,6 @@ def evaluate_classifiers(classifiers: Mapping[str, art.Model], examples: art.Exa
     import pandas as pd
 
     from spoils_tf import ensemble as ens
-    from spoils_tf.metrics import classification as cm
 
     _check_classifiers(classifiers, examples)
     metrics: dict[str, float] = {}
@@ -212,9 +211,7 @@ def evaluate_classifiers(classifiers: Mapping[str, art.Model], examples: art.Exa
 
 def _predict_geometry(model: art.Model, examples: art.Examples):
     """``(rows, y int [N], probs [N, C], extra counts)`` on the held-out labelled feature rows."""
-    from spoils_tf.classical import io as cio
     from spoils_tf.classical import models as cmodels
-    from spoils_tf.metrics import classification as cm
     from spoils_tf.train import grade_geometry_lib as ggl
 
     pipe, meta = cio.load_classifier(model.model_path)
@@ -284,7 +281,6 @@ def evaluator(model: art.Model, examples: art.Examples,
             (fingerprints differ) or of the wrong kind.
         FileExistsError: ``out`` already holds the artifacts.
     """
-
     from spoils_tf.metrics import segmentation as seg_metrics
     from spoils_tf.train import seg_lib
     import spoils_tf.models  # noqa: F401

@@ -12,6 +12,7 @@ import numpy as np
 
 from spoils_tf import fileio
 from spoils_tf.data import layout
+from spoils_tf.data import folds as folds_lib
 from spoils_tf.pipeline import artifacts as art
 from spoils_tf.pipeline.common import fresh_dir
 
@@ -135,8 +136,6 @@ def _folds_of(dataset_dir: pathlib.Path, slices: dict[str, int], out: pathlib.Pa
     Raises:
         ValueError: the dataset's folds file leaves a patient without a fold.
     """
-    from spoils_tf.data import folds as folds_lib
-
     own_folds = dataset_dir / layout.FOLDS_JSON
     if own_folds.is_file():
         folds = folds_lib.load_folds(own_folds)

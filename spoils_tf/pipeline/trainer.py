@@ -9,9 +9,10 @@ import pathlib
 import shutil
 from typing import Union
 
-from spoils_tf.serve import bundle
+from spoils_tf.data import folds as folds_lib
 from spoils_tf.pipeline import artifacts as art
 from spoils_tf.pipeline.common import SEG_KERAS_FILE, fresh_dir, load_examples
+from spoils_tf.serve import bundle
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ def trainer(examples: art.Examples, config, out: Union[str, os.PathLike]) -> art
             segmentation config).
         FileExistsError: ``out`` already holds an artifact.
     """
-    from spoils_tf.data import folds as folds_lib
     from spoils_tf.export import serving
     from spoils_tf.train import seg_lib
     import spoils_tf.models

@@ -43,7 +43,9 @@ import shutil
 import tempfile
 from typing import Any, Optional
 
-from spoils_tf import fileio
+from spoils_tf import fileio, labels
+from spoils_tf.classical import io as cio
+from spoils_tf.pipeline.stages import CNN_TARGET
 from spoils_tf.serve import bundle
 
 SEG_KERAS_FILE = "model.keras"
@@ -152,7 +154,6 @@ def _stage_seg_spacing(path: pathlib.Path, stage: pathlib.Path, version: int,
 
 
 def _num_seg_classes() -> int:
-    from spoils_tf import labels
     return labels.NUM_SEG_CLASSES
 
 
@@ -160,7 +161,6 @@ def _stage_crop(path: pathlib.Path, stage: pathlib.Path, version: int,
                 margin_frac: float) -> tuple[pathlib.Path, dict]:
     import spoils_tf.models.classifiers as classifiers
     from spoils_tf.models import load_model
-    from spoils_tf.pipeline.stages import CNN_TARGET
 
     if not 0.0 <= margin_frac < 1.0:
         raise ValueError(f"--margin-frac must be in [0, 1), got {margin_frac}")
@@ -184,8 +184,6 @@ def _stage_crop(path: pathlib.Path, stage: pathlib.Path, version: int,
 
 def _stage_geometry(path: pathlib.Path, stage: pathlib.Path,
                     version: int) -> tuple[pathlib.Path, dict]:
-    from spoils_tf.classical import io as cio
-
     _, side = cio.load_classifier(path)            # checks the hash and the allow-list
     for key in ("target", "classes", "feature_names"):
         if key not in side:

@@ -77,9 +77,13 @@ import time
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
+import PIL.Image
 
-from spoils_tf import fileio, labels
+from spoils_tf import fileio, labels, weights
+from spoils_tf.classical import io as cio
+from spoils_tf.clinical import rules
 from spoils_tf.data.images import check_pixel_spacing
+from spoils_tf.geometry import measure, plausibility
 from spoils_tf.serve import bundle, segmenter
 from spoils_tf.serve import report as html_report
 from spoils_tf.serve.inputs import finite_or_none, read_input, read_mask
@@ -150,7 +154,6 @@ def unit_of(column: str) -> str:
 def measurement_columns() -> tuple[str, ...]:
     """Columns reported per disc: ``measure.MEASUREMENT_COLUMNS`` without ``level`` and
     ``reason``, then the volume across the slices read."""
-    from spoils_tf.geometry import measure
     return tuple(c for c in measure.MEASUREMENT_COLUMNS if c not in ("level", "reason")) + (
         "disc_volume_mm3", "disc_volume_n_slices")
 
@@ -207,7 +210,6 @@ def check_scores(odi: Any, nrs: Any) -> tuple[Optional[float], Optional[int]]:
         ValueError: only one given (naming the missing one), or a bad value: the message
             starts with ``odi:`` / ``nrs:`` and carries ``clinical.rules``' explanation.
     """
-    from spoils_tf.clinical import rules
     if odi is None and nrs is None:
         return None, None
     if odi is None or nrs is None:
@@ -445,7 +447,6 @@ class Predictor:
         return _Classifier("crop_classifier", entry, classes, classes == labels.GRADE_CLASSES)
 
     def _load_geometry(self, entry: bundle.BundleModel) -> _Classifier:
-        from spoils_tf.classical import io as cio
         card, where = entry.card, bundle.card_path(entry.version_dir)
         try:
             model, meta = cio.load_classifier(entry.model_path)
@@ -608,7 +609,6 @@ class Predictor:
         (``geometry.measure.measure_slice_detailed``); which slices each disc was found on,
         less the specks (:meth:`_implausible_discs`) and the discs with an implausible
         measurement (:meth:`_implausible_measurements`, not graded); the feature table."""
-        from spoils_tf.geometry import measure
         with timer(case.timing, "geometry"):
             results = [measure.measure_slice_detailed(m, case.spacing_mm, s)
                        for m, s in zip(case.masks, case.slices)]
@@ -672,7 +672,6 @@ class Predictor:
         """``decision``: ``clinical.rules.decide`` on the ensemble classes when ODI and NRS are
         given and nothing makes it abstain (no disc, doubtful level names, an implausible
         measurement, no grade classifier); otherwise ``case.recommendation_note`` says why."""
-        from spoils_tf.geometry import plausibility
         with timer(case.timing, "decision"):
             if case.status != STATUS_OK:
                 case.recommendation_note = NO_DISC_NOTE
@@ -696,7 +695,6 @@ class Predictor:
     @staticmethod
     def _recommendation(case: PatientCase) -> dict[str, Any]:
         """The decision on the graded discs, with a caveat naming the ungraded ones."""
-        from spoils_tf.clinical import rules
         grades = {d: labels.GRADE_CLASSES[int(np.argmax(case.ensemble[d]))]
                   for d in case.found_levels}
         decision = rules.decide(grades, case.odi, case.nrs)
@@ -739,7 +737,6 @@ class Predictor:
         slice they were found on: level -> (those slice indices, one dict per implausible value:
         ``measurement``, ``value``, ``unit``, ``plausible_range``, ``slice_offset``). Such a
         disc is not graded and the recommendation abstains."""
-        from spoils_tf.geometry import plausibility
         out = {}
         for d, idx in found.items():
             items = [{**x.to_dict(), "slice_offset": int(offsets[i])} for i in idx
@@ -939,7 +936,6 @@ class Predictor:
     def _disc_entry(self, case: PatientCase, d: str) -> dict[str, Any]:
         """One level's ``report["discs"]`` entry: where it was found and measured, its
         measurements with units, reasons, each classifier's and the ensemble's top-3."""
-        from spoils_tf.geometry import plausibility
         flagged, offsets = case.flagged, case.offsets
         seen = case.found[d] or (flagged[d][0] if d in flagged else [])
         # the mid-sagittal slice when the disc was found there, else the nearest one
@@ -995,7 +991,6 @@ class Predictor:
 
 
 def _png(arr: np.ndarray) -> bytes:
-    import PIL.Image
     buf = io.BytesIO()
     PIL.Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
     return buf.getvalue()
@@ -1043,7 +1038,6 @@ def run_predict(input_path, models_dir, out_dir, *, odi=None, nrs=None, mask_pat
             masks = [mask]
             desc["mask_sha256"] = mask_sha
     if predictor is None and models_dir is None:
-        from spoils_tf import weights
         models_dir = weights.DEFAULT_BUNDLE
     pred = predictor or Predictor(models_dir, precision=precision)
     warmup_ms = pred.warmup(images[0].shape, segment=masks is None) if warmup else None

@@ -16,13 +16,14 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import pathlib
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from spoils_tf import fileio, labels
+from spoils_tf import fileio, labels, weights
 from spoils_tf.errors import SpoilsError
 from spoils_tf.serve import bundle, overlay
 from spoils_tf.serve.inputs import file_stem, input_kind, read_input_slice
@@ -264,7 +265,6 @@ def class_areas(mask: np.ndarray, spacing_mm: Optional[tuple[float, float]]) -> 
 
 
 def _png_bytes(arr: np.ndarray) -> bytes:
-    import io
     import PIL.Image
     buf = io.BytesIO()
     PIL.Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
@@ -319,7 +319,6 @@ class Segmenter:
                  resize_mode: str = "letterbox", target_spacing_mm: float = 0.0,
                  orientation: str = "auto"):
         if model_path is None:
-            from spoils_tf import weights
             model_path = weights.DEFAULT_BUNDLE
         path = pathlib.Path(model_path)
         orientation_net, orientation_threshold = None, 0.9

@@ -45,14 +45,20 @@ import pathlib
 import time
 from typing import Sequence
 
+import cv2
+import keras
 import numpy as np
 import pandas as pd
+import PIL.Image
+import tensorflow as tf
 
-from spoils_tf import fileio
+from spoils_tf import fileio, labels
+from spoils_tf.data import folds as folds_lib
 from spoils_tf.data.folds import folds_to_run, slice_level_folds  # re-exported
+from spoils_tf.metrics import classification as cm
 from spoils_tf.metrics import tables
-from spoils_tf import labels
 from spoils_tf.models import classifiers
+from spoils_tf.train import common
 
 INDEX_CSV = "index.csv"
 INDEX_COLUMNS = ("patient", "slice", "level")
@@ -121,7 +127,6 @@ def load_crop(path: str | os.PathLike) -> np.ndarray:
         raise FileNotFoundError(f"{path}: crop file not found")
     suffix = path.suffix.lower()
     if suffix == ".png":
-        import PIL.Image
         with PIL.Image.open(path) as img:
             arr = np.asarray(img)
         if arr.ndim == 3 and arr.shape[-1] in (2, 4):  # LA / RGBA: drop alpha
@@ -163,7 +168,6 @@ def _resize(crop: np.ndarray, height: int, width: int) -> np.ndarray:
     """``float32 [h, w, C] -> [height, width, C]`` (area when shrinking, linear otherwise)."""
     if crop.shape[:2] == (height, width):
         return crop
-    import cv2
     shrink = height < crop.shape[0] or width < crop.shape[1]
     out = cv2.resize(crop, (width, height),
                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
@@ -300,8 +304,6 @@ def patient_folds(rows: pd.DataFrame, config,
     Raises:
         ValueError: the folds file does not cover every patient of the crops.
     """
-    from spoils_tf.data import folds as folds_lib
-
     candidates = [pathlib.Path(p) for p in (config.data.folds_path,) if p]
     candidates.append(pathlib.Path(config.data.crops_dir) / "folds.json")
     candidates.append(workdir / "folds.json")
@@ -337,7 +339,6 @@ def _augmenter(config):
     No flips: a horizontal flip swaps anterior and posterior, a vertical one the upper and
     lower end plates, and both sides carry grading information (e.g. posterior bulging).
     """
-    import keras
     aug = config.train.augment
     if not aug.enabled:
         return None
@@ -381,8 +382,6 @@ def set_batchnorm_momentum(model, momentum: float) -> int:
     Raises:
         ValueError: ``momentum`` outside (0, 1).
     """
-    import keras
-
     if not 0.0 < float(momentum) < 1.0:
         raise ValueError(f"config.model.bn_momentum must be in (0, 1) (or 0 = backbone "
                          f"default), got {momentum!r}")
@@ -434,11 +433,6 @@ def train_fold(config, x_train: np.ndarray, y_train: np.ndarray, seed: int, mode
     Raises:
         ValueError: ``model`` has weights of other shapes than this config builds.
     """
-    import keras
-    import tensorflow as tf
-
-    from spoils_tf.train import common
-
     common.set_seed(seed)
     num_classes = len(classifiers.target_classes(config.model.target))
     fresh = build_model(config, x_train.shape[1:])
@@ -481,8 +475,6 @@ def train_fold(config, x_train: np.ndarray, y_train: np.ndarray, seed: int, mode
 def predictions_table(rows: pd.DataFrame, probs: np.ndarray, y_true: np.ndarray, fold: int,
                       target: str) -> pd.DataFrame:
     """One row per held-out crop: keys, fold, target, y_true, y_pred, ``prob/<class>``."""
-    from spoils_tf.metrics import classification as cm
-
     classes = classifiers.target_classes(target)
     out = pd.DataFrame({
             "patient": rows["patient"].astype(str).to_numpy(),
@@ -511,8 +503,6 @@ def aggregate(workdir: str | os.PathLike, config) -> dict:
         FileNotFoundError: no finished fold in ``workdir``.
         ValueError: a fold in ``workdir`` was run with another split, target or backbone.
     """
-    from spoils_tf.metrics import classification as cm
-
     workdir = pathlib.Path(workdir)
     target = config.model.target
     classes = classifiers.target_classes(target)
@@ -639,10 +629,6 @@ def run(config, workdir: str | os.PathLike) -> dict:
             not covering the patients, or a patient in both train and test (split=patient).
         FileNotFoundError: no crops index.
     """
-    import keras
-
-    from spoils_tf.train import common
-
     if config.split not in SPLITS:
         raise ValueError(f"config.split must be one of {SPLITS}, got {config.split!r}")
     classes = classifiers.target_classes(config.model.target)
@@ -662,9 +648,6 @@ def run(config, workdir: str | os.PathLike) -> dict:
 
 def _run_folds(config, workdir: pathlib.Path, crops_dir: pathlib.Path,
                classes: Sequence[str]) -> None:
-    import keras
-
-    from spoils_tf.metrics import classification as cm
 
     index = read_crops_index(crops_dir)
     central, not_central = central_slice_rows(index, int(config.data.max_slices_per_patient))
@@ -753,8 +736,6 @@ def write_toy_crops(out_dir: str | os.PathLike, n_patients: int = 3, crops_per_p
     Returns:
         ``out_dir`` (with ``index.csv``).
     """
-    import PIL.Image
-
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

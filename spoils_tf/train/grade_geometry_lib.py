@@ -67,10 +67,11 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from spoils_tf import fileio
-from spoils_tf.data.folds import folds_to_run, slice_level_folds  # re-exported
-from spoils_tf import labels
+from spoils_tf import fileio, labels
+from spoils_tf.classical import io as cio
 from spoils_tf.classical import models as cmodels
+from spoils_tf.data import folds as folds_lib
+from spoils_tf.data.folds import folds_to_run, slice_level_folds  # re-exported
 from spoils_tf.metrics import classification as cm
 from spoils_tf.metrics import tables
 
@@ -324,8 +325,6 @@ def patient_folds(df: pd.DataFrame, config, workdir: pathlib.Path,
         ValueError: the folds file does not cover a patient of the table, or the table's own
             ``fold`` column disagrees with it.
     """
-    from spoils_tf.data import folds as folds_lib
-
     candidates = [pathlib.Path(config.data.folds_path)] if config.data.folds_path else []
     if features_path is not None:
         candidates.append(features_path.parent / "folds.json")
@@ -727,8 +726,6 @@ def fit_final_models(df: pd.DataFrame, X: pd.DataFrame, features: Sequence[str],
     Returns:
         the saved ``.skops`` paths (targets without a labelled row are skipped).
     """
-    from spoils_tf.classical import io as cio
-
     saved = []
     for target in targets:
         try:

@@ -61,10 +61,12 @@ import numpy as np
 import pandas as pd
 
 from spoils_tf import fileio, labels
-from spoils_tf.data import folds as folds_lib
 from spoils_tf.data import labelme_io, layout
+from spoils_tf.data import folds as folds_lib
 from spoils_tf.errors import SpoilsError
 from spoils_tf.metrics import confusion, tables
+from spoils_tf.metrics import classification as cm
+from spoils_tf.serve import segmenter
 
 PROVENANCE_JSON = "provenance.json"
 DISC_MATCHES_CSV = "disc_matches.csv"
@@ -473,7 +475,7 @@ def predict_dataset(data_dir: str | os.PathLike, seg_workdir: str | os.PathLike,
                                                 allow_newer_folds=allow_newer_folds)
     resize_mode = _run_resize_mode(seg_workdir)
     if load_segmenter is None:
-        from spoils_tf.serve.segmenter import load_segmenter
+        load_segmenter = segmenter.load_segmenter
     by_fold = _slices_by_fold(jsons, folds)
 
     partial = out_dir.with_name(f"{out_dir.name}.partial-{os.getpid()}")
@@ -533,8 +535,6 @@ def all_disc_scores(gt_oof: pd.DataFrame, pred_oof: pd.DataFrame, classes: Seque
     Raises:
         ValueError: a disc labelled differently in the two runs (not the same discs.csv).
     """
-    from spoils_tf.metrics import classification as cm
-
     keys = ["patient", "slice", "level"]
     gt = gt_oof.loc[_labelled(gt_oof["y_true"]), keys + ["fold", "y_true"]]
     pr = pred_oof.loc[:, keys + ["y_true", "y_pred"]].rename(

@@ -28,6 +28,8 @@ Evaluation runs at each slice's original resolution through ``seg_pipeline.make_
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import math
 import pathlib
@@ -35,14 +37,18 @@ import sys
 import time
 from typing import Any, Mapping, Optional, Sequence
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from spoils_tf import fileio, labels
+from spoils_tf.data import layout, seg_pipeline, synthetic
 from spoils_tf.data import folds as folds_lib
-from spoils_tf.data import layout, synthetic
-from spoils_tf.metrics import segmentation as seg_metrics
 from spoils_tf.metrics import tables
-from spoils_tf.train import common
+from spoils_tf.metrics import segmentation as seg_metrics
+from spoils_tf.models import build_segmentation_model
+from spoils_tf.models import losses as seg_losses
+from spoils_tf.train import common, seg_spacing_lib, seg_spacing_report
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +115,6 @@ def central_slice_keys(examples, max_per_patient: int) -> Optional[list[str]]:
     (ties: lower index first); None when ``max_per_patient`` is 0 (keep all)."""
     if not max_per_patient:
         return None
-    from spoils_tf.train import seg_spacing_lib
     by_patient: dict[str, list[tuple[int, str]]] = {}
     meta = examples.map(lambda ex: (ex["patient"], ex["slice"], ex["key"]))
     for patient, slice_index, key in meta.as_numpy_iterator():
@@ -138,7 +143,6 @@ def parse_fold_spec(spec: str, k: int) -> list[int]:
 
 # === Training ===
 def _optimizer(train_cfg):
-    import keras
     if train_cfg.optimizer == "adam":
         return keras.optimizers.Adam(train_cfg.learning_rate)
     if train_cfg.optimizer == "adamw":
@@ -149,8 +153,6 @@ def _optimizer(train_cfg):
 def _tensorboard(log_dir: pathlib.Path) -> list[Any]:
     """``[TensorBoard callback]``, or ``[]`` with a warning when ``tensorboard`` is not
     installed (tensorflow-cpu does not depend on it; ``pip install tensorboard``)."""
-    import importlib.util
-    import keras
     if importlib.util.find_spec("tensorboard") is None:
         log.warning("tensorboard is not installed: no TensorBoard logs in %s", log_dir)
         return []
@@ -164,9 +166,6 @@ def evaluate_model(model, examples, patients: Sequence[str], resize_mode: str,
     Returns:
       ``SegmentationMetrics.result()`` (pooled over all slices) plus ``"slices"``.
     """
-    import tensorflow as tf
-    from spoils_tf.data import seg_pipeline
-
     patients_t = tf.constant([str(p) for p in patients])
     ds = examples.filter(lambda ex: tf.reduce_any(tf.equal(ex["patient"], patients_t)))
     if keys is not None:
@@ -205,12 +204,6 @@ def train_fold(config, fold_dir: str | pathlib.Path, examples, train_patients: S
       (the epoch indices this call trained; a resumed run starts where the killed one
       stopped), ``"train_loss_first"``/``"train_loss_last"``.
     """
-    import keras
-    import tensorflow as tf
-    from spoils_tf.data import seg_pipeline
-    from spoils_tf.models import build_segmentation_model
-    from spoils_tf.models import losses as seg_losses
-
     fold_dir = pathlib.Path(fold_dir)
     fold_dir.mkdir(parents=True, exist_ok=True)
     common.set_seed(config.seed)   # same initial weights whatever ran before in the process
@@ -348,7 +341,6 @@ def run(config, workdir: str | pathlib.Path, *, examples=None, folds=None,
         raise ValueError("--fold=final (train on every patient) needs a fixed-spacing config "
                          "(config.data.target_spacing_mm > 0), e.g. configs/seg_unet.py:spider_cpu")
     if spacing_path:
-        from spoils_tf.train import seg_spacing_lib
         seg_spacing_lib.check_schedule(config.train)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -366,7 +358,6 @@ def run(config, workdir: str | pathlib.Path, *, examples=None, folds=None,
         if folds is None:
             folds = ensure_folds(dataset_dir, config)
     if str(config.fold).strip() == FINAL:
-        from spoils_tf.train import seg_spacing_lib
         final_dir = workdir / FINAL
         metrics = seg_spacing_lib.train_fold(config, final_dir, examples,
                                              sorted(folds.assignment), [])
@@ -378,7 +369,6 @@ def run(config, workdir: str | pathlib.Path, *, examples=None, folds=None,
         fold_dir = workdir / f"fold_{fold}"
         done = fold_dir / "metrics.json"
         if done.is_file():
-            import json
             log.info("fold %d: %s exists, reusing its metrics", fold, done)
             results[fold] = json.loads(done.read_text())
             continue
@@ -386,7 +376,6 @@ def run(config, workdir: str | pathlib.Path, *, examples=None, folds=None,
         log.info("fold %d: %d train / %d test patients", fold, len(train_patients),
                  len(test_patients))
         if spacing_path:
-            from spoils_tf.train import seg_spacing_lib
             metrics = seg_spacing_lib.train_fold(config, fold_dir, examples, train_patients,
                                                  test_patients)
         else:
@@ -398,7 +387,6 @@ def run(config, workdir: str | pathlib.Path, *, examples=None, folds=None,
         results[fold] = metrics
     summary = None
     if len(results) > 1 and spacing_path:
-        from spoils_tf.train import seg_spacing_report
         summary = seg_spacing_report.summarize(results)
         seg_spacing_report.write_tables(summary, workdir)
     elif len(results) > 1:

@@ -27,9 +27,14 @@ import pathlib
 import time
 from typing import Any, Mapping, Optional, Sequence
 
+import keras
 import numpy as np
 
-from spoils_tf import fileio
+from spoils_tf import fileio, levels
+from spoils_tf.data import spacing_pipeline
+from spoils_tf.metrics import segmentation as seg_metrics
+from spoils_tf.models import build_segmentation_model, load_model
+from spoils_tf.models import losses as seg_losses
 from spoils_tf.train import common
 
 log = logging.getLogger(__name__)
@@ -42,7 +47,6 @@ CURVE_COLUMNS = ("step", "train_minutes", "dice_fg_macro", "tissue_dice_fg_macro
 def build_model(config):
     """The configured network for 1-channel input of any size (U-Net) or the patch size
     (fixed-size networks, rebuilt per slice size at inference)."""
-    from spoils_tf.models import build_segmentation_model
     kwargs = dict(config.model.kwargs)
     if config.model.name == "unet":
         kwargs["input_shape"] = (None, None, 1)
@@ -54,7 +58,6 @@ def build_model(config):
 def learning_rate_schedule(train_cfg):
     """Warm-up to ``learning_rate`` over ``warmup_steps``, then cosine or poly (exponent 0.9,
     nnU-Net) decay to ``learning_rate * final_lr_fraction`` at ``steps``."""
-    import keras
     lr, steps = float(train_cfg.learning_rate), int(train_cfg.steps)
     warmup = min(int(train_cfg.warmup_steps), max(steps - 1, 0))
     end = lr * float(train_cfg.final_lr_fraction)
@@ -105,7 +108,6 @@ def evaluate(predict, examples, patients: Sequence[str], *, middle_n: int = 5,
       ``{"all/raw", "all/levels", "middle/raw", "middle/levels"}`` (present subsets only) ->
       ``TwoLevelMetrics.result()`` plus ``"slices"``.
     """
-    from spoils_tf.metrics import segmentation as seg_metrics
     wanted = {str(p) for p in patients}
     rows = []
     for ex in examples.as_numpy_iterator():
@@ -133,7 +135,6 @@ def evaluate(predict, examples, patients: Sequence[str], *, middle_n: int = 5,
         truth = ex["mask"][..., 0].astype(np.int32)
         preds = {"raw": np.argmax(probs, axis=-1)}
         if level_labelling:
-            from spoils_tf import levels
             preds["levels"] = levels.assign_levels(probs, tuple(spacing.tolist())).label_map
         for s in subsets:
             if s == "all" or in_middle:
@@ -164,7 +165,6 @@ class _Progress:
 
 def _callbacks(config, fold_dir: pathlib.Path, model, predict, examples, test_patients):
     """Timing/curve callback + BackupAndRestore + CSV + TensorBoard."""
-    import keras
     from spoils_tf.train import seg_lib
     t = config.train
     progress = _Progress(fold_dir / "progress.json")
@@ -206,10 +206,6 @@ def train_fold(config, fold_dir: str | pathlib.Path, examples, train_patients: S
       ``evaluate(...)`` flattened as ``"<subset>/<variant>/<metric>"`` plus ``train_seconds``
       (summed over resumed runs), ``steps``, ``train_images``, ``train_loss_last``.
     """
-    import keras
-    from spoils_tf.data import spacing_pipeline
-    from spoils_tf.models import losses as seg_losses
-
     d, t = config.data, config.train
     check_schedule(t)
     fold_dir = pathlib.Path(fold_dir)
@@ -227,7 +223,6 @@ def train_fold(config, fold_dir: str | pathlib.Path, examples, train_patients: S
     losses = []
     if (fold_dir / "model.keras").is_file() and progress.get("step", 0) >= epochs * int(t.steps_per_epoch):
         # trained earlier, killed before its evaluation finished: evaluate only
-        from spoils_tf.models import load_model
         model = load_model(fold_dir / "model.keras", compile=False)
         predict = spacing_pipeline.make_spacing_predictor(model, target)
     else:
