@@ -787,6 +787,58 @@ def _unmatched_reason(label: int, patient: str, patients: Mapping[str, Any]) -> 
     return "level not labelled in any written slice of this patient"
 
 
+@dataclasses.dataclass
+class _Conversion:
+    """What a conversion has written and found so far (one per ``convert_spider`` call)."""
+
+    out: pathlib.Path
+    gradings: dict
+    bar: Any = None
+    issues: list = dataclasses.field(default_factory=list)
+    disc_rows: list = dataclasses.field(default_factory=list)
+    patient_rows: list = dataclasses.field(default_factory=list)
+    skipped: list = dataclasses.field(default_factory=list)
+    matched: set = dataclasses.field(default_factory=set)
+    class_pixels: np.ndarray = dataclasses.field(
+            default_factory=lambda: np.zeros(labels.NUM_SEG_CLASSES, np.int64))
+    n_written: int = 0
+    written_listed: int = 0
+
+    def tick(self) -> None:
+        if self.bar:
+            self.bar.update(1)
+
+    def skip(self, patient: str, k: int, path: pathlib.Path, reason: str) -> None:
+        """Lists slice ``k`` as skipped and removes what an earlier run wrote for it."""
+        self.issues.append({"patient": patient, "slice": k, "file": path.name, "reason": reason,
+                            "action": "skipped"})
+        self.skipped.append({"patient": patient, "slice": k, "reason": reason})
+        stale = layout.labelme_json_path(self.out, patient, k)
+        for f in (stale, stale.with_suffix(".png")):
+            if f.exists():
+                f.unlink()
+
+    def write(self, patient: str, k: int, path: pathlib.Path, image: np.ndarray,
+              conv: SliceConversion, spacing: tuple[float, float]) -> None:
+        """Writes slice ``k``'s LabelMe file and records its discs and class pixels."""
+        labelme_io.write_labelme(layout.labelme_json_path(self.out, patient, k), image,
+                                 conv.mask, patient=patient, slice_index=k,
+                                 pixel_spacing_mm=spacing)
+        self.n_written += 1
+        self.class_pixels += np.bincount(conv.mask.ravel(), minlength=labels.NUM_SEG_CLASSES)
+        if conv.reasons:
+            self.written_listed += 1
+            self.issues.append({"patient": patient, "slice": k, "file": path.name,
+                                "reason": "; ".join(conv.reasons), "action": "written"})
+        for level, ivd in sorted(conv.levels.items(), key=lambda kv: kv[1]):
+            g = self.gradings.get((patient, ivd))
+            row = {"patient": patient, "slice": k, "level": level, "ivd_label": ivd}
+            if g is not None:
+                self.matched.add((patient, ivd))
+                row.update(g)
+            self.disc_rows.append(row)
+
+
 def convert_spider(src: str | pathlib.Path, out: str | pathlib.Path,
                    patients: Optional[Sequence[str]] = None, progress: bool = True) -> ConversionSummary:
     """Converts the SPIDER sample in ``src`` into the spoils dataset layout in ``out``.
@@ -810,6 +862,22 @@ def convert_spider(src: str | pathlib.Path, out: str | pathlib.Path,
             raised before anything is written.
     """
     src, out = pathlib.Path(src), pathlib.Path(out)
+    slices, overview, gradings = _check_source(src, out, patients)
+    n_total = sum(len(s) for s in slices.values())
+    run = _Conversion(out, gradings)
+    if progress:
+        from tqdm import tqdm
+        run.bar = tqdm(total=n_total, unit="slice", desc="convert-spider", file=sys.stderr)
+    for patient, files in slices.items():
+        _convert_patient(src, patient, files, overview.get(patient), run)
+    if run.bar:
+        run.bar.close()
+    return _write_tables(run, slices, patients, n_total)
+
+
+def _check_source(src: pathlib.Path, out: pathlib.Path, patients: Optional[Sequence[str]]
+                  ) -> tuple[dict, dict, dict]:
+    """(slices per patient, overview rows, gradings) of ``src``, checked before any write."""
     fileio.check_writable_dir(out, field="--out")
     slices = list_spider_slices(src)
     if not slices:
@@ -826,111 +894,77 @@ def convert_spider(src: str | pathlib.Path, out: str | pathlib.Path,
         if unknown:
             raise ValueError(f"{src}/images: no slices for patients {unknown}")
         slices = {p: s for p, s in slices.items() if p in wanted}
-    n_total = sum(len(s) for s in slices.values())
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=n_total, unit="slice", desc="convert-spider", file=sys.stderr)
+    return slices, overview, gradings
 
-    issues: list[dict] = []
-    disc_rows: list[dict] = []
-    patient_rows: list[dict] = []
-    class_pixels = np.zeros(labels.NUM_SEG_CLASSES, np.int64)
-    matched: set[tuple[str, int]] = set()
-    n_written = 0
-    written_listed = 0
-    skipped: list[dict] = []
 
-    def skip(patient: str, k: int, path: pathlib.Path, reason: str) -> None:
-        issues.append({"patient": patient, "slice": k, "file": path.name, "reason": reason,
-                       "action": "skipped"})
-        skipped.append({"patient": patient, "slice": k, "reason": reason})
-        stale = layout.labelme_json_path(out, patient, k)
-        for f in (stale, stale.with_suffix(".png")):
-            if f.exists():
-                f.unlink()
-
-    for patient, files in slices.items():
-        info = overview.get(patient)
-        graded = sorted(lbl for (p, lbl) in gradings if p == patient)
-        first_label = 0 if graded and graded[0] == 0 else 1
-        if info is None or info["pixel_spacing_row_mm"] is None:
-            why = (f"patient not in overview.csv" if info is None else info["error"])
-            for k, path in sorted(files.items()):
-                skip(patient, k, path, f"no pixel spacing: {why}")
-                if bar:
-                    bar.update(1)
-            continue
-        spacing = (info["pixel_spacing_row_mm"], info["pixel_spacing_col_mm"])
-        patient_rows.append({**info, "n_slices": len(files)})
-        # Pass 1: read masks, find discs, pick the reference slice.
-        masks: dict[int, np.ndarray] = {}
-        findings: dict[int, DiscFinding] = {}
+def _convert_patient(src: pathlib.Path, patient: str, files: dict, info: Optional[dict],
+                     run: _Conversion) -> None:
+    """One patient: read every mask and find its discs (pass 1), pick the reference slice
+    that names the levels, then convert and write each slice (pass 2)."""
+    graded = sorted(lbl for (p, lbl) in run.gradings if p == patient)
+    first_label = 0 if graded and graded[0] == 0 else 1
+    if info is None or info["pixel_spacing_row_mm"] is None:
+        why = (f"patient not in overview.csv" if info is None else info["error"])
         for k, path in sorted(files.items()):
-            try:
-                masks[k] = read_spider_mask(src / "masks" / path.name)
-                findings[k] = find_discs(masks[k], spacing)
-            except (OSError, ValueError) as e:
-                skip(patient, k, path, f"unreadable mask: {e}")
-                if bar:
-                    bar.update(1)
-        ref = choose_reference(findings, first_label)
-        if ref is not None and graded and len(ref.centroids_mm) != len(graded):
-            issues.append({"patient": patient, "slice": ref.slice_index, "file": "",
+            run.skip(patient, k, path, f"no pixel spacing: {why}")
+            run.tick()
+        return
+    spacing = (info["pixel_spacing_row_mm"], info["pixel_spacing_col_mm"])
+    run.patient_rows.append({**info, "n_slices": len(files)})
+    masks: dict[int, np.ndarray] = {}
+    findings: dict[int, DiscFinding] = {}
+    for k, path in sorted(files.items()):
+        try:
+            masks[k] = read_spider_mask(src / "masks" / path.name)
+            findings[k] = find_discs(masks[k], spacing)
+        except (OSError, ValueError) as e:
+            run.skip(patient, k, path, f"unreadable mask: {e}")
+            run.tick()
+    ref = choose_reference(findings, first_label)
+    if ref is not None and graded and len(ref.centroids_mm) != len(graded):
+        run.issues.append({"patient": patient, "slice": ref.slice_index, "file": "",
                            "action": "note",
                            "reason": f"reference slice has {len(ref.centroids_mm)} discs, "
                                      f"radiological_gradings.csv grades {len(graded)}"})
-        # Pass 2: convert and write.
-        for k in sorted(findings):
-            path = files[k]
-            try:
-                image = images.read_image_gray(path)
-                if image.shape != masks[k].shape:
-                    raise ValueError(f"image shape {image.shape} != mask shape {masks[k].shape}")
-                conv = convert_mask(masks[k], spacing, ref, findings[k])
-                if not conv.write:
-                    skip(patient, k, path, "; ".join(conv.reasons))
-                else:
-                    labelme_io.write_labelme(layout.labelme_json_path(out, patient, k), image,
-                                             conv.mask, patient=patient, slice_index=k,
-                                             pixel_spacing_mm=spacing)
-                    n_written += 1
-                    class_pixels += np.bincount(conv.mask.ravel(), minlength=labels.NUM_SEG_CLASSES)
-                    if conv.reasons:
-                        written_listed += 1
-                        issues.append({"patient": patient, "slice": k, "file": path.name,
-                                       "reason": "; ".join(conv.reasons), "action": "written"})
-                    for level, ivd in sorted(conv.levels.items(), key=lambda kv: kv[1]):
-                        g = gradings.get((patient, ivd))
-                        row = {"patient": patient, "slice": k, "level": level, "ivd_label": ivd}
-                        if g is not None:
-                            matched.add((patient, ivd))
-                            row.update(g)
-                        disc_rows.append(row)
-            except (OSError, ValueError) as e:
-                skip(patient, k, path, f"conversion failed: {e}")
-            if bar:
-                bar.update(1)
-    if bar:
-        bar.close()
+    for k in sorted(findings):
+        path = files[k]
+        try:
+            image = images.read_image_gray(path)
+            if image.shape != masks[k].shape:
+                raise ValueError(f"image shape {image.shape} != mask shape {masks[k].shape}")
+            conv = convert_mask(masks[k], spacing, ref, findings[k])
+            if not conv.write:
+                run.skip(patient, k, path, "; ".join(conv.reasons))
+            else:
+                run.write(patient, k, path, image, conv, spacing)
+        except (OSError, ValueError) as e:
+            run.skip(patient, k, path, f"conversion failed: {e}")
+        run.tick()
 
+
+def _write_tables(run: _Conversion, slices: dict, patients: Optional[Sequence[str]],
+                  n_total: int) -> ConversionSummary:
+    """Writes issues.csv, discs.csv, patients.csv and the summary JSON; returns the summary."""
+    out = run.out
     out.mkdir(parents=True, exist_ok=True)
     issue_cols = layout.ISSUE_COLUMNS + ISSUE_EXTRA_COLUMNS
-    fileio.atomic_write_text(out / layout.ISSUES_CSV, _csv_text(issue_cols, issues))
+    fileio.atomic_write_text(out / layout.ISSUES_CSV, _csv_text(issue_cols, run.issues))
     fileio.atomic_write_text(out / layout.DISCS_CSV,
-                       _csv_text(layout.DISC_COLUMNS + DISC_EXTRA_COLUMNS, disc_rows))
+                             _csv_text(layout.DISC_COLUMNS + DISC_EXTRA_COLUMNS, run.disc_rows))
     fileio.atomic_write_text(out / layout.PATIENTS_CSV,
-                       _csv_text(layout.PATIENT_COLUMNS + PATIENT_EXTRA_COLUMNS, patient_rows))
-    relevant = {key: g for key, g in gradings.items() if patients is None or key[0] in slices}
+                             _csv_text(layout.PATIENT_COLUMNS + PATIENT_EXTRA_COLUMNS,
+                                       run.patient_rows))
+    relevant = {key: g for key, g in run.gradings.items()
+                if patients is None or key[0] in slices}
     unmatched = [{"patient": p, "ivd_label": lbl, "reason": _unmatched_reason(lbl, p, slices)}
                  for (p, lbl) in sorted(relevant, key=lambda t: (len(t[0]), t[0], t[1]))
-                 if (p, lbl) not in matched]
+                 if (p, lbl) not in run.matched]
     summary = ConversionSummary(
-        n_slices=n_total, n_written=n_written, n_skipped=len(skipped),
-        n_written_with_issue=written_listed,
-        class_pixels={name: int(class_pixels[i]) for i, name in enumerate(labels.SEG_NAMES)},
+        n_slices=n_total, n_written=run.n_written, n_skipped=len(run.skipped),
+        n_written_with_issue=run.written_listed,
+        class_pixels={name: int(run.class_pixels[i]) for i, name in enumerate(labels.SEG_NAMES)},
         n_gradings=len(relevant), n_gradings_matched=len(relevant) - len(unmatched),
-        unmatched_gradings=unmatched, skipped=skipped)
+        unmatched_gradings=unmatched, skipped=run.skipped)
     fileio.write_json(out / SUMMARY_JSON, summary.to_json(), indent=1)
     return summary
 
