@@ -203,3 +203,65 @@ def test_cli_text_and_json(capsys):
 def test_cli_errors_exit_2_with_message(capsys, argv, match):
     assert cli.main(argv) == 2
     assert match in capsys.readouterr().err
+
+
+# === Abstention on an unconfident grade ===
+def test_an_unconfident_5H_grade_withholds_the_surgical_consultation():
+    d = rules.decide({"L4-L5": "2L", "L5-S1": "5H"}, 50, 8,
+                     probabilities={"L4-L5": 0.95, "L5-S1": 0.4})
+    assert d.recommendation is None
+    assert d.withheld_recommendation == strata.SURGICAL_CONSULTATION
+    assert d.rule_id == "SURG-HIGH" and d.driving_discs == (("L5-S1", "5H"),)
+    assert "L5-S1 graded 5H with probability 0.40" in d.abstention_note
+    assert f"threshold {strata.INTERVENTION_MIN_PROBABILITY:.2f}" in d.abstention_note
+    assert "Recommendation: none" in d.summary() and "Refer for spine" not in d.summary()
+
+
+def test_a_confident_5H_grade_keeps_the_surgical_consultation():
+    d = rules.decide({"L4-L5": "2L", "L5-S1": "5H"}, 50, 8,
+                     probabilities={"L4-L5": 0.3, "L5-S1": 0.9})
+    assert (d.recommendation, d.rule_id) == (strata.SURGICAL_CONSULTATION, "SURG-HIGH")
+    assert d.withheld_recommendation is None and d.abstention_note is None
+    assert d.grade_probabilities == (("L4-L5", 0.3), ("L5-S1", 0.9))
+
+
+@pytest.mark.parametrize("cls, odi, nrs, p, expected", [
+    ("5L", 30, 5, 0.59, None),                                       # injection withheld
+    ("5L", 30, 5, 0.60, strata.TFESI),                               # at the threshold: kept
+    ("4H", 30, 5, 0.10, strata.CONSERVATIVE_SPECIALIST_REVIEW),      # not an intervention
+    ("1L", 50, 8, 0.10, strata.CLINICAL_REEVALUATION),
+])
+def test_only_interventions_are_withheld(cls, odi, nrs, p, expected):
+    assert rules.decide({"L4-L5": cls}, odi, nrs, probabilities={"L4-L5": p}
+                        ).recommendation == expected
+
+
+def test_one_confident_disc_of_a_tie_keeps_the_intervention():
+    d = rules.decide({"L4-L5": "4M", "L5-S1": "4M"}, 50, 8,
+                     probabilities={"L4-L5": 0.2, "L5-S1": 0.7})
+    assert d.recommendation == strata.SURGICAL_CONSULTATION
+
+
+def test_threshold_from_config_and_bad_probabilities():
+    cfg = rules.DecisionConfig.from_dict({"intervention_min_probability": 0.3})
+    assert rules.decide({"L5-S1": "5H"}, 50, 8, cfg, probabilities={"L5-S1": 0.4}
+                        ).recommendation == strata.SURGICAL_CONSULTATION
+    with pytest.raises(ValueError, match="intervention_min_probability"):
+        rules.DecisionConfig(intervention_min_probability=1.5)
+    with pytest.raises(ValueError, match="one per disc level"):
+        rules.decide({"L5-S1": "5H"}, 50, 8, probabilities={"L4-L5": 0.9})
+    with pytest.raises(ValueError, match="L5-S1 must be a probability"):
+        rules.decide({"L5-S1": "5H"}, 50, 8, probabilities={"L5-S1": 1.2})
+
+
+def test_rule_table_states_the_threshold(capsys):
+    text = "\n".join(rules.rule_table_lines())
+    assert f"below {strata.INTERVENTION_MIN_PROBABILITY:.2f}" in text
+    assert all(r["id"] in text for r in strata.RULES)
+    assert cli.main(["--rules"]) == 0
+    assert f"below {strata.INTERVENTION_MIN_PROBABILITY:.2f}" in capsys.readouterr().out
+    argv = ["--class", "L5-S1=5H", "--probability", "L5-S1=0.4", "--odi", "50", "--nrs", "8"]
+    assert cli.main(argv + ["--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert (d["recommendation"], d["withheld_recommendation"]) == (
+        None, strata.SURGICAL_CONSULTATION)

@@ -7,6 +7,14 @@ validates inputs, bands the scores, finds the worst disc and picks the first mat
     >>> d.recommendation, d.rule_id, d.driving_discs
     ('surgical_consultation', 'SURG-HIGH', (('L4-L5', '4M'),))
 
+Given the grader's probability for each disc's predicted class, a surgical consultation or an
+injection (``strata.INTERVENTIONS``) is withheld when every disc driving it is below
+``DecisionConfig.intervention_min_probability`` (``strata.INTERVENTION_MIN_PROBABILITY``):
+
+    >>> d = decide({"L5-S1": "5H"}, odi=45, nrs=7, probabilities={"L5-S1": 0.4})
+    >>> d.recommendation, d.withheld_recommendation
+    (None, 'surgical_consultation')
+
 This is decision SUPPORT for a clinician, not a diagnosis: every output carries the rule that
 fired and whether that rule comes from the paper or is this project's choice.
 """
@@ -41,6 +49,8 @@ class DecisionConfig:
       rules: dicts with ``id, source, tiers, symptoms, recommendation, reason, follow_up``;
         every (tier, symptom level) pair must be covered by exactly one rule.
       odi_band_advice: band name -> extra follow-up sentence.
+      intervention_min_probability: in [0, 1]; an intervention (``strata.INTERVENTIONS``) is
+        withheld when the grader's probability of every driving disc's class is below it.
 
     Raises (on construction):
       SpoilsError: ``field`` names the attribute when the table is inconsistent.
@@ -57,8 +67,13 @@ class DecisionConfig:
     rules: tuple[Mapping[str, Any], ...] = strata.RULES
     odi_band_advice: Mapping[str, str] = dataclasses.field(
         default_factory=lambda: dict(strata.ODI_BAND_ADVICE))
+    intervention_min_probability: float = strata.INTERVENTION_MIN_PROBABILITY
 
     def __post_init__(self) -> None:
+        t = self.intervention_min_probability
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0.0 <= float(t) <= 1.0:
+            raise SpoilsError(None, "intervention_min_probability",
+                              f"expected a probability in [0, 1], got {t!r}")
         for field, bands, (lo, hi) in (("odi_bands", self.odi_bands, strata.ODI_RANGE),
                                        ("nrs_bands", self.nrs_bands, strata.NRS_RANGE)):
             uppers = [float(b[1]) for b in bands]
@@ -187,6 +202,9 @@ def _check_types(d: Mapping[str, Any]) -> None:
         elif key in ("class_tier", "odi_band_advice"):
             expect(isinstance(value, Mapping) and all(isinstance(v, str) for v in value.values()),
                    key, "an object whose values are strings", value)
+        elif key == "intervention_min_probability":
+            expect(isinstance(value, numbers.Real) and not isinstance(value, bool), key,
+                   "a probability (number in [0, 1])", value)
         elif key == "rules":
             expect(isinstance(value, (list, tuple)), key, "a list of rule objects", value)
             for i, rule in enumerate(value):
@@ -254,6 +272,22 @@ def band_of(score: float, bands: Sequence[Band]) -> Band:
     raise ValueError(f"score {score} above the last band {bands[-1]}")
 
 
+def _validate_probabilities(probabilities: Mapping[str, Any],
+                            items: Sequence[tuple[str, str]]) -> dict[str, float]:
+    levels = [lvl for lvl, _ in items]
+    if not isinstance(probabilities, Mapping) or set(probabilities) != set(levels):
+        got = sorted(probabilities) if isinstance(probabilities, Mapping) else probabilities
+        raise ValueError(f"probabilities: expected one per disc level {levels}, got {got!r}")
+    out = {}
+    for lvl in levels:
+        p = probabilities[lvl]
+        ok = isinstance(p, numbers.Real) and not isinstance(p, bool) and 0.0 <= float(p) <= 1.0
+        if not ok:
+            raise ValueError(f"probabilities: {lvl} must be a probability in [0, 1], got {p!r}")
+        out[lvl] = float(p)
+    return out
+
+
 def _validate_discs(discs: Union[Mapping[str, str], Iterable[tuple[str, str]]]
                     ) -> list[tuple[str, str]]:
     items = list(discs.items()) if isinstance(discs, Mapping) else list(discs)
@@ -284,7 +318,7 @@ class Decision:
     """One recommendation and everything that explains it.
 
     Attributes:
-      recommendation: one of ``strata.RECOMMENDATIONS``.
+      recommendation: one of ``strata.RECOMMENDATIONS``, or None when withheld (below).
       rule_id, rule_source: the rule that fired; ``"paper"`` or ``"project"`` (our choice where
         the paper is silent).
       reason: plain-language reason.
@@ -293,6 +327,11 @@ class Decision:
       driving_discs: ``((level, class), ...)`` every disc with the worst class, top -> bottom.
       odi, odi_band, odi_band_meaning, nrs, nrs_band, symptom_level: the scores and bands.
       discs: all input ``(level, class)`` pairs, top -> bottom.
+      grade_probabilities: ``((level, probability of its class), ...)`` top -> bottom, as
+        given to :func:`decide` (empty: none given, the grades were taken as certain).
+      intervention_min_probability: the threshold in force.
+      withheld_recommendation: the rule's recommendation when it was withheld, else None.
+      abstention_note: why it was withheld (disc, grade, probability, threshold), else None.
     """
 
     recommendation: str
@@ -310,12 +349,17 @@ class Decision:
     nrs_band: str
     symptom_level: str
     discs: tuple[tuple[str, str], ...]
+    grade_probabilities: tuple[tuple[str, float], ...] = ()
+    intervention_min_probability: float = strata.INTERVENTION_MIN_PROBABILITY
+    withheld_recommendation: Optional[str] = None
+    abstention_note: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
         d = dataclasses.asdict(self)
         d["driving_discs"] = [list(x) for x in self.driving_discs]
         d["discs"] = [list(x) for x in self.discs]
+        d["grade_probabilities"] = [list(x) for x in self.grade_probabilities]
         return d
 
     def summary(self) -> str:
@@ -324,14 +368,21 @@ class Decision:
                   else "project choice, the paper is silent")
         driving = ", ".join(f"{lvl}={c}" for lvl, c in self.driving_discs)
         all_discs = ", ".join(f"{lvl}={c}" for lvl, c in self.discs)
-        return "\n".join([
-            f"Recommendation: {self.recommendation}",
+        if self.recommendation is None:
+            head = [f"Recommendation: none ({self.withheld_recommendation} withheld)",
+                    f"Why: {self.abstention_note}"]
+            follow = "Follow-up: review the grades and the images; no intervention is advised " \
+                     "on this grading."
+        else:
+            head = [f"Recommendation: {self.recommendation}"]
+            follow = f"Follow-up: {self.follow_up}"
+        return "\n".join(head + [
             f"Driven by: {driving} (worst of {all_discs}; tier {self.tier})",
             f"ODI {self.odi:g}% -> {self.odi_band} ({self.odi_band_meaning}); "
             f"NRS {self.nrs} -> {self.nrs_band}; symptom level: {self.symptom_level}",
             f"Rule {self.rule_id} ({source}):",
             f"  {self.reason}",
-            f"Follow-up: {self.follow_up}",
+            follow,
             "Decision support only; the treating clinician decides.",
         ])
 
@@ -360,8 +411,20 @@ def worst_discs(discs: Union[Mapping[str, str], Iterable[tuple[str, str]]],
     return tuple(sorted(hits, key=lambda x: labels.DISC_NAMES.index(x[0])))
 
 
+def abstention_note(recommendation: str, rule_id: str,
+                    driving: Sequence[tuple[str, str, float]], min_probability: float) -> str:
+    """The sentence saying why ``recommendation`` was withheld: each driving disc
+    ``(level, class, probability)``, the threshold and that the grades are kept for review."""
+    discs = ", ".join(f"{lvl} graded {cls} with probability {p:.2f}" for lvl, cls, p in driving)
+    return (f"{recommendation.replace('_', ' ')} (rule {rule_id}) withheld: it would be driven "
+            f"by {discs}, below the threshold {min_probability:.2f} for a surgical or injection "
+            "recommendation; the grade is too uncertain to act on, the grades are shown for "
+            "review")
+
+
 def decide(discs: Union[Mapping[str, str], Iterable[tuple[str, str]]], odi: Any, nrs: Any,
-           config: Optional[DecisionConfig] = None) -> Decision:
+           config: Optional[DecisionConfig] = None, *,
+           probabilities: Optional[Mapping[str, float]] = None) -> Decision:
     """Recommendation for one patient.
 
     Args:
@@ -370,13 +433,20 @@ def decide(discs: Union[Mapping[str, str], Iterable[tuple[str, str]]], odi: Any,
       odi: Oswestry Disability Index, % in 0..100 (float or numeric string).
       nrs: pain Numerical Rating Scale, integer 0..10 (int or numeric string).
       config: the decision table; ``DEFAULT_CONFIG`` (strata.py) if None.
+      probabilities: level -> the grader's probability (0..1) for that disc's class, one per
+        disc. When the rule's recommendation is in ``strata.INTERVENTIONS`` and every driving
+        disc is below ``config.intervention_min_probability``, ``recommendation`` is None,
+        ``withheld_recommendation`` names it and ``abstention_note`` says why. None: the grades
+        are taken as certain (e.g. a clinician's own reading).
 
     Raises:
       ValueError: naming the field and value for bad ODI/NRS (missing, non-numeric, NaN,
-        out of range, fractional NRS), an empty disc list, an unknown level or grade class.
+        out of range, fractional NRS), an empty disc list, an unknown level or grade class,
+        probabilities not one per disc or outside [0, 1].
     """
     cfg = config or DEFAULT_CONFIG
     items = _validate_discs(discs)
+    probs = _validate_probabilities(probabilities, items) if probabilities is not None else {}
     odi_v = validate_odi(odi)
     nrs_v = validate_nrs(nrs)
     odi_b = band_of(odi_v, cfg.odi_bands)
@@ -389,9 +459,44 @@ def decide(discs: Union[Mapping[str, str], Iterable[tuple[str, str]]], odi: Any,
     follow = rule["follow_up"]
     if odi_b[0] in cfg.odi_band_advice:
         follow = f"{follow} {cfg.odi_band_advice[odi_b[0]]}"
+    recommendation, withheld, note = rule["recommendation"], None, None
+    threshold = float(cfg.intervention_min_probability)
+    if probs and recommendation in strata.INTERVENTIONS \
+            and all(probs[lvl] < threshold for lvl, _ in driving):
+        withheld, recommendation = recommendation, None
+        note = abstention_note(withheld, rule["id"],
+                               [(lvl, c, probs[lvl]) for lvl, c in driving], threshold)
+    order = sorted(items, key=lambda x: labels.DISC_NAMES.index(x[0]))
     return Decision(
-        recommendation=rule["recommendation"], rule_id=rule["id"], rule_source=rule["source"],
+        recommendation=recommendation, rule_id=rule["id"], rule_source=rule["source"],
         reason=rule["reason"].format(worst=worst), follow_up=follow, worst_class=worst,
         tier=tier, driving_discs=driving, odi=odi_v, odi_band=odi_b[0], odi_band_meaning=odi_b[2],
         nrs=nrs_v, nrs_band=nrs_b[0], symptom_level=level,
-        discs=tuple(sorted(items, key=lambda x: labels.DISC_NAMES.index(x[0]))))
+        discs=tuple(order),
+        grade_probabilities=tuple((lvl, probs[lvl]) for lvl, _ in order if lvl in probs),
+        intervention_min_probability=threshold, withheld_recommendation=withheld,
+        abstention_note=note)
+
+
+def rule_table_lines(config: Optional[DecisionConfig] = None) -> list[str]:
+    """The decision table as plain-text lines: the tier of each grade class, each rule (id,
+    source, tiers, symptom levels, recommendation) and the abstention threshold
+    (``config.intervention_min_probability``) with the recommendations it applies to."""
+    cfg = config or DEFAULT_CONFIG
+    lines = ["Tiers: " + "; ".join(
+        f"{t}: {' '.join(c for c in cfg.worst_order if cfg.class_tier[c] == t)}"
+        for t in strata.TIERS)]
+    for r in cfg.rules:
+        lines.append(f"{r['id']} ({r['source']}): tier {'/'.join(r['tiers'])}, symptoms "
+                     f"{'/'.join(r['symptoms'])} -> {r['recommendation']}")
+    lines.append(abstention_rule_text(cfg))
+    return lines
+
+
+def abstention_rule_text(config: Optional[DecisionConfig] = None) -> str:
+    """One sentence stating the abstention rule and its threshold."""
+    cfg = config or DEFAULT_CONFIG
+    return (f"Abstention: {' and '.join(strata.INTERVENTIONS)} are withheld when the grader's "
+            f"probability for the class of every disc driving them is below "
+            f"{float(cfg.intervention_min_probability):.2f} (a fixed project threshold, not "
+            "chosen on cross-validation folds); the grades are kept for review.")

@@ -36,6 +36,10 @@ Tiers: each grade class belongs to the paper stratum it is listed in. The worst-
 3H disc (surgical stratum) outranks a 5L disc (injection stratum): the worst disc is the one
 that calls for the most intensive pathway, never one that would hide it.
 
+Abstention: a surgical consultation or an injection (``INTERVENTIONS``) is withheld when the
+grader's probability for the predicted class of every disc driving it is below
+``INTERVENTION_MIN_PROBABILITY`` (a wrong 4H/5H grade must not send a patient to surgery).
+
 Change the behaviour by editing this table (or pass an edited ``DecisionConfig``, e.g. from
 JSON via ``DecisionConfig.from_dict``), not the rules engine.
 """
@@ -163,6 +167,18 @@ RULES: tuple[dict, ...] = (
                      "meanwhile.",
     },
 )
+
+# === Abstention on an unconfident grade ===
+# A rule whose recommendation is one of these is withheld when the grader's probability for
+# the predicted class of every disc driving it is below ``INTERVENTION_MIN_PROBABILITY``.
+INTERVENTIONS: tuple[str, ...] = (SURGICAL_CONSULTATION, TFESI)
+# The least probability the grader must give a driving disc's predicted class for an
+# intervention (``INTERVENTIONS``) to be recommended. A FIXED, conservative project choice,
+# not chosen on inner cross-validation folds (choosing it there, on calibrated probabilities,
+# is future work). A grade model's card may override it with its field
+# ``intervention_min_probability`` (``spoils_tf.serve.predictor``); ``DecisionConfig`` carries
+# the value in force and the rule table prints it.
+INTERVENTION_MIN_PROBABILITY: float = 0.6
 
 # Extra advice appended whenever the ODI falls in this band.
 ODI_BAND_ADVICE: dict[str, str] = {
