@@ -130,6 +130,7 @@ def test_supplied_mask_report_levels_probabilities_ensemble_and_decision(predict
             assert abs(p.sum() - 1.0) < 1e-6
         np.testing.assert_allclose(ens, (cnn + geo) / 2.0, atol=1e-9)
         assert d["predicted_class"] == labels.GRADE_CLASSES[int(np.argmax(ens))]
+        assert d["predicted_probability"] == pytest.approx(float(ens.max()))
         assert d["measurements"]["disc_height_mm"]["unit"] == "mm"
         assert d["measurements"]["disc_height_mm"]["value"] > 0
         for c in (d["classifiers"]["crop_classifier"], d["classifiers"]["geometry_classifier"],
@@ -137,12 +138,16 @@ def test_supplied_mask_report_levels_probabilities_ensemble_and_decision(predict
             p = list(c["probabilities"].values())
             assert c["uncertain"] == (max(p) < 2.0 / len(p))
         graded[d["level"]] = d["predicted_class"]
-    expected = rules.decide(graded, 45, 7)
+    expected = rules.decide(graded, 45, 7, probabilities={
+        d["level"]: d["predicted_probability"] for d in rep["discs"]})
     rec = rep["recommendation"]
     assert rec["recommendation"] == expected.recommendation
     assert rec["rule_id"] == expected.rule_id
     assert [tuple(x) for x in rec["driving_discs"]] == list(expected.driving_discs)
     assert set(rep["timing_ms"]) == set(pr.STAGES)
+    assert rep["models"]["ensemble"]["calibrated"] is False      # no card says calibrated
+    assert rep["decision_rules"]["intervention_min_probability"] == \
+        rules.DEFAULT_CONFIG.intervention_min_probability
     json.dumps(rep, allow_nan=False)     # strictly valid JSON (no NaN)
 
 
@@ -312,6 +317,84 @@ def test_a_speck_of_disc_label_is_not_graded():
     # with two discs there is no reference: nothing is dropped
     per_level = level_table({"L4-L5": 310.0, "L5-S1": 40.0})
     assert pr.Predictor._implausible_discs(per_level, {d: [0] for d in per_level}, 1) == []
+
+
+# === Abstention on an unconfident grade (hand-made cases) ===
+def _graded_case(grades: dict, odi=50.0, nrs=8) -> pr.PatientCase:
+    """A case past the ensemble stage: level -> (class, its probability); the rest of the
+    probability is spread evenly over the other 10 classes."""
+    import types
+    case = pr.PatientCase(slices=[np.zeros((8, 8), np.uint8)], spacing_mm=(1.0, 1.0),
+                          offsets=[0], slice_spacing_mm=None, odi=odi, nrs=nrs, source=None,
+                          orientation_from_header=False)
+    case.status, case.levels = pr.STATUS_OK, list(grades)
+    case.found = {d: [0] for d in grades}
+    case.members = [types.SimpleNamespace(key="geometry_classifier")]
+    for d, (cls, p) in grades.items():
+        probs = np.full(labels.NUM_GRADE_CLASSES, (1.0 - p) / (labels.NUM_GRADE_CLASSES - 1))
+        probs[labels.GRADE_CLASS_ID[cls]] = p
+        case.ensemble[d] = probs
+    return case
+
+
+def test_an_unconfident_5H_grade_gives_no_surgical_recommendation():
+    from spoils_tf.clinical import rules, strata
+    case = _graded_case({"L4-L5": ("2L", 0.95), "L5-S1": ("5H", 0.4)})
+    pr.recommend(case, rules.DEFAULT_CONFIG)
+    assert case.recommendation is None
+    note = case.recommendation_note
+    assert "surgical consultation" in note and "L5-S1 graded 5H with probability 0.40" in note
+    assert f"threshold {strata.INTERVENTION_MIN_PROBABILITY:.2f}" in note
+
+
+def test_a_confident_5H_grade_gives_the_surgical_recommendation():
+    from spoils_tf.clinical import rules, strata
+    case = _graded_case({"L4-L5": ("2L", 0.95), "L5-S1": ("5H", 0.9)})
+    pr.recommend(case, rules.DEFAULT_CONFIG)
+    assert case.recommendation_note is None
+    rec = case.recommendation
+    assert (rec["recommendation"], rec["rule_id"]) == (strata.SURGICAL_CONSULTATION, "SURG-HIGH")
+    assert rec["driving_discs"] == [["L5-S1", "5H"]]
+    assert rec["grade_probabilities"] == [["L4-L5", 0.95], ["L5-S1", 0.9]]
+
+
+def test_threshold_and_calibration_from_the_grader_cards(tmp_path):
+    import types
+    from spoils_tf.clinical import strata
+
+    def member(card):
+        entry = types.SimpleNamespace(card=card, version_dir=tmp_path, label="g v1")
+        return types.SimpleNamespace(entry=entry)
+    cfg, source = pr.Predictor._decision_config([member({})])
+    assert cfg.intervention_min_probability == strata.INTERVENTION_MIN_PROBABILITY
+    assert source.endswith("INTERVENTION_MIN_PROBABILITY")
+    cfg, source = pr.Predictor._decision_config(
+        [member({"intervention_min_probability": 0.7}),
+         member({"intervention_min_probability": 0.8})])
+    assert (cfg.intervention_min_probability, source) == (0.8, "model card of g v1")
+    with pytest.raises(bundle.BundleError, match="intervention_min_probability"):
+        pr.Predictor._decision_config([member({"intervention_min_probability": 60})])
+    assert pr.Predictor._calibrated([member({})]) is False
+    assert pr.Predictor._calibrated([member({"calibrated": True})]) is True
+    assert pr.Predictor._calibrated([member({"calibrated": True})] * 2) is False
+    with pytest.raises(bundle.BundleError, match="calibrated"):
+        pr.Predictor._calibrated([member({"calibrated": "yes"})])
+
+
+def test_page_shows_probability_calibration_and_threshold():
+    from spoils_tf.clinical import rules, strata
+    from spoils_tf.serve import report as report_mod
+    rep = _hand_report()
+    rep["discs"][0]["predicted_probability"] = 0.9
+    rep["decision_rules"] = {"intervention_min_probability": 0.6, "threshold_source": "s",
+                             "abstention_rule": rules.abstention_rule_text(),
+                             "rule_table": rules.rule_table_lines()}
+    page = report_mod.render_html(rep, b"\x89PNG")
+    grades = _section(page, "<h2>Disc grades", "<h2>Measurements")
+    assert "<strong>uncalibrated</strong>" in grades and "probability 0.90" in grades
+    rules_part = _section(page, "<h2>Recommendation", "<h2>Segmentation")
+    assert f"below {strata.INTERVENTION_MIN_PROBABILITY:.2f}" in rules_part
+    assert "SURG-HIGH (paper)" in rules_part
 
 
 # === The HTML page on hand-made reports ===

@@ -27,8 +27,13 @@ with :func:`timer`:
   disc was found on; the ensemble is the equal-weight mean (``spoils_tf.ensemble.
   mean_ensemble``, the paper's) of the classifiers present whose ``classes`` equal
   ``labels.GRADE_CLASSES``. Classifiers with other classes are reported, not ensembled.
-* ``decision``: ``spoils_tf.clinical.rules.decide`` on the ensemble classes when ODI and NRS
-  are both given; otherwise the report says :data:`NO_SCORES_NOTE`.
+* ``decision``: ``spoils_tf.clinical.rules.decide`` on the ensemble classes and, per disc, the
+  ensemble's probability for its predicted class, when ODI and NRS are both given; otherwise
+  the report says :data:`NO_SCORES_NOTE`. A surgical consultation or injection driven only by
+  discs below the threshold is withheld (recommendation None, the note names the disc, grade,
+  probability and threshold). The threshold is ``clinical.strata.INTERVENTION_MIN_PROBABILITY``
+  unless an ensemble member's card has the field ``intervention_min_probability`` (the largest
+  such value is used); ``report["decision_rules"]`` gives it, its source and the rule table.
 * ``write``: assembling the report (and, in :func:`run_predict`, rendering and writing it).
 
 Timing: :func:`run_predict` (hence the CLI) first runs :meth:`Predictor.warmup` on the input's
@@ -39,6 +44,11 @@ tracing (:data:`TIMING_NOTE_WARM` or :data:`TIMING_NOTE_TRACED`).
 Uncertainty: each classifier entry of a disc (and its ensemble) carries ``"uncertain"``
 (:func:`is_uncertain`: largest probability below ``UNCERTAIN_FACTOR / number of classes``);
 the HTML page shows a caution next to that top-3.
+
+Calibration: ``report["models"]["ensemble"]["calibrated"]`` is True only when the ensemble has
+one member and its card has ``"calibrated": true`` (an average of calibrated probabilities is
+not calibrated in general); otherwise the report calls the probabilities uncalibrated. Each
+graded disc carries ``"predicted_probability"``, the ensemble's probability for its class.
 
 Plausibility: a disc with a measurement outside ``spoils_tf.geometry.plausibility.
 PLAUSIBLE_RANGES`` on a slice it was found on (a segmentation, cut or pixel-spacing error, not
@@ -124,6 +134,9 @@ PATIENT_KEY = "input"   # the one "patient" of the feature rows built at predict
 # the uniform probability 1/C (project choice: with 11 classes, below 2/11 = 0.18, the model
 # hardly prefers any class; such an entry gets "uncertain": true and the page a caution).
 UNCERTAIN_FACTOR = 2.0
+UNCALIBRATED_NOTE = ("uncalibrated: the grader's card does not state calibrated probabilities, "
+                     "so a probability is a score, not the chance that the grade is right")
+CALIBRATED_NOTE = "calibrated (the grader's card states it)"
 # report["timing_ms_note"]: whether the stage times include one-off graph tracing.
 TIMING_NOTE_WARM = ("graph tracing excluded: every model used had already run on this image "
                     "size (Predictor.warmup, or an earlier call)")
@@ -370,6 +383,10 @@ class Predictor:
                 self.cnn = self._load_cnn(self.bundle[bundle.CROP])
             if bundle.GEOMETRY in self.bundle:
                 self.geometry = self._load_geometry(self.bundle[bundle.GEOMETRY])
+            self.members = [c for c in (self.cnn, self.geometry)
+                            if c is not None and c.in_ensemble]
+            self.decision_config, self.threshold_source = self._decision_config(self.members)
+            self.calibrated = self._calibrated(self.members)
         self.load_ms = spent["load"]
         # what has already run once (no graph tracing left to do): the segmenter per image
         # size (H, W), the crop classifier (one fixed crop size)
@@ -377,6 +394,44 @@ class Predictor:
         self._cnn_warm = False
 
     # --- loading ---
+    @staticmethod
+    def _decision_config(members: Sequence[_Classifier]) -> tuple[rules.DecisionConfig, str]:
+        """The decision table with the abstention threshold in force and where it came from:
+        the largest ``intervention_min_probability`` of the members' cards, else
+        ``clinical.strata.INTERVENTION_MIN_PROBABILITY``.
+
+        Raises:
+            bundle.BundleError: a card's field is not a number in [0, 1] (names the card).
+        """
+        found = []
+        for c in members:
+            if "intervention_min_probability" not in c.entry.card:
+                continue
+            t = c.entry.card["intervention_min_probability"]
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0:
+                raise bundle.BundleError(bundle.card_path(c.entry.version_dir),
+                                         "intervention_min_probability",
+                                         f"expected a probability in [0, 1], got {t!r}")
+            found.append((float(t), f"model card of {c.entry.label}"))
+        if not found:
+            return rules.DEFAULT_CONFIG, "spoils_tf.clinical.strata.INTERVENTION_MIN_PROBABILITY"
+        t, source = max(found)
+        return dataclasses.replace(rules.DEFAULT_CONFIG, intervention_min_probability=t), source
+
+    @staticmethod
+    def _calibrated(members: Sequence[_Classifier]) -> bool:
+        """True when there is one member and its card says ``"calibrated": true``.
+
+        Raises:
+            bundle.BundleError: a card's ``calibrated`` is not a boolean (names the card).
+        """
+        for c in members:
+            v = c.entry.card.get("calibrated", False)
+            if not isinstance(v, bool):
+                raise bundle.BundleError(bundle.card_path(c.entry.version_dir), "calibrated",
+                                         f"expected true or false, got {v!r}")
+        return len(members) == 1 and members[0].entry.card.get("calibrated", False) is True
+
     def _load_segmenter(self, entry: bundle.BundleModel):
         resize_mode = str(entry.card["resize_mode"])
         if resize_mode == "spacing":
@@ -660,8 +715,7 @@ class Predictor:
         """``ensemble``: per found disc, the equal-weight mean of the members' probabilities
         (the classifiers whose classes are ``labels.GRADE_CLASSES``)."""
         with timer(case.timing, "ensemble"):
-            case.members = [c for c in (self.cnn, self.geometry)
-                            if c is not None and c.in_ensemble]
+            case.members = list(self.members)
             if case.found_levels and case.members:
                 from spoils_tf import ensemble as ens
                 for d in case.found_levels:
@@ -669,45 +723,9 @@ class Predictor:
                             [case.probs[c.key][d][None, :] for c in case.members])[0]
 
     def _decide(self, case: PatientCase) -> None:
-        """``decision``: ``clinical.rules.decide`` on the ensemble classes when ODI and NRS are
-        given and nothing makes it abstain (no disc, doubtful level names, an implausible
-        measurement, no grade classifier); otherwise ``case.recommendation_note`` says why."""
+        """``decision``: :func:`recommend` with this bundle's decision table, timed."""
         with timer(case.timing, "decision"):
-            if case.status != STATUS_OK:
-                case.recommendation_note = NO_DISC_NOTE
-            elif case.level_doubts or case.flagged:
-                case.recommendation_note = "; ".join(
-                    ([f"{LEVEL_DOUBT_NOTE} ({'; '.join(case.level_doubts)})"]
-                     if case.level_doubts else [])
-                    + ([IMPLAUSIBLE_NOTE.format("; ".join(
-                        f"{d}: " + ", ".join(plausibility.describe(x)
-                                             for x in case.flagged[d][1])
-                        for d in case.flagged))] if case.flagged else []))
-            elif not case.members:
-                case.recommendation_note = ("no 11-class grade classifier in the bundle: "
-                                            "measurements only, no grades and no "
-                                            "recommendation")
-            elif case.odi is None:
-                case.recommendation_note = NO_SCORES_NOTE
-            else:
-                case.recommendation = self._recommendation(case)
-
-    @staticmethod
-    def _recommendation(case: PatientCase) -> dict[str, Any]:
-        """The decision on the graded discs, with a caveat naming the ungraded ones."""
-        grades = {d: labels.GRADE_CLASSES[int(np.argmax(case.ensemble[d]))]
-                  for d in case.found_levels}
-        decision = rules.decide(grades, case.odi, case.nrs)
-        recommendation = decision.to_dict()
-        recommendation["text"] = decision.summary()
-        ungraded = [d for d in case.levels if d not in grades]
-        recommendation["ungraded_levels"] = ungraded
-        if ungraded:
-            recommendation["caveat"] = (
-                f"{len(ungraded)} of {len(case.levels)} disc level(s) in the segmentation could "
-                f"not be graded ({', '.join(ungraded)}); the recommendation considers only "
-                f"the graded disc(s) ({', '.join(grades)}). Review the overlay.")
-        return recommendation
+            recommend(case, self.decision_config)
 
     # --- helpers of the stages ---
     @staticmethod
@@ -873,7 +891,8 @@ class Predictor:
                     "metrics": card.get("metrics", {}),
                     "data_fingerprint": card.get("data_fingerprint", "")}
             for k in ("target", "classes", "model_name", "resize_mode", "crop_height",
-                      "crop_width", "context_slices", "margin_frac", "features"):
+                      "crop_width", "context_slices", "margin_frac", "features", "calibrated",
+                      "intervention_min_probability"):
                 if k in card:
                     info[k] = card[k]
             if key != "segmentation":
@@ -904,11 +923,20 @@ class Predictor:
             "discs": [self._disc_entry(case, d) for d in case.levels],
             "recommendation": case.recommendation,
             "recommendation_note": case.recommendation_note,
+            "decision_rules": {
+                "intervention_min_probability":
+                    self.decision_config.intervention_min_probability,
+                "threshold_source": self.threshold_source,
+                "abstention_rule": rules.abstention_rule_text(self.decision_config),
+                "rule_table": rules.rule_table_lines(self.decision_config)},
             "models": {**self.models_info(),
                        "ensemble": {"members": [c.key for c in case.members],
                                     "method": "equal-weight mean of the members' probabilities "
                                               "(spoils_tf.ensemble.mean_ensemble), each averaged "
-                                              "over the slices the disc was found on"},
+                                              "over the slices the disc was found on",
+                                    "calibrated": self.calibrated,
+                                    "calibration_note": (CALIBRATED_NOTE if self.calibrated
+                                                         else UNCALIBRATED_NOTE)},
                        "precision": {"requested": self.precision, **self.precision_used}},
             "notes": case.notes,
             "model_load_ms": self.load_ms,
@@ -964,11 +992,13 @@ class Predictor:
                                  "predicted": cls, "top3": _top(pr),
                                  "uncertain": is_uncertain(list(pr.values()))}
             entry["predicted_class"] = cls
+            entry["predicted_probability"] = pr[cls]
             entry["pfirrmann"] = labels.pfirrmann_of(cls)
             entry["severity"] = labels.SEVERITY_NAMES[labels.severity_of(cls)]
         else:
             entry["ensemble"] = None
             entry["predicted_class"] = None
+            entry["predicted_probability"] = None
         return entry
 
     @staticmethod
@@ -988,6 +1018,49 @@ class Predictor:
                 "predicted": max(pr, key=pr.get), "top3": _top(pr),
                 "uncertain": is_uncertain(list(pr.values())),
                 "n_slices": len(case.found[d])}
+
+
+def recommend(case: PatientCase, config: rules.DecisionConfig) -> None:
+    """Fills ``case.recommendation`` (``clinical.rules.decide`` on the ensemble classes and,
+    per disc, the ensemble's probability for its class, as a dict with a caveat naming the
+    ungraded levels) when ODI and NRS are given and nothing makes it abstain: no disc, doubtful
+    level names, an implausible measurement, no grade classifier, or a surgical consultation /
+    injection driven only by grades below ``config.intervention_min_probability``; otherwise
+    ``case.recommendation_note`` says why (for the last: the disc, grade, probability and
+    threshold)."""
+    if case.status != STATUS_OK:
+        case.recommendation_note = NO_DISC_NOTE
+    elif case.level_doubts or case.flagged:
+        case.recommendation_note = "; ".join(
+            ([f"{LEVEL_DOUBT_NOTE} ({'; '.join(case.level_doubts)})"]
+             if case.level_doubts else [])
+            + ([IMPLAUSIBLE_NOTE.format("; ".join(
+                f"{d}: " + ", ".join(plausibility.describe(x) for x in case.flagged[d][1])
+                for d in case.flagged))] if case.flagged else []))
+    elif not case.members:
+        case.recommendation_note = ("no 11-class grade classifier in the bundle: measurements "
+                                    "only, no grades and no recommendation")
+    elif case.odi is None:
+        case.recommendation_note = NO_SCORES_NOTE
+    else:
+        decision = rules.decide(
+            {d: labels.GRADE_CLASSES[int(np.argmax(case.ensemble[d]))]
+             for d in case.found_levels}, case.odi, case.nrs, config,
+            probabilities={d: float(np.max(case.ensemble[d])) for d in case.found_levels})
+        if decision.recommendation is None:
+            case.recommendation_note = decision.abstention_note
+            return
+        graded = dict(decision.discs)
+        rec = decision.to_dict()
+        rec["text"] = decision.summary()
+        ungraded = [d for d in case.levels if d not in graded]
+        rec["ungraded_levels"] = ungraded
+        if ungraded:
+            rec["caveat"] = (
+                f"{len(ungraded)} of {len(case.levels)} disc level(s) in the segmentation could "
+                f"not be graded ({', '.join(ungraded)}); the recommendation considers only "
+                f"the graded disc(s) ({', '.join(graded)}). Review the overlay.")
+        case.recommendation = rec
 
 
 def _png(arr: np.ndarray) -> bytes:

@@ -7,10 +7,14 @@
 * the recommendation: the action, the discs driving it with their grade code explained
   (:func:`grade_explanation`: ``4M = Pfirrmann grade 4, moderate severity``), the reason,
   follow-up, ODI/NRS bands, any caveat; the rule id in small print with its source in plain
-  words ("from the SPOILS paper" or "not covered by the SPOILS paper; project rule");
+  words ("from the SPOILS paper" or "not covered by the SPOILS paper; project rule"); the
+  abstention rule with its threshold and, collapsed, the whole rule table
+  (:func:`_decision_rules`, from ``report["decision_rules"]``);
 * the overlay (level and predicted class to the left of each disc, drawn by
   ``spoils_tf.serve.overlay.overlay_image``) and a colour legend (``spoils_tf.labels``);
-* the grade table, one row per disc level: the ensemble class explained, the top-3 of the
+* the grade table, one row per disc level: the ensemble class explained with its probability,
+  preceded by whether the probabilities are calibrated (``"uncalibrated"`` unless the report
+  says ``models.ensemble.calibrated``), the top-3 of the
   ensemble and of each classifier, with a visible caution where a classifier is uncertain
   (the report's ``"uncertain": true``: its largest probability is below twice the uniform
   1/number of classes); a disc left ungraded because a measurement is implausible (the
@@ -360,6 +364,26 @@ def _recommendation(report: Mapping[str, Any]) -> str:
         + "</div>")
 
 
+def _decision_rules(report: Mapping[str, Any]) -> str:
+    """The abstention rule with its threshold and source, and the rule table collapsed."""
+    dr = report.get("decision_rules")
+    if not dr:
+        return ""
+    items = "".join(f"<li>{_e(line)}</li>" for line in dr.get("rule_table", []))
+    return (f'<p class="muted small">{_e(dr.get("abstention_rule"))} Threshold from '
+            f'{_e(dr.get("threshold_source"))}.</p>'
+            f'<details><summary>Decision rules</summary><ul class="reasons">{items}</ul>'
+            "</details>")
+
+
+def _calibration(report: Mapping[str, Any]) -> str:
+    ens = report.get("models", {}).get("ensemble", {})
+    word = "calibrated" if ens.get("calibrated") else "uncalibrated"
+    note = ens.get("calibration_note") or word
+    return (f'<p>Grade probabilities are <strong>{_e(word)}</strong>'
+            f'{": " + _e(note.split(": ", 1)[-1]) if ": " in note else ""}.</p>')
+
+
 def _prob_list(top: Optional[Iterable]) -> str:
     if not top:
         return "n/a"
@@ -404,6 +428,8 @@ def _grades(report: Mapping[str, Any]) -> str:
         cls = d.get("predicted_class")
         if cls:
             grade = f"<strong>{_e(cls)}</strong><br>{_e(_explained(cls).split(' = ', 1)[-1])}"
+            if _is_number(d.get("predicted_probability")):
+                grade += f"<br>probability {float(d['predicted_probability']):.2f}"
             if ens.get("uncertain"):
                 grade += '<br><span class="caution">⚠ the ensemble is uncertain</span>'
         elif d.get("implausible_measurements"):
@@ -607,13 +633,14 @@ def render_html(report: dict, overlay_png: bytes) -> str:
         f'<p class="muted small">Generated {_e(report.get("generated_utc"))} '
         f'(schema {_e(report.get("schema_version"))}); segmentation: '
         f'{_e(report.get("input", {}).get("segmentation"))}</p>',
-        "<h2>Recommendation</h2>", _recommendation(report),
+        "<h2>Recommendation</h2>", _recommendation(report), _decision_rules(report),
         "<h2>Segmentation overlay (mid-sagittal slice)</h2>",
         '<p class="muted small">Anterior is left. Each disc is labelled with its level and '
         'predicted grade, on the left of the spine.</p>',
         f'<img class="overlay" alt="segmentation overlay" src="data:image/png;base64,{img}">',
         _legend(),
-        "<h2>Disc grades (Pfirrmann grade × severity, 11 classes)</h2>", _grades(report),
+        "<h2>Disc grades (Pfirrmann grade × severity, 11 classes)</h2>", _calibration(report),
+        _grades(report),
         "<h2>Measurements (mid-sagittal slice)</h2>", _measurements(report),
         "<h2>Models</h2>", _models(report),
         "<h2>Input (technical facts only)</h2>", _input(report),
