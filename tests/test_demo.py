@@ -65,7 +65,19 @@ def test_demo_pipeline_pushes_a_bundle_and_writes_both_reports(tmp_path):
     assert annotated["status"] == "ok"
     assert all(d["found"] and d["predicted_class"] in labels.GRADE_CLASSES
                for d in annotated["discs"])
-    assert annotated["recommendation"]["recommendation"]
+    # The smoke models grade with low probabilities: a surgical consultation or injection they
+    # would drive is withheld (clinical.rules), so the report must match rules.decide on its
+    # own grades and probabilities; otherwise there is a recommendation, as before.
+    from spoils_tf.clinical import rules
+    graded = {d["level"]: d["predicted_class"] for d in annotated["discs"]}
+    expected = rules.decide(graded, annotated["scores"]["odi"], annotated["scores"]["nrs"],
+                            probabilities={d["level"]: d["predicted_probability"]
+                                           for d in annotated["discs"]})
+    if expected.recommendation is None:
+        assert annotated["recommendation"] is None
+        assert annotated["recommendation_note"] == expected.abstention_note
+    else:
+        assert annotated["recommendation"]["recommendation"] == expected.recommendation
     assert "supports" in (tmp_path / "reports" / "annotated_mask" / "report.html").read_text()
 
 
