@@ -32,6 +32,8 @@ TF_FREE_MODULES = (
         "spoils_tf.serve.assemble",
         "spoils_tf.serve.predictor",
         "spoils_tf.serve.segmenter",
+        "spoils_tf.serve.batch",
+        "spoils_tf.cli.predict",
 )
 
 
