@@ -102,6 +102,28 @@ def test_real_slice_and_its_upside_down_copy(shared_spider_dir, tmp_path):
     assert not any("orientation disagrees" in f for f in from_header.levels.flags)
 
 
+def test_predict_uses_the_bundled_orientation_network():
+    from spoils_tf.serve import predictor
+    pred = predictor.Predictor(weights.DEFAULT_BUNDLE)
+    assert pred._segment_one._run.orientation_net is not None
+
+
+def test_predict_corrects_a_mirrored_real_slice(shared_spider_dir, tmp_path):
+    from spoils_tf.serve import predictor
+    from spoils_tf.data import labelme_io, layout, spider
+    out = tmp_path / "conv"
+    spider.convert_spider(shared_spider_dir, out, patients=["107"], progress=False)
+    paths = sorted(layout.list_labelme_jsons(out), key=lambda p: layout.parse_stem(p.stem)[1])
+    rec = labelme_io.read_labelme(paths[len(paths) // 2])
+    pred = predictor.Predictor(weights.DEFAULT_BUNDLE)
+    upright = pred.predict([rec.image], rec.pixel_spacing_mm, odi=46, nrs=7)
+    mirrored = pred.predict([np.ascontiguousarray(rec.image[:, ::-1])], rec.pixel_spacing_mm,
+                            odi=46, nrs=7)
+    assert any("mirrored left-right; corrected (orientation network" in n
+               for n in mirrored["notes"])
+    assert [d["level"] for d in mirrored["discs"]] == [d["level"] for d in upright["discs"]]
+
+
 def test_predict_abstains_when_the_levels_are_uncertain(shared_spider_dir, tmp_path, monkeypatch):
     """A level flag that makes the names uncertain (forced here on a real slice) must withhold
     the recommendation, keep the grades for review and say why."""

@@ -435,10 +435,11 @@ class Predictor:
     def _load_segmenter(self, entry: bundle.BundleModel):
         resize_mode = str(entry.card["resize_mode"])
         if resize_mode == "spacing":
-            # a fixed-spacing model: levels from the anatomy, orientation checked (segmenter)
+            # a fixed-spacing model: levels from the anatomy; orientation from the bundle's
+            # orientation network (or the anatomy when it has none)
             try:
-                seg = segmenter.Segmenter(entry.model_path, resize_mode="spacing",
-                                          target_spacing_mm=float(entry.card["target_spacing_mm"]))
+                float(entry.card["target_spacing_mm"])
+                seg = segmenter.Segmenter(entry=entry)
             except (OSError, ValueError, KeyError) as e:
                 raise bundle.BundleError(f"{entry.model_path}: segmentation model does not load "
                                          f"({e})") from e

@@ -299,12 +299,28 @@ def _write_outputs(out_dir: pathlib.Path, stem: str, grey: np.ndarray, mask: np.
         raise
 
 
+def load_orientation(entry: bundle.BundleModel) -> tuple[Any, float]:
+    """(``OrientationNet`` or None, threshold) of a bundle's segmentation entry: the network
+    named by its card's ``orientation_model`` at ``orientation_pixel_mm``, and
+    ``orientation_threshold``; (None, 0.9) when the card names none."""
+    card = entry.card
+    if entry.orientation_path is None:
+        return None, 0.9
+    from spoils_tf.models import orientation as orientation_model
+    net = orientation_model.OrientationNet.load(
+            entry.orientation_path,
+            float(card.get("orientation_pixel_mm") or orientation_model.PIXEL_MM))
+    return net, float(card.get("orientation_threshold", 0.9))
+
+
 class Segmenter:
     """``spoils segment``'s model, loaded once for any number of slices.
 
     ``model_path`` may be a ``.keras`` file, an exported SavedModel version folder, a model
     bundle (``spoils_tf.serve.bundle``: its latest ``spoils_seg`` version, card and checksum
-    checked) or None for the shipped SPIDER model (``spoils_tf.weights``). Models trained at a
+    checked) or None for the shipped SPIDER model (``spoils_tf.weights``); or ``entry``, a
+    loaded bundle's ``spoils_seg`` entry. A bundle's orientation network (card field
+    ``orientation_model``) decides a 2-D picture's orientation (``load_orientation``). Models trained at a
     fixed pixel size (card or SavedModel metadata ``resize_mode: "spacing"``, or a ``.keras`` with
     ``target_spacing_mm``) run :class:`SpacingSegmenter` and need the pixel spacing; older
     letterbox models run :func:`load_segmenter`.
@@ -317,23 +333,20 @@ class Segmenter:
 
     def __init__(self, model_path: Optional[str | pathlib.Path] = None, *,
                  resize_mode: str = "letterbox", target_spacing_mm: float = 0.0,
-                 orientation: str = "auto"):
-        if model_path is None:
+                 orientation: str = "auto", entry: Optional[bundle.BundleModel] = None):
+        if model_path is None and entry is None:
             model_path = weights.DEFAULT_BUNDLE
-        path = pathlib.Path(model_path)
+        path = pathlib.Path(model_path) if entry is None else entry.model_path
         orientation_net, orientation_threshold = None, 0.9
-        if path.is_dir() and (path / bundle.SEG).is_dir():
+        if entry is None and path.is_dir() and (path / bundle.SEG).is_dir():
             entry = bundle.load_bundle(path)[bundle.SEG]
+        if entry is not None:
             path, card = entry.model_path, entry.card
             resize_mode = str(card["resize_mode"])
             target_spacing_mm = float(card.get("target_spacing_mm") or 0.0)
             self.label = entry.label
-            if entry.orientation_path is not None and orientation == "auto":
-                from spoils_tf.models import orientation as orientation_model
-                orientation_net = orientation_model.OrientationNet.load(
-                        entry.orientation_path, float(card.get("orientation_pixel_mm")
-                                                      or orientation_model.PIXEL_MM))
-                orientation_threshold = float(card.get("orientation_threshold", 0.9))
+            if orientation == "auto":
+                orientation_net, orientation_threshold = load_orientation(entry)
         else:
             meta = path / "assets.extra" / "spoils_model.json"
             if path.is_dir() and meta.is_file():
