@@ -27,7 +27,7 @@ so every timing is taken twice:
 * ``supplied_mask``: ``predict(..., masks=[ground truth])``: no segmentation, but geometry,
   crops, both classifiers, the ensemble and the decision (ODI 40, NRS 6) run on the five
   lumbar discs, as they would after a trained segmenter;
-* ``e2e_segmented`` / ``e2e_supplied_mask``: ``predictor.run_predict`` with the loaded
+* ``e2e_segmented`` / ``e2e_supplied_mask``: ``run.run_predict`` with the loaded
   predictor: reading a PNG, all stages, rendering the overlay and the HTML report and writing
   the five files: the whole ``spoils predict`` except process start-up and model loading.
 
@@ -65,6 +65,7 @@ import numpy as np  # noqa: E402
 from bench_seg import machine_info  # noqa: E402
 from spoils_tf import fileio, labels  # noqa: E402
 from spoils_tf.serve import predictor as pr  # noqa: E402
+from spoils_tf.serve import run  # noqa: E402
 
 TARGET_S = 0.5        # issue #6: seconds per 512² slice on 2 cores
 CROP_SIZE = (64, 128)  # (height, width) px: spoils_tf.geometry.crops.DEFAULT_SIZE
@@ -181,13 +182,13 @@ def bench_precision(models_dir: pathlib.Path, precision: str, image: np.ndarray,
             "segmented": lambda: predictor.predict([image], spacing, odi=ODI, nrs=NRS),
             "supplied_mask": lambda: predictor.predict([image], spacing, odi=ODI, nrs=NRS,
                                                        masks=[mask]),
-            "e2e_segmented": lambda: pr.run_predict(in_png, models_dir, out_dir, odi=ODI,
-                                                    nrs=NRS, pixel_spacing=spacing,
-                                                    predictor=predictor),
-            "e2e_supplied_mask": lambda: pr.run_predict(in_png, models_dir, out_dir, odi=ODI,
-                                                        nrs=NRS, mask_path=mask_png,
-                                                        pixel_spacing=spacing,
-                                                        predictor=predictor),
+            "e2e_segmented": lambda: run.run_predict(in_png, models_dir, out_dir, odi=ODI,
+                                                     nrs=NRS, pixel_spacing=spacing,
+                                                     predictor=predictor),
+            "e2e_supplied_mask": lambda: run.run_predict(in_png, models_dir, out_dir, odi=ODI,
+                                                         nrs=NRS, mask_path=mask_png,
+                                                         pixel_spacing=spacing,
+                                                         predictor=predictor),
     }
     result = {"precision": precision, "precision_used": dict(predictor.precision_used),
               "crop_classifier_compute_dtypes": cnn_dtypes, "model_load_s": load_s,

@@ -89,15 +89,15 @@ def test_assembled_bundle_is_read_by_predict(runs, tmp_path, capsys):
 
     import PIL.Image
 
-    from spoils_tf.serve import predictor as pr
+    from spoils_tf.serve import run
     from spoils_tf.data import synthetic
     anat = synthetic.sample_patient(0, 0)
     image, mask, _, _ = synthetic.generate_slice(anat, 0, 2, 5, size=256)
     png, mask_png = tmp_path / "slice.png", tmp_path / "mask.png"
     PIL.Image.fromarray(image).save(png)
     PIL.Image.fromarray(mask.astype(np.uint8)).save(mask_png)
-    rep = pr.run_predict(png, out, tmp_path / "report", odi=40, nrs=6, mask_path=mask_png,
-                         pixel_spacing=SPACING)
+    rep = run.run_predict(png, out, tmp_path / "report", odi=40, nrs=6, mask_path=mask_png,
+                          pixel_spacing=SPACING)
     assert rep["status"] == "ok"
     assert {d["level"] for d in rep["discs"]} == set(labels.DISC_NAMES)
     for d in rep["discs"]:                 # both assembled classifiers took part in each grade

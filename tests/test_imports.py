@@ -31,6 +31,8 @@ TF_FREE_MODULES = (
         "spoils_tf.classical.models",
         "spoils_tf.serve.assemble",
         "spoils_tf.serve.predictor",
+        "spoils_tf.serve.report_data",
+        "spoils_tf.serve.run",
         "spoils_tf.serve.segmenter",
         "spoils_tf.serve.batch",
         "spoils_tf.cli.predict",

@@ -23,6 +23,7 @@ from spoils_tf.serve import segmenter
 from spoils_tf.cli import predict as predict_cmd
 from spoils_tf.cli import segment as segment_cmd
 from spoils_tf.serve import predictor as pr
+from spoils_tf.serve import run
 from spoils_tf.errors import SpoilsError
 
 SPACING = (1.2, 1.2)     # mm, of the 256x256 synthetic slice
@@ -185,8 +186,8 @@ def predictor():
 
 def _run(inputs, out, predictor):
     png, mask_png = inputs
-    return pr.run_predict(png, None, out, odi=45, nrs=7, mask_path=mask_png,
-                          pixel_spacing=SPACING, predictor=predictor)
+    return run.run_predict(png, None, out, odi=45, nrs=7, mask_path=mask_png,
+                           pixel_spacing=SPACING, predictor=predictor)
 
 
 def _no_model(monkeypatch):
@@ -226,12 +227,12 @@ def test_a_failed_run_keeps_the_previous_report_byte_for_byte(inputs, predictor,
 def test_a_previous_report_is_replaced_whole(inputs, predictor, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    for name in pr.REPORT_FILES.values():             # a previous report, hand-made
+    for name in run.REPORT_FILES.values():            # a previous report, hand-made
         (out / name).write_bytes(b"old " + name.encode())
-    assert pr.is_report_dir(out)
+    assert run.is_report_dir(out)
     old_inode = os.stat(out).st_ino
     rep = _run(inputs, out, predictor)
-    assert _entries(out) == sorted(pr.REPORT_FILES.values())
+    assert _entries(out) == sorted(run.REPORT_FILES.values())
     assert json.loads((out / "report.json").read_text())["generated_utc"] == rep["generated_utc"]
     assert not any(data.startswith(b"old ") for data in _tree(out).values())
     assert os.stat(out).st_ino != old_inode
@@ -244,7 +245,7 @@ def test_a_report_folder_with_other_files_is_refused_before_any_model_loads(
     out.mkdir()
     (out / "report.json").write_text("{}")
     (out / "my_notes.txt").write_text("mine")
-    assert not pr.is_report_dir(out)
+    assert not run.is_report_dir(out)
     _no_model(monkeypatch)
     png, mask_png = inputs
     code = predict_cmd.main(["--input", str(png), "--out", str(out), "--mask", str(mask_png),

@@ -16,6 +16,8 @@ import pytest
 
 from spoils_tf import labels
 from spoils_tf.serve import predictor as pr
+from spoils_tf.serve import report_data as rd
+from spoils_tf.serve import run
 from spoils_tf.serve import report as report_mod
 from spoils_tf.geometry import measure
 from spoils_tf.geometry import plausibility as pl
@@ -54,7 +56,7 @@ def test_every_range_is_a_measured_column_with_its_report_unit():
     for name, rng in pl.PLAUSIBLE_RANGES.items():
         assert name in measure.MEASUREMENT_COLUMNS, name
         assert 0 < rng.low < rng.high, name
-        assert rng.unit == pr.unit_of(name), name
+        assert rng.unit == rd.unit_of(name), name
 
 
 # === spoils predict ===
@@ -141,8 +143,8 @@ def test_run_predict_writes_the_flag_into_report_json_and_html(predictor, case, 
     PIL.Image.fromarray(image).save(tmp_path / "slice.png")
     PIL.Image.fromarray(_deep_canal_behind(mask, "L4-L5").astype(np.uint8)).save(
         tmp_path / "mask.png")
-    pr.run_predict(tmp_path / "slice.png", None, tmp_path / "out", odi=45, nrs=7,
-                   mask_path=tmp_path / "mask.png", pixel_spacing=SPACING, predictor=predictor)
+    run.run_predict(tmp_path / "slice.png", None, tmp_path / "out", odi=45, nrs=7,
+                    mask_path=tmp_path / "mask.png", pixel_spacing=SPACING, predictor=predictor)
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     flagged = [d["level"] for d in rep["discs"] if d["implausible_measurements"]]
     assert flagged == ["L4-L5"] and rep["recommendation"] is None

@@ -29,6 +29,8 @@ from spoils_tf import labels
 from spoils_tf.serve import bundle, overlay
 from spoils_tf.cli import predict as predict_cmd
 from spoils_tf.serve import predictor as pr
+from spoils_tf.serve import report_data as rd
+from spoils_tf.serve import run
 
 PHI = {"PatientName": "Doe^Jane", "PatientID": "PHI-12345", "PatientBirthDate": "19491231"}
 PHI_STRINGS = ("Doe^Jane", "PHI-12345", "19491231")   # searched in every byte written
@@ -188,7 +190,7 @@ def test_untrained_segmenter_gives_no_disc_and_exit_3(models_dir, case, tmp_path
     assert "no_disc" in capsys.readouterr().out
     # the CLI warms the models up on the input's size first: tracing is not in timing_ms
     assert rep["warmup_ms"] > 0
-    assert rep["timing_ms_note"] == pr.TIMING_NOTE_WARM
+    assert rep["timing_ms_note"] == rd.TIMING_NOTE_WARM
 
 
 @pytest.mark.slow   # the module bundle fixture: ~40 s to build
@@ -201,7 +203,7 @@ def test_dicom_series_end_to_end_without_phi(models_dir, case, tmp_path, capfd, 
                     "--mask", str(mask_png), "--odi", "30", "--nrs", "4"])
     captured = capfd.readouterr()
     assert code == 0, captured.err
-    assert sorted(p.name for p in out.iterdir()) == sorted(pr.REPORT_FILES.values())
+    assert sorted(p.name for p in out.iterdir()) == sorted(run.REPORT_FILES.values())
     rep = json.loads((out / "report.json").read_text())
     assert rep["input"]["kind"] == "dicom_series"
     assert rep["input"]["pixel_spacing_mm"] == list(SPACING)
@@ -258,10 +260,10 @@ def test_html_has_disclaimer_recommendation_and_no_url(models_dir, case, tmp_pat
     image, mask = case
     png = _png(tmp_path / "slice.png", image)
     mask_png = _png(tmp_path / "mask.png", mask.astype(np.uint8))
-    rep = pr.run_predict(png, models_dir, tmp_path / "out", odi=50, nrs=8, mask_path=mask_png,
-                         pixel_spacing=SPACING)
+    rep = run.run_predict(png, models_dir, tmp_path / "out", odi=50, nrs=8, mask_path=mask_png,
+                          pixel_spacing=SPACING)
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
-    assert pr.DISCLAIMER in page
+    assert rd.DISCLAIMER in page
     import html
     assert html.escape(rep["recommendation"]["reason"]) in page
     assert "data:image/png;base64," in page
@@ -289,11 +291,11 @@ def test_report_escapes_html(case):
 def test_default_offsets_units_and_scores():
     assert pr.default_offsets(1) == [0]
     assert pr.default_offsets(4) == [0, -1, 1, -2]
-    assert pr.unit_of("disc_height_mm") == "mm"
-    assert pr.unit_of("disc_area_mm2") == "mm²"
-    assert pr.unit_of("disc_volume_mm3") == "mm³"
-    assert pr.unit_of("tilt_deg") == "degrees"
-    assert pr.unit_of("disc_height_index") == "ratio"
+    assert rd.unit_of("disc_height_mm") == "mm"
+    assert rd.unit_of("disc_area_mm2") == "mm²"
+    assert rd.unit_of("disc_volume_mm3") == "mm³"
+    assert rd.unit_of("tilt_deg") == "degrees"
+    assert rd.unit_of("disc_height_index") == "ratio"
     assert pr.check_scores(None, None) == (None, None)
     assert pr.check_scores("20", "3") == (20.0, 3)
     with pytest.raises(ValueError, match="^nrs: missing"):
@@ -327,7 +329,7 @@ def _graded_case(grades: dict, odi=50.0, nrs=8) -> pr.PatientCase:
     case = pr.PatientCase(slices=[np.zeros((8, 8), np.uint8)], spacing_mm=(1.0, 1.0),
                           offsets=[0], slice_spacing_mm=None, odi=odi, nrs=nrs, source=None,
                           orientation_from_header=False)
-    case.status, case.levels = pr.STATUS_OK, list(grades)
+    case.status, case.levels = rd.STATUS_OK, list(grades)
     case.found = {d: [0] for d in grades}
     case.members = [types.SimpleNamespace(key="geometry_classifier")]
     for d, (cls, p) in grades.items():
@@ -405,13 +407,13 @@ def _section(page: str, start: str, end: str) -> str:
 
 def _measurements(values: dict) -> dict:
     """Every reported column, value None except those in ``values``."""
-    return {c: {"value": values.get(c), "unit": pr.unit_of(c)} for c in pr.measurement_columns()}
+    return {c: {"value": values.get(c), "unit": rd.unit_of(c)} for c in rd.measurement_columns()}
 
 
 def _clf(probs: list, uncertain: bool) -> dict:
     pr_ = dict(zip(labels.GRADE_CLASSES, probs))
     return {"present": True, "in_ensemble": True, "classes": list(labels.GRADE_CLASSES),
-            "probabilities": pr_, "top3": pr._top(pr_), "uncertain": uncertain}
+            "probabilities": pr_, "top3": rd._top(pr_), "uncertain": uncertain}
 
 
 def _hand_report() -> dict:
@@ -432,7 +434,7 @@ def _hand_report() -> dict:
             "classifiers": {"crop_classifier": _clf(uniform, True),
                             "geometry_classifier": _clf(peaked, False)},
             "ensemble": {"probabilities": dict(zip(labels.GRADE_CLASSES, peaked)),
-                         "top3": pr._top(dict(zip(labels.GRADE_CLASSES, peaked))),
+                         "top3": rd._top(dict(zip(labels.GRADE_CLASSES, peaked))),
                          "uncertain": False},
             "predicted_class": "4M", "pfirrmann": 4, "severity": "moderate"})
     discs.append({"level": "L2-L3", "found": False, "found_on_slice_offsets": [],
@@ -526,13 +528,13 @@ def test_models_table_shows_held_out_metrics_only():
 def test_uncertain_flag_rule_and_caution():
     from spoils_tf.serve import report as report_mod
     n = labels.NUM_GRADE_CLASSES                    # 11: the limit is 2/11 = 0.1818...
-    assert pr.is_uncertain([1.0 / n] * n)
-    assert pr.is_uncertain([0.18] + [0.82 / (n - 1)] * (n - 1))
-    assert not pr.is_uncertain([0.19] + [0.81 / (n - 1)] * (n - 1))
-    assert not pr.is_uncertain([0.7, 0.2, 0.1])     # 3 classes: limit 2/3
-    assert pr.is_uncertain([0.6, 0.3, 0.1])
+    assert rd.is_uncertain([1.0 / n] * n)
+    assert rd.is_uncertain([0.18] + [0.82 / (n - 1)] * (n - 1))
+    assert not rd.is_uncertain([0.19] + [0.81 / (n - 1)] * (n - 1))
+    assert not rd.is_uncertain([0.7, 0.2, 0.1])     # 3 classes: limit 2/3
+    assert rd.is_uncertain([0.6, 0.3, 0.1])
     with pytest.raises(ValueError, match="probabilities"):
-        pr.is_uncertain([])
+        rd.is_uncertain([])
     page = report_mod.render_html(_hand_report(), b"\x89PNG")
     grades = _section(page, "<h2>Disc grades", "<h2>Measurements")
     # the crop classifier is uniform (uncertain) on the 3 graded discs, the geometry one is not

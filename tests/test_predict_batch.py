@@ -14,7 +14,7 @@ from test_predict import SPACING, _png, models_dir  # noqa: F401  (the module bu
 
 from spoils_tf.cli import predict as predict_cmd
 from spoils_tf.serve import batch
-from spoils_tf.serve import predictor as pr
+from spoils_tf.serve import run
 
 
 def _manifest(path: pathlib.Path, header: list[str], rows: list[list]) -> pathlib.Path:
@@ -49,7 +49,7 @@ def test_two_good_rows_and_a_missing_file_give_two_reports_and_exit_1(models_dir
     # ids: the file stem, made unique
     assert sorted(p.name for p in out.iterdir()) == ["a", "a_2", "failed.csv", "summary.csv"]
     for rid in ("a", "a_2"):
-        assert sorted(p.name for p in (out / rid).iterdir()) == sorted(pr.REPORT_FILES.values())
+        assert sorted(p.name for p in (out / rid).iterdir()) == sorted(run.REPORT_FILES.values())
     rep_a = json.loads((out / "a" / "report.json").read_text())
     assert rep_a["scores"] == {"odi": 45.0, "nrs": 7}
     summary = _read_csv(out / "summary.csv")

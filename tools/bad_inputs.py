@@ -810,10 +810,10 @@ def _out_folder_of_other_files(ws, d):
 
 @case("predict", "--out is a previous report: replaced whole (tiny bundle, mask supplied)")
 def _out_previous_report(ws, d):
-    from spoils_tf.serve import predictor
+    from spoils_tf.serve.run import REPORT_FILES
     png, mask = _synthetic_inputs(ws, d)
     (d / "out").mkdir()
-    for name in predictor.REPORT_FILES.values():
+    for name in REPORT_FILES.values():
         (d / "out" / name).write_bytes(b"old " + name.encode())
     old_inode = os.stat(d / "out").st_ino
     run = _predict(ws, d, "--input", png, "--mask", mask, models=ws.models.bundle)
@@ -821,7 +821,7 @@ def _out_previous_report(ws, d):
     def check(r):
         out = d / "out"
         names = sorted(p.name for p in out.iterdir())
-        if names != sorted(predictor.REPORT_FILES.values()):
+        if names != sorted(REPORT_FILES.values()):
             return f"out holds {names}"
         if any(p.read_bytes().startswith(b"old ") for p in out.iterdir()):
             return "a file of the old report survived"

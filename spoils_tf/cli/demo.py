@@ -174,7 +174,7 @@ def run_pipeline_and_predict(out: pathlib.Path, config_name: str
                              ) -> tuple[int, list[pathlib.Path]]:
     """Stages 6 and 7; returns (exit code, HTML report paths)."""
     from configs import pipeline as pipeline_configs
-    from spoils_tf.serve import predictor
+    from spoils_tf.serve.run import run_predict
     from spoils_tf.train import common
     t0 = _stage(f"6. pipeline (configs/pipeline.py:{config_name}): ExampleGen -> Trainer -> "
                 "Evaluator -> Pusher")
@@ -198,9 +198,9 @@ def run_pipeline_and_predict(out: pathlib.Path, config_name: str
         t0 = _stage(f"8. spoils predict with the demo pipeline's bundle, held-out synthetic "
                     f"patient {case['patient']} ({name.replace('_', ' ')})")
         report_dir = out / "reports" / name
-        report = predictor.run_predict(case["image"], models, report_dir, odi=case["odi"],
-                                     nrs=case["nrs"], mask_path=mask,
-                                     pixel_spacing=case["spacing"])
+        report = run_predict(case["image"], models, report_dir, odi=case["odi"],
+                             nrs=case["nrs"], mask_path=mask,
+                             pixel_spacing=case["spacing"])
         print(f"    status {report['status']}; ODI {case['odi']}, NRS {case['nrs']}")
         for disc in report.get("discs", []):
             found = disc.get("predicted_class") or ("not graded" if disc.get("found")
@@ -241,7 +241,7 @@ def shipped_model_on_real_slice(out: pathlib.Path) -> list[pathlib.Path]:
     """
     from spoils_tf.cli import segment
     from spoils_tf.data import images
-    from spoils_tf.serve import predictor
+    from spoils_tf.serve.run import run_predict
     spider_dir = out / "spider"
     if not (spider_dir / layout.PATIENTS_CSV).is_file():
         print("\n=== 7. shipped model on a real slice: skipped (no SPIDER sample converted) ===")
@@ -265,7 +265,7 @@ def shipped_model_on_real_slice(out: pathlib.Path) -> list[pathlib.Path]:
                                  "--pixel-spacing", str(spacing[0]), str(spacing[1])])
     print(f"    spoils segment exit {rc}; masks in {seg_dir}")
     report_dir = out / "reports" / "shipped_model_real_slice"
-    report = predictor.run_predict(image, None, report_dir, odi=46, nrs=7, pixel_spacing=spacing)
+    report = run_predict(image, None, report_dir, odi=46, nrs=7, pixel_spacing=spacing)
     print("    spoils predict (shipped bundle; ODI 46 and NRS 7 are example scores, not the "
           "patient's):")
     _print_report(report)

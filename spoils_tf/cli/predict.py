@@ -5,7 +5,7 @@
 
 ``spoils predict --manifest FILE.csv [--models DIR] --out DIR [--slices N] [--precision P]``
 
-``--input`` runs ``spoils_tf.serve.predictor.run_predict``. Exit status: 0 report written, 2
+``--input`` runs ``spoils_tf.serve.run.run_predict``. Exit status: 0 report written, 2
 bad input (a ``FileNotFoundError`` or ``ValueError`` naming the file and field; nothing
 written), 3 no disc found (a report saying so is written).
 
@@ -23,7 +23,7 @@ import pathlib
 import sys
 
 from spoils_tf.errors import EXIT_BAD_INPUT, EXIT_NO_DISC, EXIT_OK, EXIT_PARTIAL
-from spoils_tf.serve import predictor
+from spoils_tf.serve import predictor, report_data, run
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,18 +84,18 @@ def main(argv: list[str]) -> int:
     if args.manifest is not None:
         return _main_manifest(args)
     try:
-        report = predictor.run_predict(args.input, args.models, args.out, odi=args.odi,
-                                       nrs=args.nrs, mask_path=args.mask,
-                                       pixel_spacing=args.pixel_spacing, slices=args.slices,
-                                       precision=args.precision)
+        report = run.run_predict(args.input, args.models, args.out, odi=args.odi,
+                                 nrs=args.nrs, mask_path=args.mask,
+                                 pixel_spacing=args.pixel_spacing, slices=args.slices,
+                                 precision=args.precision)
     except (FileNotFoundError, ValueError) as e:
         print(f"spoils predict: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     out = pathlib.Path(args.out)
     for key in ("html", "json", "overlay"):
-        print(f"{key}: {out / predictor.REPORT_FILES[key]}")
+        print(f"{key}: {out / run.REPORT_FILES[key]}")
     print("timing_ms: " + ", ".join(f"{k}={v:.1f}" for k, v in report["timing_ms"].items()))
-    if report["status"] == predictor.STATUS_NO_DISC:
+    if report["status"] == report_data.STATUS_NO_DISC:
         print("status: no_disc (no disc found; no grades, no recommendation)")
         return EXIT_NO_DISC
     return EXIT_OK

@@ -13,7 +13,7 @@ The manifest (UTF-8 CSV with a header; a byte-order mark is ignored), one row pe
   one into the output.
 
 :func:`read_manifest` checks every row before any work; :func:`run_batch` loads the bundle
-once and writes, under ``out_dir``: one report folder per row (``predictor.run_predict``,
+once and writes, under ``out_dir``: one report folder per row (``run.run_predict``,
 each all or nothing), ``summary.csv`` (:data:`SUMMARY_COLUMNS`, one row per disc per input that
 was reported) and ``failed.csv`` (:data:`FAILED_COLUMNS`, one row per input that failed; a
 header only when none did). Rows are numbered from 1, the header not counted.
@@ -209,6 +209,7 @@ def run_batch(manifest_path, models_dir, out_dir, *, slices: int = 1,
 
     from spoils_tf import weights
     from spoils_tf.serve import predictor as pr
+    from spoils_tf.serve.run import run_predict
     rows = read_manifest(manifest_path)
     out = fileio.check_writable_dir(out_dir, field="--out")
     pred = pr.Predictor(models_dir if models_dir is not None else weights.DEFAULT_BUNDLE,
@@ -217,9 +218,9 @@ def run_batch(manifest_path, models_dir, out_dir, *, slices: int = 1,
     failed: list[dict[str, Any]] = []
     for r in tqdm(rows, desc="predict", unit="input", disable=not progress):
         try:
-            reports[r.id] = pr.run_predict(r.path, None, out / r.id, odi=r.odi, nrs=r.nrs,
-                                           pixel_spacing=r.pixel_spacing_mm, slices=slices,
-                                           precision=precision, predictor=pred)
+            reports[r.id] = run_predict(r.path, None, out / r.id, odi=r.odi, nrs=r.nrs,
+                                        pixel_spacing=r.pixel_spacing_mm, slices=slices,
+                                        precision=precision, predictor=pred)
         except (OSError, ValueError) as e:      # FileNotFoundError is an OSError
             failed.append({"row": r.row, "path": str(r.path), "reason": str(e)})
     return BatchResult(reports, failed, *write_batch_tables(out, reports, failed))

@@ -1,17 +1,19 @@
-"""One patient's sagittal MRI -> a PHI-free report (JSON + HTML + overlay): :class:`Predictor`
-(a bundle loaded once, slices -> report dict) and :func:`run_predict` (input file -> report
-folder), the library behind ``spoils predict``.
+"""One patient's slices -> a PHI-free report dict: :class:`Predictor` (a bundle loaded once,
+its stages over one :class:`PatientCase`). ``spoils_tf.serve.run.run_predict`` (input file ->
+report folder, the library behind ``spoils predict``) reads the input for it and writes what
+it returns; ``spoils_tf.serve.report_data`` assembles the dict.
 
 Stages (``STAGES``, the keys of ``report["timing_ms"]``, milliseconds). :meth:`Predictor.
 predict_full` runs them in order, one method each: ``_read``, ``_segment``, ``_measure``
 (geometry), ``_classify`` (crops and both classifiers), ``_ensemble``, ``_decide`` (decision)
-and ``_report`` (write); each fills its fields of one :class:`PatientCase` and adds its time
-with :func:`timer`:
+and ``report_data.build_report`` (write); each fills its fields of one :class:`PatientCase`
+and adds its time with :func:`timer`:
 
-* ``read``: the input (``spoils_tf.serve.inputs.input_kind``: PNG/JPEG, a 2-D MHA/NIfTI, or a
-  DICOM file / series folder / 3-D volume through ``spoils_tf.data.dicom_io.load_series``,
-  which checks the plane is sagittal and takes the mid-sagittal slice and ``(slices - 1) / 2``
-  neighbours on each side) and the checks of every argument.
+* ``read``: the checks of every argument (and, in ``spoils_tf.serve.run.run_predict``, the
+  input: ``spoils_tf.serve.inputs.input_kind``: PNG/JPEG, a 2-D MHA/NIfTI, or a DICOM file /
+  series folder / 3-D volume through ``spoils_tf.data.dicom_io.load_series``, which checks the
+  plane is sagittal and takes the mid-sagittal slice and ``(slices - 1) / 2`` neighbours on
+  each side).
 * ``segment``: the bundle's segmentation SavedModel (``spoils_tf.serve.bundle``), or the label
   map given with ``--mask`` / ``masks=`` ("segmentation: supplied mask").
 * ``geometry``: ``spoils_tf.geometry.measure.measure_slice_detailed`` per slice, in mm. A
@@ -34,21 +36,12 @@ with :func:`timer`:
   probability and threshold). The threshold is ``clinical.strata.INTERVENTION_MIN_PROBABILITY``
   unless an ensemble member's card has the field ``intervention_min_probability`` (the largest
   such value is used); ``report["decision_rules"]`` gives it, its source and the rule table.
-* ``write``: assembling the report (and, in :func:`run_predict`, rendering and writing it).
+* ``write``: assembling the report (``spoils_tf.serve.report_data.build_report``; and, in
+  ``spoils_tf.serve.run.run_predict``, rendering and writing it).
 
-Timing: :func:`run_predict` (hence the CLI) first runs :meth:`Predictor.warmup` on the input's
-size, so ``timing_ms`` holds no one-off graph tracing; the warm-up's own time is
-``report["warmup_ms"]`` and ``report["timing_ms_note"]`` says whether any stage includes
-tracing (:data:`TIMING_NOTE_WARM` or :data:`TIMING_NOTE_TRACED`).
-
-Uncertainty: each classifier entry of a disc (and its ensemble) carries ``"uncertain"``
-(:func:`is_uncertain`: largest probability below ``UNCERTAIN_FACTOR / number of classes``);
-the HTML page shows a caution next to that top-3.
-
-Calibration: ``report["models"]["ensemble"]["calibrated"]`` is True only when the ensemble has
-one member and its card has ``"calibrated": true`` (an average of calibrated probabilities is
-not calibrated in general); otherwise the report calls the probabilities uncalibrated. Each
-graded disc carries ``"predicted_probability"``, the ensemble's probability for its class.
+Timing: :meth:`Predictor.warmup` runs every model once on an image size, so that the stage
+times hold no one-off graph tracing (``spoils_tf.serve.run.run_predict``, hence the CLI,
+calls it first); ``case.traced`` names the stages that did include tracing.
 
 Plausibility: a disc with a measurement outside ``spoils_tf.geometry.plausibility.
 PLAUSIBLE_RANGES`` on a slice it was found on (a segmentation, cut or pixel-spacing error, not
@@ -56,18 +49,9 @@ a finding) is reported with the measurement, its value and the range under
 ``"implausible_measurements"`` and is not graded; the recommendation then abstains
 (:data:`IMPLAUSIBLE_NOTE`), as it does when the level names are in doubt.
 
-Status: ``"ok"``, or ``"no_disc"`` when no disc is found on any slice (report written, no
-grades, no recommendation, exit code 3). Bad input (not sagittal, no PixelSpacing, a picture
-without ``--pixel-spacing``, bad ODI/NRS, a bad bundle) is a ``ValueError`` naming the file
-and field, exit code 2, and nothing is written: every output is built in memory first and
-written, only after all stages succeeded, into a hidden folder next to ``--out`` that is
-renamed into place when complete (``spoils_tf.fileio.atomic_output_dir``). ``--out`` is
-checked first, before the models load: a file, a non-empty folder that is not a previous
-report (:func:`is_report_dir`) or a folder that cannot be written is refused (exit code 2).
-
-Privacy: the report holds technical facts only (``SagittalSeries.deidentified_summary``), the
-sha256 of the input bytes, never a patient field and never the input path (folder names are
-often patient names). stdout carries output paths and stage timings only.
+Status: ``STATUS_OK``, or ``STATUS_NO_DISC`` when no disc is found on any slice (no grades,
+no recommendation). Bad slices, masks, spacing or ODI/NRS are a ``ValueError`` naming the
+field, raised by the ``read`` stage before any model runs.
 
 Precision: ``"bfloat16"`` builds the crop classifier under Keras' ``mixed_bfloat16`` policy,
 and the segmenter too when its card names a ``.keras`` copy in the optional field
@@ -79,36 +63,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
-import io
-import json
-import pathlib
 import time
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
-import PIL.Image
 
-from spoils_tf import fileio, labels, weights
+from spoils_tf import fileio, labels
 from spoils_tf.classical import io as cio
 from spoils_tf.clinical import rules
 from spoils_tf.data.images import check_pixel_spacing
 from spoils_tf.geometry import measure, plausibility
-from spoils_tf.serve import bundle, segmenter
-from spoils_tf.serve import report as html_report
-from spoils_tf.serve.inputs import finite_or_none, read_input, read_mask
-from spoils_tf.serve.overlay import overlay_image
+from spoils_tf.serve import bundle, report_data, segmenter
+from spoils_tf.serve.inputs import finite_or_none
+from spoils_tf.serve.report_data import NO_DISC_NOTE, STATUS_NO_DISC, STATUS_OK, SUPPLIED_MASK
 
-SCHEMA_VERSION = "spoils-tf/report/1"
 STAGES: tuple[str, ...] = ("read", "segment", "geometry", "crops", "classify_cnn",
                            "classify_geometry", "ensemble", "decision", "write")
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
 KERAS_POLICY: dict[str, str] = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
-STATUS_OK = "ok"
-STATUS_NO_DISC = "no_disc"
-DISCLAIMER = ("This report is decision support produced by software. It supports, and does not "
-              "replace, the judgement of a qualified clinician, who must review the images and "
-              "the patient before any treatment decision. It is not a diagnosis.")
 NO_SCORES_NOTE = "no ODI/NRS given: grades only, no recommendation"
 LEVEL_DOUBT_NOTE = ("the level names on the mid-sagittal slice are uncertain, so no "
                     "recommendation is given (a grade at the wrong level must not drive one); the "
@@ -117,82 +89,15 @@ IMPLAUSIBLE_NOTE = ("a measurement lies outside the plausible range of an adult 
                     "({}), which points to a segmentation or pixel-spacing error: the disc(s) "
                     "named are not graded and no recommendation is given (an ungraded disc "
                     "could change it); check the overlay and the pixel spacing")
-NO_DISC_NOTE = ("no intervertebral disc was found in the segmentation of any slice: no grades "
-                "and no recommendation can be given; check the input (a sagittal lumbar T2 "
-                "slice, superior up, anterior left) and the segmentation overlay")
-SUPPLIED_MASK = "supplied mask"
-REPORT_FILES: dict[str, str] = {"json": "report.json", "html": "report.html",
-                                "overlay": "overlay.png", "input": "input.png",
-                                "mask": "mask.png"}
 # A disc whose area is below this fraction of the median disc area of its slice (with 3 or
 # more discs found) is a segmentation speck: reported, not graded (project choice; lumbar
 # discs of one patient differ in area by well under a factor of 2, so 1/4 is a wide margin).
 MIN_DISC_AREA_FRACTION = 0.25
 IMPLAUSIBLE_AREA_REASON = "disc_area_below_quarter_of_median_not_graded"
 PATIENT_KEY = "input"   # the one "patient" of the feature rows built at prediction time
-# A classifier is "uncertain" for a disc when its largest probability is below this many times
-# the uniform probability 1/C (project choice: with 11 classes, below 2/11 = 0.18, the model
-# hardly prefers any class; such an entry gets "uncertain": true and the page a caution).
-UNCERTAIN_FACTOR = 2.0
-UNCALIBRATED_NOTE = ("uncalibrated: the grader's card does not state calibrated probabilities, "
-                     "so a probability is a score, not the chance that the grade is right")
-CALIBRATED_NOTE = "calibrated (the grader's card states it)"
-# report["timing_ms_note"]: whether the stage times include one-off graph tracing.
-TIMING_NOTE_WARM = ("graph tracing excluded: every model used had already run on this image "
-                    "size (Predictor.warmup, or an earlier call)")
-TIMING_NOTE_TRACED = "includes one-off graph tracing (first run of the model on this size): {}"
-
-# Units of the measurement columns of spoils_tf.geometry.measure (and the volume columns).
-_EXACT_UNITS: dict[str, str] = {
-    "centroid_row": "px", "centroid_col": "px", "tilt_deg": "degrees",
-    "disc_height_index": "ratio", "disc_si_csf_ratio": "ratio", "disc_si_vert_ratio": "ratio",
-    "disc_si_mean": "grey level (0-255)", "csf_si_median": "grey level (0-255)",
-    "vert_si_median": "grey level (0-255)",
-    "disc_si_inner_outer_diff": "fraction of CSF signal",
-    "disc_si_gmm_gap": "fraction of CSF signal", "disc_volume_n_slices": "slices",
-}
-
-
-def unit_of(column: str) -> str:
-    """The unit of a measurement column: ``mm``, ``mm²``, ``mm³``, ``degrees``, ``px``,
-    ``ratio``, a grey level or a fraction of the CSF signal."""
-    if column in _EXACT_UNITS:
-        return _EXACT_UNITS[column]
-    for suffix, unit in (("_mm3", "mm³"), ("_mm2", "mm²"), ("_mm", "mm"), ("_deg", "degrees")):
-        if column.endswith(suffix):
-            return unit
-    return ""
-
-
-def measurement_columns() -> tuple[str, ...]:
-    """Columns reported per disc: ``measure.MEASUREMENT_COLUMNS`` without ``level`` and
-    ``reason``, then the volume across the slices read."""
-    return tuple(c for c in measure.MEASUREMENT_COLUMNS if c not in ("level", "reason")) + (
-        "disc_volume_mm3", "disc_volume_n_slices")
 
 
 # === Small helpers ===
-def _reasons(text: Any) -> list[str]:
-    return [r for r in str(text or "").split(";") if r]
-
-
-def is_uncertain(probabilities: Sequence[float]) -> bool:
-    """True when the largest of ``probabilities`` (float [C], summing to 1) is below
-    ``UNCERTAIN_FACTOR / C``: the classifier barely prefers any class (nearly uniform).
-
-    Raises:
-        ValueError: ``probabilities`` is empty.
-    """
-    p = np.asarray(list(probabilities), np.float64)
-    if p.size == 0:
-        raise ValueError("probabilities: empty; expected one probability per class")
-    return bool(p.max() < UNCERTAIN_FACTOR / p.size)
-
-
-def _top(probs: Mapping[str, float], k: int = 3) -> list[list[Any]]:
-    return [[c, p] for c, p in sorted(probs.items(), key=lambda cp: -cp[1])[:k]]
-
-
 @contextlib.contextmanager
 def timer(timing: dict[str, float], stage: str) -> Iterator[None]:
     """Adds the wall-clock time of the ``with`` body, in milliseconds rounded to 0.001, to
@@ -605,7 +510,7 @@ class Predictor:
         self._ensemble(case)
         self._decide(case)
         with timer(timing, "write"):
-            report = fileio.json_safe(self._report(case))
+            report = fileio.json_safe(report_data.build_report(self, case))
         report["timing_ms"]["write"] = timing["write"]
         return Prediction(report, case.masks, case.slices)
 
@@ -875,151 +780,6 @@ class Predictor:
             out[d] = m / m.sum()
         return out
 
-    # === Report ===
-    def models_info(self) -> dict[str, Any]:
-        """Per bundle model: present, label, version, created, held-out metrics, classes."""
-        out: dict[str, Any] = {}
-        for name, key in ((bundle.SEG, "segmentation"), (bundle.CROP, "crop_classifier"),
-                          (bundle.GEOMETRY, "geometry_classifier")):
-            entry = self.bundle.get(name)
-            if entry is None:
-                out[key] = {"present": False, "name": name,
-                            "note": f"{name} is absent from the bundle: not used"}
-                continue
-            card = entry.card
-            info = {"present": True, "name": name, "label": entry.label,
-                    "version": entry.version, "created": card.get("created"),
-                    "metrics": card.get("metrics", {}),
-                    "data_fingerprint": card.get("data_fingerprint", "")}
-            for k in ("target", "classes", "model_name", "resize_mode", "crop_height",
-                      "crop_width", "context_slices", "margin_frac", "features", "calibrated",
-                      "intervention_min_probability"):
-                if k in card:
-                    info[k] = card[k]
-            if key != "segmentation":
-                clf = self.cnn if key == "crop_classifier" else self.geometry
-                info["in_ensemble"] = bool(clf and clf.in_ensemble)
-            out[key] = info
-        return out
-
-    def _report(self, case: PatientCase) -> dict[str, Any]:
-        """The report dict of a case that went through every stage (not yet JSON-safe)."""
-        flagged = case.flagged
-        n_found = len([d for d in case.levels if case.found[d] or d in flagged])
-        message = {STATUS_OK: f"{n_found} disc(s) found and graded"
-                   if case.ensemble and not flagged else f"{n_found} disc(s) found",
-                   STATUS_NO_DISC: NO_DISC_NOTE}[case.status]
-        if flagged:
-            message += (f", {len(case.ensemble)} graded; {len(flagged)} not graded: a "
-                        f"measurement outside its plausible range ({', '.join(flagged)})")
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "status": case.status,
-            "status_message": message,
-            "generated_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"),
-            "disclaimer": DISCLAIMER,
-            "input": self._input_entry(case),
-            "scores": {"odi": case.odi, "nrs": case.nrs},
-            "discs": [self._disc_entry(case, d) for d in case.levels],
-            "recommendation": case.recommendation,
-            "recommendation_note": case.recommendation_note,
-            "decision_rules": {
-                "intervention_min_probability":
-                    self.decision_config.intervention_min_probability,
-                "threshold_source": self.threshold_source,
-                "abstention_rule": rules.abstention_rule_text(self.decision_config),
-                "rule_table": rules.rule_table_lines(self.decision_config)},
-            "models": {**self.models_info(),
-                       "ensemble": {"members": [c.key for c in case.members],
-                                    "method": "equal-weight mean of the members' probabilities "
-                                              "(spoils_tf.ensemble.mean_ensemble), each averaged "
-                                              "over the slices the disc was found on",
-                                    "calibrated": self.calibrated,
-                                    "calibration_note": (CALIBRATED_NOTE if self.calibrated
-                                                         else UNCALIBRATED_NOTE)},
-                       "precision": {"requested": self.precision, **self.precision_used}},
-            "notes": case.notes,
-            "model_load_ms": self.load_ms,
-            "timing_ms": case.timing,
-            "timing_ms_note": (TIMING_NOTE_TRACED.format(", ".join(case.traced))
-                               if case.traced else TIMING_NOTE_WARM),
-        }
-
-    @staticmethod
-    def _input_entry(case: PatientCase) -> dict[str, Any]:
-        """``report["input"]``: shape, spacings, slices used, segmentation, then ``source``."""
-        inp: dict[str, Any] = {
-            "image_shape_hw": list(case.slices[0].shape),
-            "pixel_spacing_mm": [float(v) for v in case.spacing_mm],
-            "slice_spacing_mm": case.slice_spacing_mm,
-            "slices_used": {"count": len(case.slices),
-                            "offsets": [int(o) for o in case.offsets]},
-            "segmentation": case.segmentation,
-        }
-        inp.update(dict(case.source or {}))
-        if case.segmentation == SUPPLIED_MASK:
-            inp["segmentation"] = SUPPLIED_MASK
-        return inp
-
-    def _disc_entry(self, case: PatientCase, d: str) -> dict[str, Any]:
-        """One level's ``report["discs"]`` entry: where it was found and measured, its
-        measurements with units, reasons, each classifier's and the ensemble's top-3."""
-        flagged, offsets = case.flagged, case.offsets
-        seen = case.found[d] or (flagged[d][0] if d in flagged else [])
-        # the mid-sagittal slice when the disc was found there, else the nearest one
-        idx = seen or sorted(case.per_level[d])
-        i = min(idx, key=lambda j: (abs(int(offsets[j])), j))
-        table = case.table
-        row = table[(table["level"] == d) & (table["slice"] == int(offsets[i]))].iloc[0]
-        entry: dict[str, Any] = {
-            "level": d, "found": bool(seen),
-            "found_on_slice_offsets": [int(offsets[j]) for j in seen],
-            "measured_on_slice_offset": int(offsets[i]),
-            "measurements": {c: {"value": finite_or_none(row.get(c)), "unit": unit_of(c)}
-                             for c in measurement_columns()},
-            "reasons": _reasons(row.get("reason")),
-            "implausible_measurements": list(flagged[d][1]) if d in flagged else [],
-            "classifiers": {},
-        }
-        if d in flagged:
-            entry["reasons"].append(plausibility.IMPLAUSIBLE_MEASUREMENT_REASON)
-        for key, clf in (("crop_classifier", self.cnn), ("geometry_classifier", self.geometry)):
-            entry["classifiers"][key] = self._classifier_entry(case, d, key, clf)
-        if d in case.ensemble:
-            pr = {c: float(v) for c, v in zip(labels.GRADE_CLASSES, case.ensemble[d])}
-            cls = max(pr, key=pr.get)
-            entry["ensemble"] = {"members": [c.key for c in case.members], "probabilities": pr,
-                                 "predicted": cls, "top3": _top(pr),
-                                 "uncertain": is_uncertain(list(pr.values()))}
-            entry["predicted_class"] = cls
-            entry["predicted_probability"] = pr[cls]
-            entry["pfirrmann"] = labels.pfirrmann_of(cls)
-            entry["severity"] = labels.SEVERITY_NAMES[labels.severity_of(cls)]
-        else:
-            entry["ensemble"] = None
-            entry["predicted_class"] = None
-            entry["predicted_probability"] = None
-        return entry
-
-    @staticmethod
-    def _classifier_entry(case: PatientCase, d: str, key: str,
-                          clf: Optional[_Classifier]) -> dict[str, Any]:
-        """One classifier's part of a disc entry: absent, not classified (why), or its
-        probabilities, prediction, top-3 and uncertainty."""
-        if clf is None:
-            return {"present": False}
-        if d not in case.probs.get(key, {}):
-            return {"present": True, "probabilities": None,
-                    "note": ("a measurement outside its plausible range: not classified"
-                             if d in case.flagged else "disc not found: not classified")}
-        pr = {c: float(v) for c, v in zip(clf.classes, case.probs[key][d])}
-        return {"present": True, "model": clf.entry.label, "in_ensemble": clf.in_ensemble,
-                "classes": list(clf.classes), "probabilities": pr,
-                "predicted": max(pr, key=pr.get), "top3": _top(pr),
-                "uncertain": is_uncertain(list(pr.values())),
-                "n_slices": len(case.found[d])}
-
 
 def recommend(case: PatientCase, config: rules.DecisionConfig) -> None:
     """Fills ``case.recommendation`` (``clinical.rules.decide`` on the ensemble classes and,
@@ -1062,88 +822,3 @@ def recommend(case: PatientCase, config: rules.DecisionConfig) -> None:
                 f"not be graded ({', '.join(ungraded)}); the recommendation considers only "
                 f"the graded disc(s) ({', '.join(graded)}). Review the overlay.")
         case.recommendation = rec
-
-
-def _png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    PIL.Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def run_predict(input_path, models_dir, out_dir, *, odi=None, nrs=None, mask_path=None,
-                pixel_spacing=None, slices: int = 1, precision: str = "float32",
-                predictor: Optional[Predictor] = None, warmup: bool = True) -> dict:
-    """Reads the input, runs :class:`Predictor`, writes the report files; returns the report.
-
-    Writes ``out_dir/report.json``, ``report.html`` (``spoils_tf.serve.report.render_html``),
-    ``overlay.png``, ``input.png`` (the mid-sagittal slice as used) and ``mask.png`` (uint8
-    class ids), all or none: only after every stage succeeded, into a hidden sibling folder
-    that is renamed to ``out_dir`` once every file is in it (``fileio.atomic_output_dir``). An
-    ``out_dir`` holding a previous report (:func:`is_report_dir`) is replaced whole; an empty
-    one is filled. ``out_dir`` is checked before anything is read or loaded. A ``no_disc``
-    report is written too (the caller checks ``report["status"]``).
-
-    Args:
-        predictor: an already loaded :class:`Predictor` (benchmarks); else one is loaded from
-            ``models_dir`` with ``precision``.
-        warmup: run :meth:`Predictor.warmup` on the input's size before the timed stages, so
-            ``timing_ms`` excludes one-off graph tracing; its time is ``report["warmup_ms"]``
-            (None when nothing was left to warm up or ``warmup`` is False) and
-            ``report["timing_ms_note"]`` says whether tracing is included.
-
-    Raises:
-        SpoilsError: ``out_dir`` is a file, a non-empty folder that is not a previous report,
-            or not writable (before any work), or writing failed (nothing left behind).
-        FileNotFoundError, ValueError (incl. ``bundle.BundleError``): naming the file and field;
-            nothing is written then.
-    """
-    reading: dict[str, float] = {}   # this function's share of the "read" stage
-    with timer(reading, "read"):
-        fileio.check_output_dir(out_dir, replace_if=is_report_dir)   # fail fast, before any work
-        check_scores(odi, nrs)
-        if mask_path is not None and int(slices) != 1:
-            raise ValueError(f"--mask with --slices {slices}: a mask is one label map for the "
-                             "mid-sagittal slice; use --slices 1")
-        images, spacing, offsets, ss, desc = read_input(input_path, pixel_spacing=pixel_spacing,
-                                                        slices=slices)
-        masks = None
-        if mask_path is not None:
-            mask, mask_sha = read_mask(mask_path, images[0].shape)
-            masks = [mask]
-            desc["mask_sha256"] = mask_sha
-    if predictor is None and models_dir is None:
-        models_dir = weights.DEFAULT_BUNDLE
-    pred = predictor or Predictor(models_dir, precision=precision)
-    warmup_ms = pred.warmup(images[0].shape, segment=masks is None) if warmup else None
-    result = pred.predict_full(images, spacing, odi=odi, nrs=nrs, masks=masks, source=desc,
-                               slice_offsets=offsets, slice_spacing_mm=ss,
-                               orientation_from_header=desc["kind"] not in ("picture", "image_2d"))
-    report = result.report
-    report["warmup_ms"] = warmup_ms
-    timing = report["timing_ms"]
-    timing["read"] = round(timing["read"] + reading["read"], 3)
-    with timer(timing, "write"):
-        overlay_png = _png(overlay_image(result.slices[0], result.masks[0], report))
-        files = {"overlay": overlay_png, "input": _png(result.slices[0]),
-                 "mask": _png(result.masks[0].astype(np.uint8))}
-        report["files"] = dict(REPORT_FILES)
-        html_text = html_report.render_html(report, overlay_png)
-        # serialisable before anything is written
-        json.dumps(report, indent=2, allow_nan=False, default=fileio.json_default)
-    with fileio.atomic_output_dir(out_dir, replace_if=is_report_dir) as out:
-        with timer(timing, "write"):
-            for key, data in files.items():
-                fileio.atomic_write_bytes(out / REPORT_FILES[key], data)
-            fileio.atomic_write_text(out / REPORT_FILES["html"], html_text)
-        # the JSON on disk carries the write time up to its own serialisation
-        json_text = json.dumps(report, indent=2, allow_nan=False,
-                               default=fileio.json_default) + "\n"
-        fileio.atomic_write_text(out / REPORT_FILES["json"], json_text)
-    return report
-
-
-def is_report_dir(path: pathlib.Path) -> bool:
-    """True when the folder ``path`` holds a previous report: ``report.json`` and no file
-    whose name is not one of :data:`REPORT_FILES` (so that replacing it loses nothing else)."""
-    names = {p.name for p in pathlib.Path(path).iterdir()}
-    return REPORT_FILES["json"] in names and names <= set(REPORT_FILES.values())

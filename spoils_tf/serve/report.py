@@ -123,7 +123,7 @@ KEY_MEASUREMENTS: dict[str, tuple[str, str]] = {
     "disc_si_csf_ratio": ("Signal ÷ CSF", "mean disc signal ÷ median CSF signal at that level"),
     "disc_area_mm2": ("Area", "disc area on the mid-sagittal slice"),
 }
-# Unit (spoils_tf.serve.predictor.unit_of) -> (short unit for headers, decimals; 0 = integer).
+# Unit (spoils_tf.serve.report_data.unit_of) -> (short unit for headers, decimals; 0 = integer).
 _UNIT_FORMAT: dict[str, tuple[str, int]] = {
     "mm": ("mm", 1), "mm²": ("mm²", 0), "mm³": ("mm³", 0), "degrees": ("°", 1),
     "px": ("px", 0), "ratio": ("", 2), "grey level (0-255)": ("grey level 0–255", 0),
@@ -195,7 +195,7 @@ def _is_number(x: Any) -> bool:
 def format_value(value: Any, unit: str = "") -> str:
     """A measurement as text, rounded by its unit: 1 decimal for mm and degrees, 2 for ratios
     and fractions, integers for areas, volumes, pixels, grey levels and counts; ``"n/a"`` for
-    None/NaN. ``value``: float | int | None; ``unit``: ``spoils_tf.serve.predictor.unit_of``
+    None/NaN. ``value``: float | int | None; ``unit``: ``spoils_tf.serve.report_data.unit_of``
     text."""
     if not _is_number(value):
         return "n/a"
