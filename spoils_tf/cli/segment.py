@@ -49,8 +49,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--target-spacing-mm", type=float, default=0.0,
                         help="for a bare .keras trained at a fixed pixel size: that size in mm")
     parser.add_argument("--orientation", default="auto", choices=("auto", "as_is"),
-                        help="auto: read which way is up/anterior from the anatomy and correct "
-                             "a flipped slice (refuse when ambiguous); as_is: trust the input")
+                        help="auto: a picture's flip is read by the bundle's orientation "
+                             "network (the anatomy when it has none) and corrected, or the "
+                             "picture refused when unsure; DICOM/volumes follow their direction "
+                             "cosines; as_is: trust the input")
     parser.add_argument("--pixel-spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
                         help="override / supply the pixel spacing in mm (all inputs)")
     args = parser.parse_args(argv)
