@@ -19,6 +19,15 @@ from spoils_tf.serve import bundle
 MAX_MODEL_BYTES = 25 * 1024 * 1024
 
 
+def _mid_slice(shared_spider_dir, tmp_path, patient: str):
+    """The middle slice (LabelMe record) of one SPIDER patient of ``../shared``."""
+    from spoils_tf.data import labelme_io, layout, spider
+    out = tmp_path / "conv"
+    spider.convert_spider(shared_spider_dir, out, patients=[patient], progress=False)
+    paths = sorted(layout.list_labelme_jsons(out), key=lambda p: layout.parse_stem(p.stem)[1])
+    return labelme_io.read_labelme(paths[len(paths) // 2])
+
+
 @pytest.fixture(scope="module")
 def seg_entry():
     return bundle.load_bundle(weights.DEFAULT_BUNDLE)[bundle.SEG]
@@ -77,12 +86,8 @@ def test_segment_uses_the_shipped_model_by_default():
 
 def test_real_slice_and_its_upside_down_copy(shared_spider_dir, tmp_path):
     from spoils_tf.serve import segmenter as inference
-    from spoils_tf.data import labelme_io, layout, spider
     from spoils_tf.metrics import segmentation as seg_metrics
-    out = tmp_path / "conv"
-    spider.convert_spider(shared_spider_dir, out, patients=["22"], progress=False)
-    paths = sorted(layout.list_labelme_jsons(out), key=lambda p: layout.parse_stem(p.stem)[1])
-    rec = labelme_io.read_labelme(paths[len(paths) // 2])
+    rec = _mid_slice(shared_spider_dir, tmp_path, "22")
     seg = inference.Segmenter()
     upright = seg(rec.image, rec.pixel_spacing_mm)
     assert upright.orientation == "as_is"
@@ -110,11 +115,7 @@ def test_predict_uses_the_bundled_orientation_network():
 
 def test_predict_corrects_a_mirrored_real_slice(shared_spider_dir, tmp_path):
     from spoils_tf.serve import predictor
-    from spoils_tf.data import labelme_io, layout, spider
-    out = tmp_path / "conv"
-    spider.convert_spider(shared_spider_dir, out, patients=["107"], progress=False)
-    paths = sorted(layout.list_labelme_jsons(out), key=lambda p: layout.parse_stem(p.stem)[1])
-    rec = labelme_io.read_labelme(paths[len(paths) // 2])
+    rec = _mid_slice(shared_spider_dir, tmp_path, "107")
     pred = predictor.Predictor(weights.DEFAULT_BUNDLE)
     upright = pred.predict([rec.image], rec.pixel_spacing_mm, odi=46, nrs=7)
     mirrored = pred.predict([np.ascontiguousarray(rec.image[:, ::-1])], rec.pixel_spacing_mm,
@@ -129,11 +130,7 @@ def test_predict_abstains_when_the_levels_are_uncertain(shared_spider_dir, tmp_p
     the recommendation, keep the grades for review and say why."""
     from spoils_tf import levels
     from spoils_tf.serve import predictor as predict
-    from spoils_tf.data import labelme_io, layout, spider
-    out = tmp_path / "conv"
-    spider.convert_spider(shared_spider_dir, out, patients=["22"], progress=False)
-    paths = sorted(layout.list_labelme_jsons(out), key=lambda p: layout.parse_stem(p.stem)[1])
-    rec = labelme_io.read_labelme(paths[len(paths) // 2])
+    rec = _mid_slice(shared_spider_dir, tmp_path, "22")
     pred = predict.Predictor(weights.DEFAULT_BUNDLE)
     clean = pred.predict([rec.image], rec.pixel_spacing_mm, odi=46, nrs=7)
     real_assign = levels.assign_levels
