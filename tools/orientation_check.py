@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
     total = {t: {"right": 0, "refused": 0, "wrong": 0} for t in levels.ORIENTATIONS}
     result = {"folds": {}, "slices": 0, "counts": total, "wrong": []}
     for fold in args.fold:
-        net, threshold = None, 0.9
+        net, threshold = None, segmenter.DEFAULT_ORIENTATION_THRESHOLD
         if args.orientation_workdir is not None:
             from spoils_tf.models import orientation
             o_config = json.loads((args.orientation_workdir / "config.json").read_text())

@@ -78,6 +78,11 @@ ORIENTATION_WORDS: dict[str, str] = {"as_is": "in display orientation",
                                      "rot180": "rotated by 180 degrees"}
 
 
+# top softmax probability of the orientation network below which a picture is refused, when the
+# model card sets none
+DEFAULT_ORIENTATION_THRESHOLD = 0.9
+
+
 class OrientationError(SpoilsError):
     """The slice's orientation could not be read from the anatomy: refused, nothing written.
 
@@ -134,7 +139,7 @@ class SpacingSegmenter:
 
     def __init__(self, model_path: str | pathlib.Path, target_spacing_mm: float, *,
                  orientation: str = "auto", orientation_net: Any = None,
-                 orientation_threshold: float = 0.9):
+                 orientation_threshold: float = DEFAULT_ORIENTATION_THRESHOLD):
         import tensorflow as tf
         self._setup(orientation, orientation_net, orientation_threshold)
         model_path = pathlib.Path(model_path)
@@ -163,7 +168,8 @@ class SpacingSegmenter:
     @classmethod
     def from_function(cls, probabilities: Callable[[np.ndarray, tuple[float, float]], np.ndarray],
                       *, orientation: str = "auto", orientation_net: Any = None,
-                      orientation_threshold: float = 0.9) -> "SpacingSegmenter":
+                      orientation_threshold: float = DEFAULT_ORIENTATION_THRESHOLD
+                      ) -> "SpacingSegmenter":
         """The same segmenter around any ``(uint8 [H, W], (row_mm, col_mm)) -> float [H, W,
         classes]`` probability function (another runtime, or a hand-made one in tests)."""
         self = cls.__new__(cls)
@@ -302,15 +308,16 @@ def _write_outputs(out_dir: pathlib.Path, stem: str, grey: np.ndarray, mask: np.
 def load_orientation(entry: bundle.BundleModel) -> tuple[Any, float]:
     """(``OrientationNet`` or None, threshold) of a bundle's segmentation entry: the network
     named by its card's ``orientation_model`` at ``orientation_pixel_mm``, and
-    ``orientation_threshold``; (None, 0.9) when the card names none."""
+    ``orientation_threshold`` (default :data:`DEFAULT_ORIENTATION_THRESHOLD`); (None, that
+    default) when the card names none."""
     card = entry.card
     if entry.orientation_path is None:
-        return None, 0.9
+        return None, DEFAULT_ORIENTATION_THRESHOLD
     from spoils_tf.models import orientation as orientation_model
     net = orientation_model.OrientationNet.load(
             entry.orientation_path,
             float(card.get("orientation_pixel_mm") or orientation_model.PIXEL_MM))
-    return net, float(card.get("orientation_threshold", 0.9))
+    return net, float(card.get("orientation_threshold", DEFAULT_ORIENTATION_THRESHOLD))
 
 
 class Segmenter:
@@ -320,10 +327,10 @@ class Segmenter:
     bundle (``spoils_tf.serve.bundle``: its latest ``spoils_seg`` version, card and checksum
     checked) or None for the shipped SPIDER model (``spoils_tf.weights``); or ``entry``, a
     loaded bundle's ``spoils_seg`` entry. A bundle's orientation network (card field
-    ``orientation_model``) decides a 2-D picture's orientation (``load_orientation``). Models trained at a
-    fixed pixel size (card or SavedModel metadata ``resize_mode: "spacing"``, or a ``.keras`` with
-    ``target_spacing_mm``) run :class:`SpacingSegmenter` and need the pixel spacing; older
-    letterbox models run :func:`load_segmenter`.
+    ``orientation_model``) decides a 2-D picture's orientation (``load_orientation``). Models
+    trained at a fixed pixel size (card or SavedModel metadata ``resize_mode: "spacing"``, or a
+    ``.keras`` with ``target_spacing_mm``) run :class:`SpacingSegmenter` and need the pixel
+    spacing; older letterbox models run :func:`load_segmenter`.
 
     Raises:
       FileNotFoundError: a bundle directory that does not exist (``bundle.load_bundle``).
@@ -337,7 +344,7 @@ class Segmenter:
         if model_path is None and entry is None:
             model_path = weights.DEFAULT_BUNDLE
         path = pathlib.Path(model_path) if entry is None else entry.model_path
-        orientation_net, orientation_threshold = None, 0.9
+        orientation_net, orientation_threshold = None, DEFAULT_ORIENTATION_THRESHOLD
         if entry is None and path.is_dir() and (path / bundle.SEG).is_dir():
             entry = bundle.load_bundle(path)[bundle.SEG]
         if entry is not None:
