@@ -11,7 +11,7 @@ SERVING_API := tensorflow-serving-api==2.21.0
 # requirements.txt; its dependencies PyWavelets, pykwalify, six are in the lock).
 PYRADIOMICS := pyradiomics==3.0.1
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install system-deps demo test test-fast bench clean
 
 $(STAMP): setup.py requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ $(STAMP): setup.py requirements.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## Debian packages for the browser, PACS and DICOM-validation tests (root; CI runs it).
+system-deps:
+	bash tools/system_deps.sh
 
 ## Main job on the embedded default data (synthetic cohort; SPIDER too when ../shared exists).
 demo: $(STAMP)

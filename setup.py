@@ -28,6 +28,13 @@ INSTALL_REQUIRES = [
     # tfds 4.9.10 needs it to locate builder code but declares it only for Python < 3.9.
     "importlib_resources>=6",
     "tensorboard==2.21.0",  # tensorflow-cpu does not pull it; Keras TensorBoard callback logs
+    # clinic and PACS: DICOM SEG/SR, DICOMweb, the local web page, NIfTI input
+    "highdicom==0.28.2",
+    "dicomweb-client==0.61.2",
+    "fastapi==0.165.0",
+    "uvicorn==0.55.0",
+    "python-multipart==0.0.34",
+    "nibabel==5.4.2",
 ]
 
 EXTRAS_REQUIRE = {
@@ -35,7 +42,9 @@ EXTRAS_REQUIRE = {
     #   pip uninstall -y tensorflow-cpu && pip install 'tensorflow[and-cuda]==2.21.0'
     # (README, "On a GPU"); this extra records the requirement.
     "gpu": ["tensorflow[and-cuda]==2.21.0"],
-    "test": ["pytest>=8", "dill"],  # dill: needed by tfds.testing
+    # dill: needed by tfds.testing; httpx: FastAPI's TestClient; selenium: the browser test;
+    # jax: the Keras JAX-backend test (the GPU kit runs on JAX)
+    "test": ["pytest>=8", "dill", "httpx==0.29.0", "selenium==4.51.0", "jax==0.10.2"],
     # IBSI radiomics (spoils_tf.radiomics). Source only; its setup.py imports numpy, so
     # install it after numpy with `pip install --no-build-isolation pyradiomics==3.0.1`
     # (make install does).
