@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from spoils_tf.data import seg_constants  # TF-free: configs load without TensorFlow
+
 
 # Where `spoils convert-spider --out` writes the SPIDER dataset by default (a spoils dataset
 # dir, spoils_tf/data/layout.py); relative paths are relative to the working directory.
@@ -39,16 +41,14 @@ def seg_data_config() -> ml_collections.ConfigDict:
     d.max_slices_per_patient = 0  # 0 = every slice; n = the n slices nearest the patient's middle
     d.cache = ""                  # "" = in memory; a path prefix = on disk
     d.shuffle_buffer = 1024
-    from spoils_tf.data import seg_pipeline  # imports TensorFlow: only segmentation configs pay
-    d.augment = ml_collections.ConfigDict(dict(seg_pipeline.DEFAULT_AUGMENT))
+    d.augment = ml_collections.ConfigDict(dict(seg_constants.DEFAULT_AUGMENT))
     d.synthetic = ml_collections.ConfigDict(
             {"patients": 16, "slices_per_patient": 3, "seed": 0})
     # Fixed-spacing patch training (spoils_tf/train/seg_spacing_lib.py) when > 0: every slice
     # resampled to this pixel size in mm, random patches of patch_size (H, W) pixels.
     d.target_spacing_mm = 0.0
     d.patch_size = (320, 256)
-    from spoils_tf.data import spacing_pipeline
-    d.patch_augment = ml_collections.ConfigDict(dict(spacing_pipeline.DEFAULT_PATCH_AUGMENT))
+    d.patch_augment = ml_collections.ConfigDict(dict(seg_constants.DEFAULT_PATCH_AUGMENT))
     return d
 
 

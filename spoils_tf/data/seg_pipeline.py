@@ -32,19 +32,9 @@ import tensorflow as tf
 
 from spoils_tf import labels
 
-# keras.applications.resnet50.preprocess_input ("caffe" mode): RGB -> BGR, minus the ImageNet
-# per-channel mean, no scaling. Used for every model so ImageNet weights see what they expect.
-IMAGENET_CAFFE_MEAN_BGR: tuple[float, float, float] = (103.939, 116.779, 123.68)
-RESIZE_MODES: tuple[str, ...] = ("letterbox", "resize")
-
-DEFAULT_AUGMENT: dict[str, float] = {
-        "rotation_deg": 10.0,     # uniform in [-10, 10] degrees
-        "scale": 0.1,             # isotropic zoom factor in [0.9, 1.1]
-        "shift": 0.05,            # translation, fraction of the image side, each axis
-        "contrast": 0.2,          # (x - mean) * U[0.8, 1.2] + mean
-        "brightness": 0.1,        # + U[-0.1, 0.1] * 255
-        "gamma": 0.2,             # 255 * (x / 255) ** U[0.8, 1.2]
-}
+# Constants shared with TF-free code (configs, the Keras-3 backend-agnostic path).
+from spoils_tf.data.seg_constants import (DEFAULT_AUGMENT, IMAGENET_CAFFE_MEAN_BGR,  # noqa: F401
+                                          RESIZE_MODES)
 
 
 # === Normalisation ===

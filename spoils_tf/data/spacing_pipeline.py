@@ -31,21 +31,8 @@ import tensorflow as tf
 
 from spoils_tf.models import with_input_size
 
-# Augmentation magnitudes; every entry is (probability, magnitude) or a range, see _augment.
-DEFAULT_PATCH_AUGMENT: dict[str, float] = {
-        "rotation_deg": 15.0,       # uniform in [-15, 15] degrees
-        "scale_min": 0.8,           # isotropic zoom, log-uniform in [scale_min, scale_max]
-        "scale_max": 1.25,
-        "anisotropy": 0.1,          # extra row/col zoom ratio in [1 - a, 1 + a]
-        "foreground_fraction": 0.67,  # patches centred inside the labelled spine's box
-        "p_gamma": 0.3, "gamma_min": 0.7, "gamma_max": 1.5,
-        "p_contrast": 0.3, "contrast": 0.25,   # (x - mean) * U[1 - c, 1 + c] + mean
-        "p_gain": 0.3, "gain": 0.25,           # x * U[1 - g, 1 + g]
-        "p_bias_field": 0.3, "bias_field": 0.3,  # x * exp(smooth field, SD bias_field)
-        "p_blur": 0.2, "blur_sigma_max": 1.5,    # Gaussian blur, sigma U[0.5, max] px
-        "p_low_res": 0.25, "low_res_max": 2.0,   # down by U[1, max] then back up (bilinear)
-        "p_noise": 0.15, "noise": 0.08,          # + N(0, U[0, noise] * 255)
-}
+# Augmentation magnitudes (TF-free module, shared with configs/base.py).
+from spoils_tf.data.seg_constants import DEFAULT_PATCH_AUGMENT  # noqa: F401
 
 
 # === Resampling ===
