@@ -18,7 +18,10 @@ training patients only:
    ``config.selection_metric`` wins (:func:`select_candidate`).
 3. **Calibration**: a :class:`candidates.CrossFitCalibrator` is fitted on the winner's inner
    out-of-fold probabilities (rows predicted by models that never saw them).
-4. The winner is refitted on all training rows; the outer test fold is predicted once and
+4. **Abstention** (11-class target only): the intervention threshold of decision support is
+   chosen on the winner's inner out-of-fold probabilities, cross-fit calibrated
+   (:func:`choose_abstention`, ``spoils_tf.classical.abstention``).
+5. The winner is refitted on all training rows; the outer test fold is predicted once and
    calibrated. Only then is the test fold looked at.
 
 Metrics over the pooled outer predictions, one row per disc, each with a 95 % patient
@@ -32,6 +35,8 @@ Workdir::
     <mask_source>/<target>/<family>/summary.json, oof_predictions.csv, confusion.png
     <mask_source>/<target>/reliability.png                       families, calibrated
     <mask_source>/ablation.md|.csv                               family x target table
+    <mask_source>/abstention.md                                  11-class: thresholds and
+                                                                 what they withheld
     discs.csv                                                    the disc table's keys/labels
 
 Each outer fold is written when it finishes; a rerun skips folds whose ``signature`` (config,
@@ -53,6 +58,7 @@ import numpy as np
 import pandas as pd
 
 from spoils_tf import fileio, labels
+from spoils_tf.classical import abstention
 from spoils_tf.classical import candidates as cand
 from spoils_tf.classical import models as cmodels
 from spoils_tf.metrics import calibration as calib
@@ -265,7 +271,8 @@ def select_candidate(X: np.ndarray, y: np.ndarray, splits, candidate_list, n_cla
 
 def run_outer_fold(X: np.ndarray, y: np.ndarray, patients: Sequence[str], fold_ids: np.ndarray,
                    test_fold: int, columns: Sequence[str], candidate_list, n_classes: int,
-                   cfg: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+                   cfg: Mapping[str, Any], abstain: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Everything of one outer fold (module docstring, steps 1-4).
 
     Args:
@@ -273,11 +280,16 @@ def run_outer_fold(X: np.ndarray, y: np.ndarray, patients: Sequence[str], fold_i
         patients, fold_ids: per row; columns: the ``F`` feature names;
         candidate_list: :class:`candidates.Candidate` s; n_classes: the target's classes;
         cfg: ``inner_k``, ``seed``, ``selection_metric``, ``calibration``, ``max_features``.
+        abstain: the target is the 11-class grade (``labels.GRADE_CLASSES``): also choose the
+            intervention threshold on the inner folds (:func:`choose_abstention`) and count
+            what it does on the test fold.
 
     Returns:
         ``(test_rows, calibrated [T, C], uncalibrated [T, C], facts)``; ``facts`` names the
         chosen candidate, every candidate's inner score, the selected features and the
-        patients on each side.
+        patients on each side; with ``abstain``, ``facts["abstention"]`` holds the threshold,
+        its inner curve and ``"test"``: ``abstention.threshold_curve`` on the test fold at 0
+        (no abstention) and at the threshold.
     """
     t0 = time.perf_counter()
     train, test, inner = nested_splits(patients, y, fold_ids, test_fold, cfg["inner_k"],
@@ -294,6 +306,10 @@ def run_outer_fold(X: np.ndarray, y: np.ndarray, patients: Sequence[str], fold_i
     probs = calibrator.transform(raw)
     support = final.named_steps["select"].get_support()
     patients = np.asarray(patients).astype(str)
+    abst = None
+    if abstain:
+        abst = choose_abstention(oof, y[rows], rows, inner, cfg["calibration"])
+        abst["test"] = abstention.threshold_curve(probs, y[test], (0.0, abst["threshold"]))
     facts = {"test_fold": int(test_fold), "chosen": best.to_dict(),
              "inner_scores": scores, "selection_metric": cfg["selection_metric"],
              "selected_features": [c for c, k in zip(columns, support) if k],
@@ -302,7 +318,31 @@ def run_outer_fold(X: np.ndarray, y: np.ndarray, patients: Sequence[str], fold_i
              "test_patients": sorted(set(patients[test])),
              "inner_test_patients": [sorted(set(patients[te])) for _, te in inner],
              "seconds": time.perf_counter() - t0}
+    if abst is not None:
+        facts["abstention"] = abst
     return test, probs, raw, facts
+
+
+def choose_abstention(oof: np.ndarray, y_oof: np.ndarray, rows: np.ndarray,
+                      inner: Sequence[tuple[np.ndarray, np.ndarray]], method: str) -> dict:
+    """The intervention threshold of an 11-class grader, chosen on its inner folds.
+
+    Args:
+        oof: ``[R, C]`` inner out-of-fold probabilities of the chosen candidate, for ``rows``
+            (sorted row indices) with true codes ``y_oof``.
+        inner: the inner ``(fit, held-out)`` row pairs that produced them.
+        method: the calibration method.
+
+    Returns:
+        ``abstention.choose_threshold`` on the cross-fit calibrated inner probabilities (no
+        inner row calibrated by a map that saw it).
+    """
+    group = np.empty(len(rows), np.int64)
+    pos = {r: i for i, r in enumerate(rows)}
+    for j, (_, te) in enumerate(inner):
+        group[[pos[r] for r in te]] = j
+    held_out = abstention.cross_fit_calibrated(oof, y_oof, group, method)
+    return abstention.choose_threshold(held_out, y_oof)
 
 
 # === Metrics ===
@@ -400,6 +440,11 @@ def _data_hash(table: pd.DataFrame, cols: Sequence[str], y: np.ndarray) -> str:
     return hashlib.sha256(h.to_numpy().tobytes() + y.tobytes()).hexdigest()[:16]
 
 
+def _abstention_rule() -> dict[str, Any]:
+    return {"grid": abstention.THRESHOLD_GRID, "target_precision": abstention.TARGET_PRECISION,
+            "min_acted": abstention.MIN_ACTED}
+
+
 def _cfg(config) -> dict[str, Any]:
     return {"inner_k": int(config.inner_k), "seed": int(config.seed),
             "selection_metric": str(config.selection_metric),
@@ -430,8 +475,10 @@ def run_cell(config, workdir: pathlib.Path, table: pd.DataFrame, columns: Sequen
     cdir = workdir / str(config.data.mask_source) / target / family
     cfg = _cfg(config)
     cands = _candidates(config, target)
+    abstain = tuple(classes) == labels.GRADE_CLASSES
+    rule = {"abstention": _abstention_rule()} if abstain else {}
     sig = _signature(cfg=cfg, candidates=[c.name for c in cands], columns=list(columns),
-                     data=_data_hash(table, columns, y), target=target)
+                     data=_data_hash(table, columns, y), target=target, **rule)
     for f in _folds_to_run(str(config.fold), k):
         meta_path = cdir / "folds" / f"fold_{f}.json"
         if meta_path.is_file():
@@ -442,7 +489,7 @@ def run_cell(config, workdir: pathlib.Path, table: pd.DataFrame, columns: Sequen
             raise ValueError(f"{meta_path}: field 'signature' {meta.get('signature')!r} != "
                              f"{sig!r}: made with another config or data; use a fresh workdir")
         test, probs, raw, facts = run_outer_fold(X, y, patients, fold_ids, f, columns, cands,
-                                                 len(classes), cfg)
+                                                 len(classes), cfg, abstain=abstain)
         pred = table.loc[test, ["patient", "level"]].reset_index(drop=True)
         pred["fold"] = f
         pred["y_true"] = [classes[v] if v >= 0 else "" for v in y[test]]
@@ -480,11 +527,60 @@ def aggregate_cell(config, cdir: pathlib.Path, target: str, family: str,
               "chosen_per_fold": [m["chosen"]["name"] for m in facts],
               "median_features": int(np.median([len(m["selected_features"]) for m in facts])),
               "summary": summary}
+    if all("abstention" in m for m in facts):
+        result["abstention"] = abstention_summary(facts)
     fileio.write_csv(cdir / "oof_predictions.csv", pred)
     fileio.write_json(cdir / "summary.json", fileio.json_safe(result))
     cm.plot_confusion_matrix(np.asarray(summary["confusion"]), classes, cdir / "confusion.png",
                              title=f"{target} / {family}")
     return result
+
+
+def abstention_summary(facts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The outer folds' abstention facts (``run_outer_fold``) side by side and pooled.
+
+    Returns:
+        ``{"per_fold": [{fold, threshold, calls, acted, over_treating, over_treating_without}],
+        "pooled": {calls, acted, over_treating, precision, over_treating_without,
+        precision_without}}``: ``*_without`` = every intervention call acted on (no
+        threshold).
+    """
+    per_fold = []
+    for m in facts:
+        a = m["abstention"]
+        none, at = a["test"]
+        per_fold.append({"fold": int(m["test_fold"]), "threshold": float(a["threshold"]),
+                         "calls": int(at["calls"]), "acted": int(at["acted"]),
+                         "over_treating": int(at["over_treating"]),
+                         "over_treating_without": int(none["over_treating"])})
+    tot = {k: int(sum(r[k] for r in per_fold))
+           for k in ("calls", "acted", "over_treating", "over_treating_without")}
+    tot["precision"] = (1.0 - tot["over_treating"] / tot["acted"]) if tot["acted"] else None
+    tot["precision_without"] = ((1.0 - tot["over_treating_without"] / tot["calls"])
+                                if tot["calls"] else None)
+    return {"per_fold": per_fold, "pooled": tot}
+
+
+def abstention_markdown(results: Sequence[Mapping[str, Any]]) -> str:
+    """One row per cell with abstention facts: thresholds chosen per outer fold and what they
+    did to the intervention calls of the test folds."""
+    lines = ["| masks | family | thresholds (outer folds) | intervention calls | acted | "
+             "over-treating acted | over-treating with no threshold |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        a = r.get("abstention")
+        if not a:
+            continue
+        p = a["pooled"]
+        thresholds = " ".join(f"{x['threshold']:g}" for x in a["per_fold"])
+        lines.append(f"| {r['mask_source']} | {r['family']} | {thresholds} | {p['calls']} | "
+                     f"{p['acted']} | {p['over_treating']} | {p['over_treating_without']} |")
+    lines += ["", "Per disc of the held-out outer folds: an intervention call is a disc whose "
+              "predicted 11-class grade is in the injection or surgical tier; it acts when the "
+              "calibrated probability of that class reaches the fold's threshold, chosen on "
+              "the inner folds only (`spoils_tf.classical.abstention`); it over-treats when the "
+              "true class's tier is less intensive. Threshold 1 = every intervention withheld."]
+    return "\n".join(lines) + "\n"
 
 
 def run(config, workdir: str | os.PathLike) -> dict[str, Any]:
@@ -534,6 +630,8 @@ def _run(config, workdir: pathlib.Path) -> dict[str, Any]:
                         y, pred[[RAW_PREFIX + c for c in classes]].to_numpy(np.float64))
             md = ablation_markdown(results)
             fileio.atomic_write_text(src / "ablation.md", md)
+            if any("abstention" in x for x in results):
+                fileio.atomic_write_text(src / "abstention.md", abstention_markdown(results))
             fileio.write_csv(src / "ablation.csv", ablation_frame(results))
         if curves:
             calib.plot_reliability(curves, src / target / "reliability.png",

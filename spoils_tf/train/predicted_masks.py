@@ -5,9 +5,10 @@ features measured on the segmentation model's masks. This module makes the secon
 scores it fairly.
 
 **predict** (``spoils predicted-masks --data DIR --seg-workdir RUN --out OUT``): for every fold ``k`` of ``DIR/folds.json``, the model ``RUN/fold_<k>/model.keras``
-(``spoils_tf.train.seg_lib``: trained on the other folds) predicts EVERY slice of fold k's
-patients through ``seg_pipeline.make_predictor`` (``serve.segmenter.load_segmenter``: the same
-preprocessing as training and export). No patient is ever predicted by a model that trained
+(``spoils_tf.train.seg_lib``: trained on the other folds) predicts
+EVERY slice of fold k's patients as deployment runs it (:func:`fold_segmenter`: a fixed-spacing
+model with the level labelling of ``spoils predict``, a letterbox model through
+``serve.segmenter.load_segmenter``). No patient is ever predicted by a model that trained
 on it: :func:`check_fold_models` refuses to start unless the folds file the run trained with
 (``RUN/config.json``: ``data.folds_path``, else ``<data.labelme_dir>/folds.json``, else
 ``RUN/synthetic/folds.json``) holds exactly the same patient -> fold assignment as
@@ -236,9 +237,34 @@ def check_fold_models(data_dir: str | os.PathLike, seg_workdir: str | os.PathLik
     return folds, models, run_path
 
 
+def _run_data_config(seg_workdir: pathlib.Path) -> dict[str, Any]:
+    return json.loads((seg_workdir / "config.json").read_text(encoding="utf-8"))["data"]
+
+
 def _run_resize_mode(seg_workdir: pathlib.Path) -> str:
-    data = json.loads((seg_workdir / "config.json").read_text(encoding="utf-8"))["data"]
-    return str(data.get("resize_mode") or "letterbox")
+    return str(_run_data_config(seg_workdir).get("resize_mode") or "letterbox")
+
+
+def _run_target_spacing(seg_workdir: pathlib.Path) -> float:
+    """The run's fixed pixel size in mm (``data.target_spacing_mm``), 0 for letterbox runs."""
+    return float(_run_data_config(seg_workdir).get("target_spacing_mm") or 0.0)
+
+
+def fold_segmenter(model_path: pathlib.Path, resize_mode: str, target_spacing_mm: float
+                   ) -> Callable[[np.ndarray, Any], np.ndarray]:
+    """``(uint8 [H, W], (row_mm, col_mm)) -> int32 [H, W]``: one fold's model as deployment
+    runs it.
+
+    A fixed-spacing model (``target_spacing_mm > 0``) runs inside ``serve.segmenter.
+    SpacingSegmenter`` with the anatomical level labelling of ``spoils predict``; the slice is
+    taken as given (the source dataset is in display orientation). A letterbox model runs
+    ``serve.segmenter.load_segmenter`` and ignores the spacing.
+    """
+    if target_spacing_mm > 0:
+        seg = segmenter.SpacingSegmenter(model_path, target_spacing_mm, orientation="as_is")
+        return lambda grey, spacing: seg(grey, tuple(spacing)).label_map
+    run = segmenter.load_segmenter(model_path, resize_mode)
+    return lambda grey, spacing: run(grey)
 
 
 # === Disc matching ===
@@ -370,7 +396,7 @@ def _predict_slice(path: pathlib.Path, fold_model: FoldModel,
         if str(rec.patient) != patient:
             raise ValueError(f"field 'spoils.patient' is {rec.patient!r} but the "
                              f"file name says {patient!r}")
-        pred = np.asarray(segment(rec.image), np.int32)
+        pred = np.asarray(segment(rec.image, rec.pixel_spacing_mm), np.int32)
         if pred.shape != rec.mask.shape:
             raise ValueError(f"predicted mask {pred.shape} != image {rec.mask.shape}")
         labelme_io.write_labelme(partial / path.relative_to(data_dir), rec.image, pred,
@@ -456,8 +482,8 @@ def predict_dataset(data_dir: str | os.PathLike, seg_workdir: str | os.PathLike,
         overwrite: replace an existing ``out_dir`` once the new one is complete.
         progress: tqdm bar on stderr.
         allow_newer_folds: see :func:`check_fold_models`.
-        load_segmenter: ``(model_path, resize_mode) -> (uint8 [H, W] -> int [H, W])``;
-            default ``spoils_tf.serve.segmenter.load_segmenter``.
+        load_segmenter: ``(model_path, resize_mode) -> ((uint8 [H, W], (row_mm, col_mm)) ->
+            int [H, W])``; default :func:`fold_segmenter` with the run's target spacing.
 
     Returns:
         the provenance dict (also ``out_dir/provenance.json``).
@@ -474,8 +500,10 @@ def predict_dataset(data_dir: str | os.PathLike, seg_workdir: str | os.PathLike,
     folds, models, run_path = check_fold_models(data_dir, seg_workdir,
                                                 allow_newer_folds=allow_newer_folds)
     resize_mode = _run_resize_mode(seg_workdir)
+    target_spacing = _run_target_spacing(seg_workdir)
     if load_segmenter is None:
-        load_segmenter = segmenter.load_segmenter
+        def load_segmenter(path, mode):
+            return fold_segmenter(path, mode, target_spacing)
     by_fold = _slices_by_fold(jsons, folds)
 
     partial = out_dir.with_name(f"{out_dir.name}.partial-{os.getpid()}")
