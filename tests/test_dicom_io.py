@@ -157,14 +157,14 @@ def test_mixed_folder_uses_the_largest_sagittal_series(tmp_path):
     s = dicom_io.load_series(folder)
     assert s.n_slices_total == 5 and s.technical["series_number"] == 2
     notes = " ".join(s.notes)
-    assert "3 series" in notes and "series #3 (7 files, axial)" in notes
+    assert "3 stacks" in notes and "series #3 (7 files, axial, unknown)" in notes
     assert "1 non-DICOM" in notes
     assert "1.2.3.1" not in notes          # series are named by number, never by UID
 
 
 def test_folder_with_only_axial_series_names_what_it_found(tmp_path):
     folder = write_series(tmp_path / "ax", n=4, iop=AXIAL, series_number=9)
-    with pytest.raises(ValueError, match=r"series #9 \(4 files, axial\)"):
+    with pytest.raises(ValueError, match=r"series #9 \(4 files, axial, unknown\)"):
         dicom_io.load_series(folder)
 
 

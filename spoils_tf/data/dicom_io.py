@@ -46,11 +46,21 @@ when absent) -> a window to ``uint8`` -> ``MONOCHROME1`` inverted (255 - y):
   function (PS3.3 C.11.2.1.2.1); ``ValueError`` when the header has none.
 * ``"minmax"``: linear from the minimum to the maximum.
 
-Mixed folders: when a folder holds several series (``SeriesInstanceUID``), the sagittal series
-with the most files is used and the others are listed in ``notes`` by number, size and plane
-(never by UID). A folder with no sagittal series raises ``ValueError`` listing what it holds.
-Files that are not DICOM are skipped and counted in ``notes``. Multi-frame (enhanced) DICOM
-is not supported.
+Mixed folders: the files are grouped into stacks: by ``SeriesInstanceUID`` and, within a
+series, by ``ImageOrientationPatient`` (a localizer series holds three planes). Of the sagittal
+stacks the T2-weighted one is used (weighting by ``spoils_tf.data.mr_weighting``), then the
+one with the most files, then the latest series (:func:`choose_stack_rank`); every stack is
+listed in ``notes`` by series number, size, plane and weighting (never by UID or description).
+A folder with no sagittal stack raises ``SpoilsError`` listing what it holds. Files that are
+not DICOM are skipped and counted in ``notes``; a file repeating another's
+``SOPInstanceUID`` (a copy) is skipped and counted; gaps between slice positions wider than
+``MISSING_GAP_FACTOR`` times the median are noted as missing slices. Multi-frame (enhanced)
+DICOM and colour DICOM (``SamplesPerPixel`` > 1) are refused.
+
+Weighting: ``SagittalSeries.weighting`` is ``mr_weighting.from_dataset`` on the first file of
+the stack (EchoTime, RepetitionTime, InversionTime, SeriesDescription); for a volume, the
+same rule on a BIDS sidecar ``<stem>.json`` next to it (as ``dcm2niix`` writes: times in
+seconds), else ``"unknown"``.
 
 Every refusal of input is a :class:`spoils_tf.errors.SpoilsError` (a ``ValueError``) naming
 the file and the field. Before any pixel is decoded: the pixel spacing (``PixelSpacing``, or
@@ -64,6 +74,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
 import math
 import pathlib
 import struct
@@ -73,6 +84,7 @@ import numpy as np
 
 from spoils_tf import errors
 from spoils_tf.data import images as images_lib
+from spoils_tf.data import mr_weighting
 from spoils_tf.errors import SpoilsError
 
 SAGITTAL_TOLERANCE_DEG: float = 30.0
@@ -81,6 +93,9 @@ PERCENTILE_WINDOW: tuple[float, float] = (0.5, 99.5)
 VOLUME_SUFFIXES: tuple[str, ...] = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd")
 # Largest / next-largest spacing ratio above which the coarse axis is the slice axis.
 ANISOTROPY_RATIO: float = 1.1
+# A gap between neighbouring slice positions above this multiple of the median gap means
+# slices are missing (noted; the files present are used).
+MISSING_GAP_FACTOR: float = 1.5
 
 # LPS patient axes: index -> (letter of +direction, letter of -direction).
 _AXIS_LETTERS: tuple[tuple[str, str], ...] = (("L", "R"), ("P", "A"), ("H", "F"))
@@ -93,6 +108,7 @@ _TECHNICAL_FIELDS: dict[str, str] = {
         "MagneticFieldStrength": "field_strength_T",
         "EchoTime": "echo_time_ms",
         "RepetitionTime": "repetition_time_ms",
+        "InversionTime": "inversion_time_ms",
         "SeriesNumber": "series_number",
 }
 
@@ -119,6 +135,9 @@ class SagittalSeries:
         source_kind: ``"dicom_file" | "dicom_series" | "volume"``.
         technical: technical header fields only (modality, manufacturer, field strength, ...).
         notes: what was decided on the way (ignored series, skipped files, fallbacks).
+        weighting: the MR contrast, one of ``mr_weighting.WEIGHTINGS`` (``"unknown"`` when
+            the header does not say: volumes, DICOM without timings or description).
+        weighting_evidence: why (header values and tokens, never the description's text).
     """
 
     images: np.ndarray
@@ -135,6 +154,8 @@ class SagittalSeries:
     source_kind: str
     technical: dict[str, Any]
     notes: tuple[str, ...] = ()
+    weighting: str = "unknown"
+    weighting_evidence: tuple[str, ...] = ()
 
     def deidentified_summary(self) -> dict[str, Any]:
         """Technical fields only, JSON-serialisable, for reports and logs."""
@@ -153,6 +174,8 @@ class SagittalSeries:
                 "window": dict(self.window),
                 "technical": dict(self.technical),
                 "notes": list(self.notes),
+                "weighting": self.weighting,
+                "weighting_evidence": list(self.weighting_evidence),
         }
 
     def __repr__(self) -> str:
@@ -384,8 +407,16 @@ def _slice_of(path: pathlib.Path, ds) -> _Slice:
     """Orientation of one DICOM header.
 
     Raises:
-        SpoilsError: multi-frame, no/invalid ImageOrientationPatient.
+        SpoilsError: multi-frame, colour (``SamplesPerPixel`` > 1), no/invalid
+            ImageOrientationPatient.
     """
+    samples = ds.get("SamplesPerPixel")
+    if samples not in (None, "") and int(samples) != 1:
+        raise SpoilsError(path, "SamplesPerPixel (0028,0002)",
+                          f"{int(samples)} samples per pixel (PhotometricInterpretation "
+                          f"{str(ds.get('PhotometricInterpretation', '?'))}): a colour image "
+                          "(a screenshot or secondary capture?); expected a greyscale MR slice "
+                          "(SamplesPerPixel 1, MONOCHROME1/2)")
     frames = ds.get("NumberOfFrames")
     if frames is not None and int(frames) > 1:
         raise SpoilsError(path, "NumberOfFrames (0028,0008)",
@@ -410,11 +441,83 @@ def _series_plane(slices: Sequence[_Slice]) -> tuple[str, float]:
         return "unknown", float("nan")
 
 
+@dataclasses.dataclass
+class _Stack:
+    """The slices of one series that share one orientation (a localizer series holds three)."""
+    slices: list[_Slice]
+    series_number: Optional[int]
+    plane: str
+    weighting: str
+    stack: int = 0            # index among the stacks of its series (0 when it is the only one)
+
+    def describe(self) -> str:
+        number = "?" if self.series_number is None else self.series_number
+        part = f", stack {self.stack + 1}" if self.stack else ""
+        return (f"series #{number}{part} ({len(self.slices)} files, {self.plane}, "
+                f"{self.weighting})")
+
+
+def _stacks_of(headers: list[tuple[pathlib.Path, Any]], notes: list[str]
+               ) -> tuple[list[_Stack], list[str]]:
+    """The folder's slices grouped by ``SeriesInstanceUID`` and, within a series, by
+    ``ImageOrientationPatient`` (to within 1e-3); a file repeating a ``SOPInstanceUID`` already
+    seen is dropped (noted). Returns the stacks and the messages of files without a usable
+    orientation."""
+    by_series: dict[str, list[list[_Slice]]] = {}
+    seen_sop: set[str] = set()
+    bad: list[str] = []
+    duplicates = 0
+    for p, ds in headers:
+        sop = str(ds.get("SOPInstanceUID", "")) or None
+        if sop is not None and sop in seen_sop:
+            duplicates += 1
+            continue
+        try:
+            sl = _slice_of(p, ds)
+        except ValueError as e:
+            bad.append(str(e))
+            continue
+        if sop is not None:
+            seen_sop.add(sop)
+        stacks = by_series.setdefault(str(ds.get("SeriesInstanceUID", "")), [])
+        for stack in stacks:
+            if np.max(np.abs(stack[0].iop - sl.iop)) <= 1e-3:
+                stack.append(sl)
+                break
+        else:
+            stacks.append([sl])
+    if duplicates:
+        notes.append(f"{duplicates} file(s) repeating the SOPInstanceUID (0008,0018) of another "
+                     "file (the same image copied twice) were skipped")
+    out = []
+    for stacks in by_series.values():
+        for i, slices in enumerate(stacks):
+            number = slices[0].ds.get("SeriesNumber")
+            weighting, _ = mr_weighting.from_dataset(slices[0].ds)
+            out.append(_Stack(slices, int(number) if number not in (None, "") else None,
+                              _series_plane(slices)[0], weighting, i if len(stacks) > 1 else 0))
+    return out, bad
+
+
+def choose_stack_rank(weighting: str, n_files: int, series_number: Optional[int]
+                      ) -> tuple[int, int, int]:
+    """Sort key of a sagittal stack, smallest first: T2 before unknown weighting before the
+    rest (T1, PD, STIR, FLAIR), then more files, then the higher ``SeriesNumber`` (a series
+    repeated in one study is repeated because the first was not good enough)."""
+    rank = {"T2": 0, "unknown": 1}.get(weighting, 2)
+    return rank, -int(n_files), -(series_number if series_number is not None else -1)
+
+
 def _group_series(folder: pathlib.Path) -> tuple[list[_Slice], list[str]]:
-    """The slices of the series to use from a folder, and notes.
+    """The slices of the stack to use from a folder, and notes.
+
+    A folder may hold several series, and a series several stacks (orientations). Of the
+    sagittal stacks, the first by :func:`choose_stack_rank` is used: the T2-weighted one
+    (``mr_weighting.from_dataset``), the largest, the latest series; the others are listed in
+    the notes by series number, size, plane and weighting (never by UID or description).
 
     Raises:
-        ValueError: no DICOM file; no sagittal series (the message lists the planes found).
+        SpoilsError: no DICOM file; no sagittal stack (the message lists the stacks found).
     """
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     headers, skipped = [], 0
@@ -430,38 +533,26 @@ def _group_series(folder: pathlib.Path) -> tuple[list[_Slice], list[str]]:
     notes: list[str] = []
     if skipped:
         notes.append(f"{skipped} non-DICOM or non-image file(s) in the folder were skipped")
-    groups: dict[str, list[_Slice]] = {}
-    bad: list[str] = []
-    for p, ds in headers:
-        try:
-            groups.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(_slice_of(p, ds))
-        except ValueError as e:
-            bad.append(str(e))
-    if not groups:
+    stacks, bad = _stacks_of(headers, notes)
+    if not stacks:
         raise SpoilsError(folder, None, "no usable DICOM slice: " + "; ".join(bad[:3]))
     if bad:
         notes.append(f"{len(bad)} DICOM file(s) without usable orientation were skipped "
                      f"(first: {bad[0]})")
-    described = []
-    for uid, slices in groups.items():
-        plane, angle = _series_plane(slices)
-        number = slices[0].ds.get("SeriesNumber")
-        described.append((uid, plane, angle, len(slices),
-                          int(number) if number not in (None, "") else None))
-    sagittal = [d for d in described if d[1] == "sagittal"]
-    summary = ", ".join(f"series #{d[4] if d[4] is not None else '?'} ({d[3]} files, {d[1]})"
-                        for d in described)
+    summary = ", ".join(st.describe() for st in stacks)
+    sagittal = [st for st in stacks if st.plane == "sagittal"]
     if not sagittal:
         raise SpoilsError(folder, None, f"not a sagittal series: the folder holds {summary}; expected "
                          f"a sagittal series (slice normal within {SAGITTAL_TOLERANCE_DEG:g} "
                          "degrees of left-right)")
-    sagittal.sort(key=lambda d: (-d[3], d[4] if d[4] is not None else 1 << 30))
+    sagittal.sort(key=lambda st: choose_stack_rank(st.weighting, len(st.slices),
+                                                   st.series_number))
     chosen = sagittal[0]
-    if len(described) > 1:
-        notes.append(f"the folder holds {len(described)} series: {summary}; used the largest "
-                     f"sagittal one, series #{chosen[4] if chosen[4] is not None else '?'} "
-                     f"({chosen[3]} files)")
-    return groups[chosen[0]], notes
+    if len(stacks) > 1:
+        notes.append(f"the folder holds {len(stacks)} stacks: {summary}; used "
+                     f"{chosen.describe()} (sagittal; T2 first, then the most files, then the "
+                     "latest series)")
+    return chosen.slices, notes
 
 
 def _sort_slices(slices: list[_Slice], source: str) -> tuple[list[_Slice], float, list[str]]:
@@ -486,7 +577,15 @@ def _sort_slices(slices: list[_Slice], source: str) -> tuple[list[_Slice], float
             raise SpoilsError(source, None, f"{int(np.sum(gaps < 1e-3))} pair(s) of files share one "
                              "ImagePositionPatient (0020,0032) (several echoes or repeats?); "
                              "expected one slice per position")
-        return slices, float(np.median(gaps)), notes
+        median = float(np.median(gaps))
+        wide = gaps > MISSING_GAP_FACTOR * median
+        if np.any(wide):
+            missing = int(np.sum(np.rint(gaps[wide] / median) - 1))
+            notes.append(f"about {missing} slice(s) missing: {int(np.sum(wide))} gap(s) of "
+                         f"{', '.join(f'{g:.2f}' for g in gaps[wide][:3])} mm between "
+                         f"neighbouring ImagePositionPatient (0020,0032) where the median is "
+                         f"{median:.2f} mm; the middle slice is the middle of the files present")
+        return slices, median, notes
     if all(s.instance is not None for s in slices):
         notes.append("ImagePositionPatient missing: slices ordered by InstanceNumber")
         return sorted(slices, key=lambda s: s.instance), float("nan"), notes
@@ -542,6 +641,7 @@ def _load_dicom(path: pathlib.Path, neighbours: int, window: str) -> SagittalSer
     slices, measured_gap, sort_notes = _sort_slices(slices, source)
     notes += sort_notes
     first = slices[0].ds
+    weighting, evidence = mr_weighting.from_dataset(first)
     spacing = _floats(first, "PixelSpacing", 2, slices[0].path, "(0028,0030)")
     if spacing is None:
         raise SpoilsError(slices[0].path, "PixelSpacing",
@@ -578,7 +678,7 @@ def _load_dicom(path: pathlib.Path, neighbours: int, window: str) -> SagittalSer
             slice_spacing_mm=slice_spacing, orientation="sagittal", normal_angle_deg=angle,
             input_axes=axis_letter(iop[:3]) + axis_letter(iop[3:]) + axis_letter(slices[0].normal),
             reorientation=ops, window=window_info, source_kind=kind, technical=_technical(first),
-            notes=tuple(notes))
+            notes=tuple(notes), weighting=weighting, weighting_evidence=tuple(evidence))
 
 
 # === Volumes (SimpleITK) ===
@@ -698,6 +798,50 @@ def read_itk_image(path: str | pathlib.Path) -> np.ndarray:
         raise errors.wrap(path, "an MHA/NIfTI/NRRD image (SimpleITK)", e) from e
 
 
+def sidecar_path(path: pathlib.Path) -> pathlib.Path:
+    """``<stem>.json`` next to a volume (``.nii.gz`` counts as one suffix)."""
+    name = path.name
+    stem = name[:-7] if name.lower().endswith(".nii.gz") else path.stem
+    return path.with_name(stem + ".json")
+
+
+def volume_weighting(path: pathlib.Path) -> tuple[str, list[str]]:
+    """``(weighting, evidence)`` of a volume from its BIDS sidecar ``<stem>.json`` (``EchoTime``,
+    ``RepetitionTime``, ``InversionTime`` in seconds; ``SeriesDescription`` or
+    ``ProtocolName``), ``("unknown", [why])`` without one.
+
+    Raises:
+        SpoilsError: the sidecar exists but is not a JSON object, or a time is not a number.
+    """
+    side = sidecar_path(path)
+    if not side.is_file():
+        return "unknown", [f"a {path.suffix.lower()} volume stores no echo or repetition time "
+                           f"and there is no sidecar {side.name} (as dcm2niix writes)"]
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise errors.wrap(side, "a JSON sidecar (BIDS)", e) from e
+    if not isinstance(meta, dict):
+        raise SpoilsError(side, None, f"a JSON {type(meta).__name__}; expected an object with "
+                                      "EchoTime, RepetitionTime (seconds, BIDS)")
+    times = {}
+    for key in ("EchoTime", "RepetitionTime", "InversionTime"):
+        value = meta.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not math.isfinite(value) or value < 0:
+            raise SpoilsError(side, key, f"{value!r:.40}; expected a time in seconds (BIDS)")
+        times[key] = 1000.0 * float(value)
+    field = "SeriesDescription" if meta.get("SeriesDescription") else "ProtocolName"
+    weighting, evidence = mr_weighting.from_header(
+            description=meta.get(field), description_field=f"{side.name} {field}",
+            echo_time_ms=times.get("EchoTime"), repetition_time_ms=times.get("RepetitionTime"),
+            inversion_time_ms=times.get("InversionTime"))
+    return weighting, [f"{side.name}: {e}" if not e.startswith(side.name) else e
+                       for e in evidence]
+
+
 def _load_volume(path: pathlib.Path, neighbours: int, window: str) -> SagittalSeries:
     header = read_itk_header(path)
     if header.dimension != 3 or header.components != 1:
@@ -712,6 +856,7 @@ def _load_volume(path: pathlib.Path, neighbours: int, window: str) -> SagittalSe
                                    f"{header.spacing_field} (in-plane axes "
                                    f"{'xyz'[rows_ax]}, {'xyz'[cols_ax]})")
     images_lib.check_image_size((header.size[rows_ax], header.size[cols_ax]), path)
+    weighting, evidence = volume_weighting(path)
     arr = read_itk_image(path)                            # [z, y, x]
     volume = np.moveaxis(arr, 2 - a, 0)                  # [S, rows (axis rows_ax), cols]
     notes = ["volume formats store no slice thickness: slice_thickness_mm is NaN"]
@@ -727,7 +872,7 @@ def _load_volume(path: pathlib.Path, neighbours: int, window: str) -> SagittalSe
             input_axes=axis_letter(direction[:, cols_ax]) + axis_letter(direction[:, rows_ax]) +
             axis_letter(direction[:, a]),
             reorientation=ops, window=window_info, source_kind="volume", technical={},
-            notes=tuple(notes))
+            notes=tuple(notes), weighting=weighting, weighting_evidence=tuple(evidence))
 
 
 # === Entry ===

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import pathlib
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -147,6 +147,15 @@ def _sha256_of(path: pathlib.Path) -> str:
         [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()))
 
 
+def weighting_entry(weighting: str, evidence: Sequence[str]) -> dict[str, Any]:
+    """``report["input"]["weighting"]``: ``{"weighting", "evidence", "graded"}``; ``graded`` is
+    ``mr_weighting.is_gradable`` (T2, or unknown and assumed T2). The predictor computes no
+    grade when it is False and may refine an ``"unknown"`` from the image."""
+    from spoils_tf.data import mr_weighting
+    return {"weighting": str(weighting), "evidence": [str(e) for e in evidence],
+            "graded": mr_weighting.is_gradable(weighting)}
+
+
 def read_input(input_path, *, pixel_spacing=None, slices: int = 1
                ) -> tuple[list[np.ndarray], tuple[float, float], list[int], Optional[float],
                           dict[str, Any]]:
@@ -161,7 +170,9 @@ def read_input(input_path, *, pixel_spacing=None, slices: int = 1
 
     Returns:
         (slices uint8 [H, W] mid-sagittal first, (row_mm, col_mm), offsets from the middle,
-        slice spacing mm or None, a PHI-free description for ``report["input"]``).
+        slice spacing mm or None, a PHI-free description for ``report["input"]``, whose
+        ``"weighting"`` (:func:`weighting_entry`) says whether the series is graded: a T1,
+        PD, STIR or FLAIR series is read, measured and reported, not graded).
 
     Raises:
         FileNotFoundError: no such input.
@@ -212,6 +223,7 @@ def read_input(input_path, *, pixel_spacing=None, slices: int = 1
             "pixel_spacing_source": ("PixelSpacing (0028,0030)" if summary["source_kind"] !=
                                      "volume" else "volume header spacing"),
             "reader_notes": summary["notes"],
+            "weighting": weighting_entry(summary["weighting"], summary["weighting_evidence"]),
         })
         if len(images) < int(slices):
             desc.setdefault("reader_notes", []).append(
@@ -225,7 +237,9 @@ def read_input(input_path, *, pixel_spacing=None, slices: int = 1
         desc.update({"kind": "image_2d" if kind == "image_2d" else "picture",
                      "plane_check": "not checked: a 2-D image carries no orientation; assumed "
                                     "sagittal, superior up, anterior left",
-                     "pixel_spacing_source": "image header" if spacing else None})
+                     "pixel_spacing_source": "image header" if spacing else None,
+                     "weighting": weighting_entry("unknown", [
+                         "a 2-D picture stores no echo or repetition time"])})
     if user_spacing is not None:
         if spacing is not None:
             desc["pixel_spacing_note"] = (f"--pixel-spacing {list(user_spacing)} replaced the "

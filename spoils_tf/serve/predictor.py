@@ -71,6 +71,7 @@ import numpy as np
 from spoils_tf import fileio, labels
 from spoils_tf.classical import io as cio
 from spoils_tf.clinical import rules
+from spoils_tf.data import mr_weighting
 from spoils_tf.data.images import check_pixel_spacing
 from spoils_tf.geometry import measure, plausibility
 from spoils_tf.serve import bundle, report_data, segmenter
@@ -217,6 +218,9 @@ class PatientCase:
         ensemble: level -> float64 [len(labels.GRADE_CLASSES)] ensemble probabilities.
         recommendation: ``clinical.rules`` decision as a dict, or None.
         recommendation_note: why there is no recommendation, or None.
+        weighting: ``report["input"]["weighting"]`` (``inputs.weighting_entry``): from the
+            source's header, refined from the image by :func:`check_weighting`.
+        not_graded: why no grade is computed (a T1, PD, STIR or FLAIR series), or None.
     """
 
     # === Inputs (stage "read") ===
@@ -251,6 +255,9 @@ class PatientCase:
     ensemble: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     recommendation: Optional[dict[str, Any]] = None
     recommendation_note: Optional[str] = None
+    # === Weighting (stage "geometry": header, then image) ===
+    weighting: dict[str, Any] = dataclasses.field(default_factory=dict)
+    not_graded: Optional[str] = None
 
     @property
     def found_levels(self) -> list[str]:
@@ -590,14 +597,16 @@ class Predictor:
                 case.found[d] = []    # not graded: no crops, classifiers, ensemble or decision
             # feature rows (same code as the training table) also give the volume columns
             case.table = self._feature_table(results, case.offsets, case.slice_spacing_mm)
+            check_weighting(case)
         if case.slice_spacing_mm is None and case.found_levels:
             case.notes.append("Slice spacing unknown: the disc volume (disc_volume_mm3) could "
                               "not be computed.")
 
     def _classify(self, case: PatientCase) -> None:
         """``crops``, ``classify_cnn``, ``classify_geometry``: each classifier's probabilities
-        per found disc, averaged over the slices it was found on (``case.probs``)."""
-        if not case.found_levels:
+        per found disc, averaged over the slices it was found on (``case.probs``); none for a
+        series that is not T2 (``case.not_graded``)."""
+        if not case.found_levels or case.not_graded:
             return
         if self.cnn is not None:
             with timer(case.timing, "crops"):
@@ -622,7 +631,7 @@ class Predictor:
         (the classifiers whose classes are ``labels.GRADE_CLASSES``)."""
         with timer(case.timing, "ensemble"):
             case.members = list(self.members)
-            if case.found_levels and case.members:
+            if case.found_levels and case.members and not case.not_graded:
                 from spoils_tf import ensemble as ens
                 for d in case.found_levels:
                     case.ensemble[d] = ens.mean_ensemble(
@@ -781,16 +790,41 @@ class Predictor:
         return out
 
 
+def check_weighting(case: PatientCase) -> None:
+    """Sets ``case.weighting`` from ``case.source["weighting"]`` (``inputs.weighting_entry``;
+    unknown when absent) and, when the header left it unknown, from the image
+    (``mr_weighting.from_disc_csf_ratio`` on the median ``disc_si_csf_ratio`` of the discs
+    found on the mid-sagittal slice); a weighting that is not graded sets ``case.not_graded``
+    (``mr_weighting.not_graded_note``) and adds it to the notes."""
+    given = dict((case.source or {}).get("weighting") or {})
+    weighting = str(given.get("weighting", "unknown"))
+    evidence = [str(e) for e in given.get("evidence", [])]
+    if weighting == "unknown":
+        ratios = [finite_or_none(case.per_level[d][0].values.get("disc_si_csf_ratio"))
+                  for d in case.levels if 0 in case.found.get(d, [])]
+        ratios = [r for r in ratios if r is not None]
+        weighting, more = mr_weighting.from_disc_csf_ratio(
+                float(np.median(ratios)) if ratios else None)
+        evidence += more
+    graded = mr_weighting.is_gradable(weighting)
+    case.weighting = {"weighting": weighting, "evidence": evidence, "graded": graded}
+    if not graded:
+        case.not_graded = mr_weighting.not_graded_note(weighting, evidence)
+        case.notes.append(case.not_graded)
+
+
 def recommend(case: PatientCase, config: rules.DecisionConfig) -> None:
     """Fills ``case.recommendation`` (``clinical.rules.decide`` on the ensemble classes and,
     per disc, the ensemble's probability for its class, as a dict with a caveat naming the
-    ungraded levels) when ODI and NRS are given and nothing makes it abstain: no disc, doubtful
-    level names, an implausible measurement, no grade classifier, or a surgical consultation /
+    ungraded levels) when ODI and NRS are given and nothing makes it abstain: no disc, a series
+    that is not T2 (``case.not_graded``), doubtful level names, an implausible measurement, no grade classifier, or a surgical consultation /
     injection driven only by grades below ``config.intervention_min_probability``; otherwise
     ``case.recommendation_note`` says why (for the last: the disc, grade, probability and
     threshold)."""
     if case.status != STATUS_OK:
         case.recommendation_note = NO_DISC_NOTE
+    elif case.not_graded:
+        case.recommendation_note = case.not_graded
     elif case.level_doubts or case.flagged:
         case.recommendation_note = "; ".join(
             ([f"{LEVEL_DOUBT_NOTE} ({'; '.join(case.level_doubts)})"]

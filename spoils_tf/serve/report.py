@@ -574,7 +574,7 @@ INPUT_NAMES: dict[str, str] = {
     "orientation": "Orientation", "n_slices_total": "Slices in the series",
     "series_slice_indices": "Slice numbers used (series order, from 0)",
     "sha256": "Input fingerprint (SHA-256)", "mask_sha256": "Mask fingerprint (SHA-256)",
-    "reader_notes": "Reader notes",
+    "reader_notes": "Reader notes", "weighting": "MR weighting",
 }
 
 

@@ -156,6 +156,8 @@ def build_report(predictor: Predictor, case: PatientCase) -> dict[str, Any]:
     if flagged:
         message += (f", {len(case.ensemble)} graded; {len(flagged)} not graded: a "
                     f"measurement outside its plausible range ({', '.join(flagged)})")
+    if case.not_graded and case.status == STATUS_OK:
+        message += f"; {case.weighting['weighting']}-weighted: grades not computed"
     return {
         "schema_version": SCHEMA_VERSION,
         "status": case.status,
@@ -202,6 +204,8 @@ def _input_entry(case: PatientCase) -> dict[str, Any]:
         "segmentation": case.segmentation,
     }
     inp.update(dict(case.source or {}))
+    if case.weighting:    # the source's, refined from the image (predictor.check_weighting)
+        inp["weighting"] = dict(case.weighting)
     if case.segmentation == SUPPLIED_MASK:
         inp["segmentation"] = SUPPLIED_MASK
     return inp
@@ -256,9 +260,13 @@ def _classifier_entry(case: PatientCase, d: str, key: str,
     if clf is None:
         return {"present": False}
     if d not in case.probs.get(key, {}):
-        return {"present": True, "probabilities": None,
-                "note": ("a measurement outside its plausible range: not classified"
-                         if d in case.flagged else "disc not found: not classified")}
+        if case.not_graded and case.found.get(d):
+            why = f"a {case.weighting['weighting']}-weighted series: not classified"
+        elif d in case.flagged:
+            why = "a measurement outside its plausible range: not classified"
+        else:
+            why = "disc not found: not classified"
+        return {"present": True, "probabilities": None, "note": why}
     pr = {c: float(v) for c, v in zip(clf.classes, case.probs[key][d])}
     return {"present": True, "model": clf.entry.label, "in_ensemble": clf.in_ensemble,
             "classes": list(clf.classes), "probabilities": pr,
