@@ -42,6 +42,9 @@ def seg_data_config() -> ml_collections.ConfigDict:
     d.cache = ""                  # "" = in memory; a path prefix = on disk
     d.shuffle_buffer = 1024
     d.augment = ml_collections.ConfigDict(dict(seg_constants.DEFAULT_AUGMENT))
+    # Where d.augment runs: "host" (tf.data, per example; the published runs) | "device" (the
+    # train step, batched, spoils_tf/data/augment_layers.py; the host only batches cached uint8)
+    d.augment_on = "host"
     d.synthetic = ml_collections.ConfigDict(
             {"patients": 16, "slices_per_patient": 3, "seed": 0})
     # Fixed-spacing patch training (spoils_tf/train/seg_spacing_lib.py) when > 0: every slice

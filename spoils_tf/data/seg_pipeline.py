@@ -10,6 +10,8 @@ Output of :func:`make_seg_dataset`: ``(image float32 [B, S, S, 3], mask int32 [B
 Steps, in order: keep the fold's patients (and optional keys) -> resize or letterbox to the
 model size (image bilinear, mask NEAREST neighbour so ids stay ids) -> cache (uint8) ->
 shuffle -> augment (training folds only) -> batch -> grey to 3 channels + normalise -> prefetch.
+With ``augment_on="device"`` the augment and normalise steps move into the train step
+(``spoils_tf.data.augment_layers``) and the batches carry the cached uint8 slices.
 
 Normalisation is defined once, in :func:`normalize_images`; the serving signature
 (spoils_tf.export.serving) and ``spoils segment`` call the same function and the same
@@ -227,7 +229,8 @@ def make_seg_dataset(examples: tf.data.Dataset, *, image_size: Sequence[int],
                      resize_mode: str = "letterbox",
                      augment_cfg: Optional[Mapping[str, float]] = None,
                      cache: Optional[str] = "", shuffle_buffer: int = 512,
-                     seed: int = 0, repeat: bool = False) -> tf.data.Dataset:
+                     seed: int = 0, repeat: bool = False, augment_on: str = "host",
+                     num_parallel_calls: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
     """Builds the training or evaluation pipeline.
 
     Args:
@@ -242,17 +245,25 @@ def make_seg_dataset(examples: tf.data.Dataset, *, image_size: Sequence[int],
       cache: ``""`` in memory, a file path prefix, or None for no cache.
       shuffle_buffer, seed: shuffling (and augmentation seeds, fresh every epoch).
       repeat: repeat forever (for ``steps_per_epoch`` training).
+      augment_on: ``"host"`` augments here (:func:`augment`, per example) and normalises;
+        ``"device"`` leaves both to the train step (``spoils_tf.data.augment_layers``): the
+        batches carry the cached uint8 slices.
+      num_parallel_calls: parallelism of the per-example maps (``tf.data.AUTOTUNE`` or n).
 
     Returns:
-      ``(image float32 [B, S_h, S_w, 3], mask int32 [B, S_h, S_w])``.
+      ``augment_on="host"``: ``(image float32 [B, S_h, S_w, 3], mask int32 [B, S_h, S_w])``;
+      ``"device"``: ``(image uint8 [B, S_h, S_w, 1], mask int32 [B, S_h, S_w])``, whose
+      ``normalize_images`` is the host path's image when nothing is augmented.
 
     Raises:
-      ValueError: an empty ``patients`` / ``keys`` list (a fold with nothing in it), or an
-        unknown resize mode. At iteration time, ``tf.errors.InvalidArgumentError`` names the
+      ValueError: an empty ``patients`` / ``keys`` list (a fold with nothing in it), an
+        unknown resize mode or ``augment_on``. At iteration time, ``tf.errors.InvalidArgumentError`` names the
         example key whose mask has an id >= ``labels.NUM_SEG_CLASSES``.
     """
     if resize_mode not in RESIZE_MODES:
         raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+    if augment_on not in ("host", "device"):
+        raise ValueError(f"augment_on must be 'host' or 'device', got {augment_on!r}")
     ds = examples
     if patients is not None:
         if not len(patients):
@@ -277,19 +288,22 @@ def make_seg_dataset(examples: tf.data.Dataset, *, image_size: Sequence[int],
             mask = fit_to_model(mask[..., :1], size, resize_mode, is_mask=True)
         return tf.ensure_shape(image, size + (1,)), tf.ensure_shape(mask, size + (1,))
 
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(prepare, num_parallel_calls=num_parallel_calls)
     if cache is not None:
         ds = ds.cache(cache)
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        if augment_cfg is None or len(augment_cfg):
+        if augment_on == "host" and (augment_cfg is None or len(augment_cfg)):
             seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
             ds = tf.data.Dataset.zip((ds, seeds)).map(
                     lambda pair, s: augment(pair[0], pair[1], s, augment_cfg),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+                    num_parallel_calls=num_parallel_calls)
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size)
-    ds = ds.map(lambda img, m: (normalize_images(img), tf.cast(m[..., 0], tf.int32)),
-                num_parallel_calls=tf.data.AUTOTUNE)
+    if augment_on == "device":
+        ds = ds.map(lambda img, m: (img, tf.cast(m[..., 0], tf.int32)))
+    else:
+        ds = ds.map(lambda img, m: (normalize_images(img), tf.cast(m[..., 0], tf.int32)),
+                    num_parallel_calls=num_parallel_calls)
     return ds.prefetch(tf.data.AUTOTUNE)

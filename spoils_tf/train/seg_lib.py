@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from spoils_tf import fileio, labels
-from spoils_tf.data import layout, seg_pipeline, synthetic
+from spoils_tf.data import augment_layers, layout, seg_pipeline, synthetic
 from spoils_tf.data import folds as folds_lib
 from spoils_tf.metrics import tables
 from spoils_tf.metrics import segmentation as seg_metrics
@@ -211,24 +211,31 @@ def train_fold(config, fold_dir: str | pathlib.Path, examples, train_patients: S
     d, t = config.data, config.train
     image_size = tuple(d.image_size)
     augment_cfg = dict(d.augment) if d.augment is not None else {}
+    augment_on = str(d.get("augment_on", "host"))   # host | device (augment_layers)
     train_ds = seg_pipeline.make_seg_dataset(
             examples, image_size=image_size, batch_size=t.batch_size, training=True,
             patients=train_patients, keys=keys, resize_mode=d.resize_mode,
             augment_cfg=augment_cfg, cache=d.cache or "", shuffle_buffer=d.shuffle_buffer,
-            seed=config.seed)
+            seed=config.seed, augment_on=augment_on)
     val_ds = None
     if t.monitor_test_fold:
         val_ds = seg_pipeline.make_seg_dataset(
                 examples, image_size=image_size, batch_size=t.batch_size, training=False,
-                patients=test_patients, keys=keys, resize_mode=d.resize_mode)
+                patients=test_patients, keys=keys, resize_mode=d.resize_mode,
+                augment_on=augment_on)
 
     with strategy.scope():
         kwargs = dict(config.model.kwargs)
         kwargs["input_shape"] = image_size + (3,)
         model = build_segmentation_model({"name": config.model.name, "kwargs": kwargs})
-        model.compile(optimizer=_optimizer(t), loss=seg_losses.segmentation_loss(t.get("loss", "ce")),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                      jit_compile=bool(t.jit_compile))
+        # augment_on="device": fit a wrapper that augments uint8 batches in its train step;
+        # `model` (same weights) is what is saved and evaluated
+        fit_model = (augment_layers.DeviceAugmentedModel(model, augment_cfg, seed=config.seed)
+                     if augment_on == "device" else model)
+        fit_model.compile(optimizer=_optimizer(t),
+                          loss=seg_losses.segmentation_loss(t.get("loss", "ce")),
+                          metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                          jit_compile=bool(t.jit_compile))
     callbacks = [
             keras.callbacks.BackupAndRestore(str(fold_dir / "backup")),
             keras.callbacks.CSVLogger(str(fold_dir / "history.csv"), append=True),
@@ -236,8 +243,8 @@ def train_fold(config, fold_dir: str | pathlib.Path, examples, train_patients: S
             *extra_callbacks,
     ]
     start = time.perf_counter()
-    history = model.fit(train_ds, epochs=int(t.epochs), validation_data=val_ds,
-                        callbacks=callbacks, verbose=t.verbose)
+    history = fit_model.fit(train_ds, epochs=int(t.epochs), validation_data=val_ds,
+                            callbacks=callbacks, verbose=t.verbose)
     train_seconds = time.perf_counter() - start
 
     fileio.atomic_save_keras(model, fold_dir / "model.keras")
