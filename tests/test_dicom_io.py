@@ -260,3 +260,102 @@ def test_isotropic_volume_is_sliced_along_left_right(tmp_path):
     sitk.WriteImage(sagittal_volume(spacing=(1.0, 1.0, 1.0)), str(path))
     s = dicom_io.load_series(path)
     assert s.n_slices_total == 5 and marker_cols(s.images[0], ROWS - 1 - 4) == [8, 9]
+
+
+# === Several stacks, copies, gaps, colour; volume sidecars ===
+T1_HEADER = {"EchoTime": 12, "RepetitionTime": 550, "SeriesDescription": "sag T1 tse"}
+T2_HEADER = {"EchoTime": 100, "RepetitionTime": 3500, "SeriesDescription": "sag T2 tse"}
+
+
+def test_folder_with_t1_and_t2_sagittal_series_uses_the_t2(tmp_path):
+    folder = tmp_path / "study"
+    write_series(folder, n=7, series_uid="1.2.3.1", series_number=3, prefix="t1_",
+                 extra=T1_HEADER)
+    write_series(folder, n=5, series_uid="1.2.3.2", series_number=4, prefix="t2_",
+                 extra=T2_HEADER)
+    s = dicom_io.load_series(folder)
+    assert s.n_slices_total == 5 and s.technical["series_number"] == 4
+    assert s.weighting == "T2" and "EchoTime 100 ms" in s.weighting_evidence[0]
+    notes = " ".join(s.notes)
+    assert "series #3 (7 files, sagittal, T1)" in notes
+    assert "used series #4 (5 files, sagittal, T2)" in notes
+    assert "sag T1 tse" not in notes and "sag T2 tse" not in notes   # descriptions not copied
+
+
+def test_folder_with_only_a_t1_series_reads_it_as_t1(tmp_path):
+    s = dicom_io.load_series(write_series(tmp_path / "t1", n=3, extra=T1_HEADER))
+    assert s.weighting == "T1" and s.deidentified_summary()["weighting"] == "T1"
+
+
+def test_two_t2_sagittal_series_of_one_size_use_the_later(tmp_path):
+    folder = tmp_path / "repeat"
+    write_series(folder, n=5, series_uid="1.2.3.1", series_number=5, prefix="a", extra=T2_HEADER)
+    write_series(folder, n=5, series_uid="1.2.3.2", series_number=6, prefix="b", extra=T2_HEADER)
+    assert dicom_io.load_series(folder).technical["series_number"] == 6
+    assert dicom_io.choose_stack_rank("unknown", 9, 1) > dicom_io.choose_stack_rank("T2", 3, 1)
+    assert dicom_io.choose_stack_rank("T1", 30, 1) > dicom_io.choose_stack_rank("unknown", 3, 1)
+
+
+def test_one_series_with_three_planes_uses_its_sagittal_stack(tmp_path):
+    """A localizer-like series: one SeriesInstanceUID, an axial and a sagittal stack."""
+    folder = tmp_path / "loc"
+    write_series(folder, n=4, iop=AXIAL, prefix="ax")
+    write_series(folder, n=3, prefix="sag")
+    s = dicom_io.load_series(folder)
+    assert s.n_slices_total == 3
+    notes = " ".join(s.notes)
+    assert "2 stacks" in notes and "stack 2 (3 files, sagittal" in notes
+
+
+def test_a_copied_file_is_skipped_and_counted(tmp_path):
+    folder = write_series(tmp_path / "dup", n=5)
+    (folder / "copy_of_im002.dcm").write_bytes((folder / "im002.dcm").read_bytes())
+    s = dicom_io.load_series(folder)
+    assert s.n_slices_total == 5
+    assert any("1 file(s) repeating the SOPInstanceUID" in n for n in s.notes)
+
+
+def test_missing_slices_are_noted(tmp_path):
+    folder = write_series(tmp_path / "gap", order=[0, 1, 2, 5, 6, 7])   # 3 and 4 missing
+    s = dicom_io.load_series(folder)
+    assert s.n_slices_total == 6 and s.slice_spacing_mm == pytest.approx(3.0)
+    assert any(n.startswith("about 2 slice(s) missing: 1 gap(s) of 9.00 mm") for n in s.notes)
+    assert not any("missing" in n for n in dicom_io.load_series(
+            write_series(tmp_path / "full", n=6)).notes)
+
+
+def test_colour_dicom_is_refused_before_decoding(tmp_path):
+    path = write_slice(tmp_path / "rgb.dcm", 0, extra={"SamplesPerPixel": 3,
+                                                       "PhotometricInterpretation": "RGB"})
+    with pytest.raises(ValueError, match=r"rgb.dcm: field 'SamplesPerPixel \(0028,0002\)': 3 "
+                                         r"samples per pixel \(PhotometricInterpretation RGB\)"):
+        dicom_io.load_series(path)
+
+
+@pytest.mark.parametrize("sidecar, weighting", [
+    ({"EchoTime": 0.012, "RepetitionTime": 0.55, "SeriesDescription": "sag_T1"}, "T1"),
+    ({"EchoTime": 0.124, "RepetitionTime": 1.0}, "T2"),
+    ({"ProtocolName": "t2_tirm_sag"}, "STIR"),
+    (None, "unknown"),
+])
+def test_volume_weighting_from_a_bids_sidecar(tmp_path, sidecar, weighting):
+    path = tmp_path / "vol.nii.gz"
+    sitk.WriteImage(sagittal_volume(), str(path))
+    if sidecar is not None:
+        (tmp_path / "vol.json").write_text(json.dumps(sidecar))
+    s = dicom_io.load_series(path)
+    assert s.weighting == weighting
+    assert s.weighting_evidence and (sidecar is None) == ("no sidecar vol.json" in
+                                                          s.weighting_evidence[0])
+
+
+@pytest.mark.parametrize("text, words", [("{not json", "vol.json"),
+                                         ('{"EchoTime": "short"}', "field 'EchoTime'"),
+                                         ("[1, 2]", "JSON list")])
+def test_bad_sidecar_is_named(tmp_path, text, words):
+    path = tmp_path / "vol.mha"
+    sitk.WriteImage(sagittal_volume(), str(path))
+    (tmp_path / "vol.json").write_text(text)
+    with pytest.raises(ValueError, match="vol.json") as e:
+        dicom_io.load_series(path)
+    assert words in str(e.value)
