@@ -168,3 +168,15 @@ def test_non_square_pixels_keep_lengths_in_mm(tmp_path):
         bright = np.argwhere(out == 255)
         extent = bright.max(axis=0) - bright.min(axis=0) + 1
         assert tuple(extent) == (h, w), (target, extent)
+
+
+def test_nifti_without_any_orientation_is_refused(tmp_path):
+    """qform_code = sform_code = 0 (Analyze-style): the plane cannot be known."""
+    path = _write_nifti(tmp_path / "bare.nii", (0, 1, 2), (1, 1, 1))
+    assert dicom_io.load_series(path).images.shape[1:] == (24, 20)     # with its codes: read
+    data = bytearray(path.read_bytes())
+    data[252:256] = np.asarray([0, 0], "<i2").tobytes()
+    path.write_bytes(bytes(data))
+    assert nib.load(str(path)).header["qform_code"] == 0 == nib.load(str(path)).header["sform_code"]
+    with pytest.raises(ValueError, match=r"bare.nii: field 'qform_code, sform_code': both 0"):
+        dicom_io.load_series(path)

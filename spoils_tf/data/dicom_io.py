@@ -755,6 +755,24 @@ def _nifti_pixdim(path: pathlib.Path) -> Optional[list[float]]:
     return None
 
 
+def nifti_orientation_codes(path: pathlib.Path) -> Optional[tuple[int, int]]:
+    """``(qform_code, sform_code)`` of a NIfTI-1/-2 header, or None if the file is not NIfTI.
+    Both 0 means the file does not say how its axes lie in the patient (NIfTI-1 standard,
+    "method 1": only for Analyze 7.5 compatibility)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(540)
+    except OSError:
+        return None
+    for endian in "<>":
+        if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
+            return struct.unpack(endian + "2h", head[252:256])
+        if len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
+            return struct.unpack(endian + "2i", head[344:352])
+    return None
+
+
 def read_itk_header(path: str | pathlib.Path) -> ItkHeader:
     """The header of an MHA/MHD/NIfTI/NRRD file (SimpleITK), pixels not read.
 
@@ -847,6 +865,11 @@ def _load_volume(path: pathlib.Path, neighbours: int, window: str) -> SagittalSe
     if header.dimension != 3 or header.components != 1:
         raise SpoilsError(path, None, f"{header.dimension}-D image with {header.components} "
                                       "component(s); expected a 3-D greyscale volume")
+    if nifti_orientation_codes(path) == (0, 0):
+        raise SpoilsError(path, "qform_code, sform_code", "both 0: the NIfTI header does not say "
+                          "how the image axes lie in the patient, so the plane cannot be checked "
+                          "or the slice put upright; expected a NIfTI with a qform or sform (as "
+                          "dcm2niix writes), or the DICOM series")
     direction = header.direction                          # column j = axis j
     spacing = np.asarray(header.spacing, np.float64)
     a = slice_axis_of(spacing, direction)
