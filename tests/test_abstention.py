@@ -42,13 +42,23 @@ def test_curve_counts_by_hand():
 
 
 def test_choose_smallest_threshold_meeting_the_target():
-    # ten right 4H calls at p 0.8 and two wrong ones at p 0.45: 10/12 = 83 % < 90 % below
-    # 0.5, 10/10 from 0.5 up -> the smallest grid value above 0.45
-    probs = _probs(["4H"] * 12, [0.8] * 10 + [0.45] * 2)
-    y = _codes(["4H"] * 10 + ["1L"] * 2)
+    # twenty right 4H calls at p 0.8 and two wrong ones at p 0.45: below 0.5, 20 of 22
+    # (lower bound 0.75 < 0.8); from 0.5 up, 20 of 20 (lower bound 0.88) -> 0.5
+    probs = _probs(["4H"] * 22, [0.8] * 20 + [0.45] * 2)
+    y = _codes(["4H"] * 20 + ["1L"] * 2)
     got = abstention.choose_threshold(probs, y)
     assert got["threshold"] == 0.5
-    assert "do not over-treat" in got["reason"]
+    assert "20 of 20 do not over-treat" in got["reason"]
+    # ten right calls alone are too few for the bound (10 of 10: 0.79)
+    got = abstention.choose_threshold(probs[:10], y[:10])
+    assert got["threshold"] == abstention.NEVER
+
+
+def test_wilson_lower_bound_by_hand():
+    # p = 0.5, n = 4, z = 1.645: (0.5 + 0.3383 - 1.645 * sqrt(0.0625 + 0.0423)) / 1.6765 = 0.1824
+    assert abstention.wilson_lower_bound(2, 4) == pytest.approx(0.1824, abs=1e-3)
+    assert abstention.wilson_lower_bound(20, 20) == pytest.approx(0.8808, abs=1e-3)
+    assert np.isnan(abstention.wilson_lower_bound(0, 0))
 
 
 def test_never_when_no_threshold_is_safe_enough():

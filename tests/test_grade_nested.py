@@ -200,3 +200,29 @@ def test_imports_without_tensorflow():
                           cwd=pathlib.Path(__file__).resolve().parents[1], timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+def test_final_model_round_trips_through_skops_with_its_threshold(tmp_path):
+    from configs import grade_nested
+    from spoils_tf import labels
+    from spoils_tf.classical import abstention
+    from spoils_tf.classical import io as cio
+    config = grade_nested.get_config("smoke")
+    config.targets = ("grade_class",)
+    config.families = ("geometry",)
+    config.data.synthetic.patients = 12
+    config.fold = "final"
+    out = gn.run(config, tmp_path)
+    (final,) = out["final"]
+    assert final["n_patients"] == 12 and final["abstention"]["threshold"] in (
+            set(abstention.THRESHOLD_GRID) | {abstention.NEVER})
+    model, meta = cio.load_classifier(final["path"])
+    assert tuple(meta["classes"]) == labels.GRADE_CLASSES
+    table, families, _ = gn.synthetic_disc_table(patients=12)
+    X = table[families["geometry"]]
+    p = model.predict_proba(X)
+    assert p.shape == (len(table), len(labels.GRADE_CLASSES))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    # the same numbers as the calibrated pipeline before saving; columns taken by name
+    np.testing.assert_allclose(model.predict_proba(X[X.columns[::-1]]), p)
+    assert meta["extra"]["nested_cv_final"]["chosen"]["name"] == final["chosen"]["name"]

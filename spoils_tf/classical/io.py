@@ -42,6 +42,12 @@ ALLOWED_TYPES: frozenset[str] = frozenset({
     "xgboost.sklearn.XGBClassifier",
     "lightgbm.basic.Booster",
     "lightgbm.sklearn.LGBMClassifier",
+    # the nested-CV grader (classical.calibrated, classical.candidates, classical.ordinal)
+    "spoils_tf.classical.calibrated.CalibratedGrader",
+    "spoils_tf.classical.candidates.CrossFitCalibrator",
+    "spoils_tf.classical.candidates.L1Selector",
+    "spoils_tf.classical.candidates.BalancedGradientBoosting",
+    "spoils_tf.classical.ordinal.CumulativeLogitClassifier",
 })
 
 

@@ -536,6 +536,80 @@ def aggregate_cell(config, cdir: pathlib.Path, target: str, family: str,
     return result
 
 
+# === The shipped grader ===
+FINAL = "final"
+
+
+def fit_final(config, table: pd.DataFrame, columns: Sequence[str], target: str
+              ) -> tuple[Any, dict[str, Any]]:
+    """The recipe of one outer fold applied to every labelled disc: the model for shipping.
+
+    Inner patient-grouped folds over ALL patients choose the candidate (model, parameters,
+    L1 strength) and fit the calibration map on its out-of-fold probabilities; for the
+    11-class target they also choose the intervention threshold (:func:`choose_abstention`).
+    The winner is then refitted on every labelled disc.
+
+    Args:
+        table: the disc table (:func:`load_disc_table`); columns: the family's features;
+        target: ``cmodels.TARGETS`` key.
+
+    Returns:
+        ``(grader, facts)``: a fitted ``classical.calibrated.CalibratedGrader`` over the
+        target's class names; ``facts``: chosen candidate, inner scores, selected features,
+        counts, and ``abstention`` (11-class only).
+    """
+    from spoils_tf.classical.calibrated import CalibratedGrader
+    classes = cmodels.TARGETS[target]
+    y = target_codes(table, target)
+    X = table[list(columns)].to_numpy(np.float64)
+    patients = table["patient"].astype(str).to_numpy()
+    cfg = _cfg(config)
+    every = np.zeros(len(table), np.int64)      # one outer fold; none held out
+    train, _, inner = nested_splits(patients, y, every, -1, cfg["inner_k"], cfg["seed"])
+    best, rows, oof, scores = select_candidate(X, y, inner, _candidates(config, target),
+                                               len(classes), cfg["selection_metric"],
+                                               cfg["seed"], cfg["max_features"])
+    calibrator = cand.CrossFitCalibrator(cfg["calibration"]).fit(oof, y[rows])
+    pipeline = cand.build_pipeline(best, cfg["seed"], max_features=cfg["max_features"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipeline.fit(X[train], y[train])
+    grader = CalibratedGrader(pipeline, calibrator, classes, list(columns)).fit()
+    support = pipeline.named_steps["select"].get_support()
+    facts = {"target": target, "chosen": best.to_dict(), "inner_scores": scores,
+             "selection_metric": cfg["selection_metric"], "calibration": cfg["calibration"],
+             "selected_features": [c for c, k in zip(columns, support) if k],
+             "n_train": int(len(train)), "n_patients": int(len(set(patients[train]))),
+             "inner_k": cfg["inner_k"]}
+    if tuple(classes) == labels.GRADE_CLASSES:
+        facts["abstention"] = choose_abstention(oof, y[rows], rows, inner, cfg["calibration"])
+    return grader, facts
+
+
+def run_final(config, workdir: pathlib.Path, table: pd.DataFrame,
+              families: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
+    """:func:`fit_final` for every configured (target, family), each saved as
+    ``<workdir>/final/<mask_source>/<target>/<family>/model.skops`` (+ sidecar, with the
+    facts under ``extra``) and ``facts.json``."""
+    from spoils_tf.classical import io as cio
+    out = []
+    for target in config.targets:
+        for family in config.families:
+            grader, facts = fit_final(config, table, families[family], target)
+            d = workdir / FINAL / str(config.data.mask_source) / target / family
+            facts = fileio.json_safe({**facts, "family": family,
+                                      "mask_source": str(config.data.mask_source)})
+            cio.save_classifier(grader, d / "model.skops", feature_names=list(families[family]),
+                                target=target, extra={"nested_cv_final": facts})
+            fileio.write_json(d / "facts.json", facts)
+            log.info("final %s/%s: chose %s, %d features%s", target, family,
+                     facts["chosen"]["name"], len(facts["selected_features"]),
+                     f", threshold {facts['abstention']['threshold']:g}"
+                     if "abstention" in facts else "")
+            out.append({"path": str(d / "model.skops"), **facts})
+    return out
+
+
 def abstention_summary(facts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The outer folds' abstention facts (``run_outer_fold``) side by side and pooled.
 
@@ -607,6 +681,11 @@ def _run(config, workdir: pathlib.Path) -> dict[str, Any]:
                      table[["patient", "level", "pfirrmann", "grade_class", "fold"]])
     if unmatched:
         fileio.write_csv(workdir / "unmatched.csv", pd.DataFrame(unmatched))
+    if str(config.fold).strip() == FINAL:
+        final = run_final(config, workdir, table, families)
+        return {"results": [], "final": final, "unmatched": unmatched,
+                "markdown": "".join(f"final model: {f['path']} ({f['chosen']['name']})\n"
+                                    for f in final)}
     src = workdir / str(config.data.mask_source)
     results = []
     for target in config.targets:
