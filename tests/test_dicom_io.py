@@ -359,3 +359,22 @@ def test_bad_sidecar_is_named(tmp_path, text, words):
     with pytest.raises(ValueError, match="vol.json") as e:
         dicom_io.load_series(path)
     assert words in str(e.value)
+
+
+def test_compressed_syntax_without_a_decoder_is_refused_from_the_header(tmp_path):
+    """JPEG Lossless (Process 14), common in PACS exports: no decoder here (pydicom's
+    plugins gdcm / pylibjpeg are not installed); refused before decoding, naming the syntax."""
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels import get_decoder
+    uid = "1.2.840.10008.1.2.4.70"
+    if get_decoder(uid).is_available:
+        pytest.skip("a JPEG Lossless decoder is installed")
+    path = write_slice(tmp_path / "jl.dcm", 0)
+    ds = pydicom.dcmread(str(path))
+    ds.file_meta.TransferSyntaxUID = uid
+    ds.PixelData = encapsulate([b"\xff\xd8" + bytes(100)])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(str(path), enforce_file_format=True)
+    with pytest.raises(ValueError, match=r"jl.dcm: field 'TransferSyntaxUID \(0002,0010\)': "
+                                         r"1.2.840.10008.1.2.4.70 \(JPEG Lossless.*no decoder"):
+        dicom_io.load_series(path)

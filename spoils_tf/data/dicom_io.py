@@ -593,6 +593,36 @@ def _sort_slices(slices: list[_Slice], source: str) -> tuple[list[_Slice], float
                      "InstanceNumber (0020,0013) are missing")
 
 
+def check_decodable(ds, path: pathlib.Path) -> None:
+    """Refuses a compressed transfer syntax for which no pixel decoder is installed, from the
+    header alone (before any pixel is decoded).
+
+    Raises:
+        SpoilsError: naming the file, ``TransferSyntaxUID (0002,0010)``, the syntax and the
+            packages pydicom lists for it.
+    """
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
+    meta = getattr(ds, "file_meta", None)
+    uid = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else None
+    if uid is None or not uid or not uid.is_compressed:
+        return
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        decoder = None
+    if decoder is not None and decoder.is_available:
+        return
+    needs = ""
+    if decoder is not None:
+        missing = getattr(decoder, "missing_dependencies", [])
+        needs = f" (pydicom needs one of: {'; '.join(missing)})" if missing else ""
+    raise SpoilsError(path, "TransferSyntaxUID (0002,0010)",
+                      f"{uid} ({uid.name}): compressed pixel data with no decoder installed"
+                      f"{needs}; install a decoder or export the series uncompressed "
+                      "(Explicit VR Little Endian)")
+
+
 def _pixels(s: _Slice) -> tuple[np.ndarray, Optional[tuple[float, float]]]:
     """Rescaled float64 [H, W] of one slice and its header window (center, width) or None.
 
@@ -661,6 +691,7 @@ def _load_dicom(path: pathlib.Path, neighbours: int, window: str) -> SagittalSer
         if not math.isfinite(slice_spacing):
             slice_spacing = thickness
     chosen = middle_indices(len(slices), neighbours)
+    check_decodable(first, slices[0].path)
     pixels, windows = zip(*(_pixels(slices[i]) for i in chosen))
     if len({p.shape for p in pixels}) > 1:
         raise SpoilsError(source, None, "selected slices differ in size; expected one size")
