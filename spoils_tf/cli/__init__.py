@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predicted-masks": ("spoils_tf.cli.predicted_masks:main",
                         "a dataset of each fold's held-out predicted masks ('compare': grading "
                         "on them vs ground truth)"),
+    "serve": ("spoils_tf.cli.serve:main",
+              "a local web page: upload a scan, give ODI + NRS, see the report"),
     "demo": ("spoils_tf.cli.demo:main",
              "the main job on the embedded default data (`make demo`)"),
 }
