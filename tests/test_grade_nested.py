@@ -151,7 +151,9 @@ def test_ordinal_gradient_boosting_and_selection_fit_with_balanced_weights():
     X[0, 0] = np.nan
     for model, params in (("ordinal", {"alpha": 1.0}), ("gradient_boosting",
                                                         {"n_estimators": 10}),
-                          ("random_forest", {"n_estimators": 10}), ("svm", {})):
+                          ("random_forest", {"n_estimators": 10}), ("svm", {}),
+                          ("lightgbm", {"n_estimators": 20, "num_leaves": 4,
+                                        "min_child_samples": 3})):
         pipe = cand.build_pipeline(cand.Candidate(model, tuple(params.items()), 0.5), 0)
         p = cand.full_proba(pipe.fit(X, y), X, 5)
         assert p.shape == (len(y), 5) and np.allclose(p.sum(axis=1), 1.0)

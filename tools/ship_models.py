@@ -151,7 +151,7 @@ def orientation_markdown(card: dict) -> list[str]:
             "slice given in each of the four flips:", "", *rows, ""]
 
 
-def card_markdown(seg_card: dict, geometry_note: str, seg_file: str) -> str:
+def card_markdown(seg_card: dict, grader_md: str, seg_file: str) -> str:
     cv = seg_card["cross_validation"]
     rows = ["| metric | middle 5 slices, network | middle 5, after level labelling | all slices, network | all slices, after labelling |",
             "| --- | --- | --- | --- | --- |"]
@@ -184,8 +184,7 @@ def card_markdown(seg_card: dict, geometry_note: str, seg_file: str) -> str:
             "share of annotated discs whose predicted disc pixels name the right level; "
             "`disc_detection` the share of annotated discs at least half covered by predicted disc.", "",
             *rows, "",
-            *orientation_markdown(seg_card),
-            "## Geometry grader (`spoils_grade_geometry/1/model.skops`)", geometry_note, ""])
+            *orientation_markdown(seg_card), grader_md, ""])
 
 
 def main(argv: list[str]) -> int:
@@ -247,7 +246,15 @@ def main(argv: list[str]) -> int:
     if args.orientation is not None:
         seg_card = add_orientation(published[bundle.SEG], args.orientation)
     seg_file = published[bundle.SEG].relative_to(args.out) / seg_card["model_file"]
-    (args.out / "MODEL_CARD.md").write_text(card_markdown(seg_card, geometry_note, str(seg_file)))
+    grader_dir = args.out / bundle.GEOMETRY / str(bundle.versions(args.out / bundle.GEOMETRY)[-1])
+    grader_card = bundle.read_card(grader_dir)
+    grader_file = grader_dir.relative_to(args.out) / grader_card["model_file"]
+    if "cross_validation" in grader_card:      # published by tools/ship_grader.py
+        import ship_grader
+        grader_md = ship_grader.grader_section(grader_card, str(grader_file))
+    else:
+        grader_md = f"## Geometry grader (`{grader_file}`)\n{geometry_note}"
+    (args.out / "MODEL_CARD.md").write_text(card_markdown(seg_card, grader_md, str(seg_file)))
     for name, path in published.items():
         print(f"{name}: {path}")
     print(f"wrote {args.out / 'MODEL_CARD.md'}")

@@ -33,7 +33,8 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 from spoils_tf.classical.ordinal import CumulativeLogitClassifier
 
-MODELS: tuple[str, ...] = ("logreg", "gradient_boosting", "random_forest", "svm", "ordinal")
+MODELS: tuple[str, ...] = ("logreg", "gradient_boosting", "lightgbm", "random_forest", "svm",
+                           "ordinal")
 CALIBRATION_METHODS: tuple[str, ...] = ("sigmoid", "isotonic", "none")
 
 
@@ -135,6 +136,10 @@ def build_classifier(model: str, params: Mapping[str, Any], seed: int,
         cls = BalancedGradientBoosting if class_weight == "balanced" else \
             GradientBoostingClassifier
         return cls(random_state=seed, **p)
+    if model == "lightgbm":
+        from lightgbm import LGBMClassifier
+        return LGBMClassifier(random_state=seed, n_jobs=1, verbose=-1,
+                              class_weight=class_weight, **p)
     if model == "random_forest":
         return RandomForestClassifier(random_state=seed, n_jobs=1,
                                       class_weight=("balanced_subsample"
