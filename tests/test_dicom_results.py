@@ -36,15 +36,17 @@ STUDY_UID = "1.2.826.0.1.3680043.8.498.5101"
 
 def write_series(folder: pathlib.Path, image: np.ndarray, *, iop=SAGITTAL, n: int = 3,
                  series_uid: str = "1.2.826.0.1.3680043.8.498.5102",
-                 description: str = "T2 SAG", series_number: int = 3) -> list[pathlib.Path]:
+                 description: str = "T2 SAG", series_number: int = 3,
+                 study_uid: str = STUDY_UID, echo_time_ms: float = 100.0) -> list[pathlib.Path]:
     """``n`` classic MR slices of ``image`` with the study fields a SEG/SR copies and PHI set;
     file names run against the slice positions (im000 is the last slice along the normal)."""
     folder.mkdir(parents=True, exist_ok=True)
-    extra = {"StudyInstanceUID": STUDY_UID,
+    extra = {"StudyInstanceUID": study_uid,
              "FrameOfReferenceUID": "1.2.826.0.1.3680043.8.498.5103",
              "StudyDate": "20260101", "StudyTime": "101010", "AccessionNumber": "ACC1",
              "ReferringPhysicianName": "", "StudyID": "S1", "PatientSex": "F",
-             "SeriesDescription": description, "EchoTime": 100.0, "RepetitionTime": 3000.0}
+             "SeriesDescription": description, "EchoTime": echo_time_ms,
+             "RepetitionTime": 3000.0}
     return [write_mr_slice(folder / f"im{n - 1 - k:03d}.dcm", image.astype(np.uint16) * 4, k,
                            iop=iop, phi=PHI, spacing_between=4.0, pixel_spacing=SPACING,
                            slice_thickness=4.0, series_uid=series_uid,

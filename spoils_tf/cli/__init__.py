@@ -42,6 +42,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                         "on them vs ground truth)"),
     "serve": ("spoils_tf.cli.serve:main",
               "a local web page: upload a scan, give ODI + NRS, see the report"),
+    "pacs": ("spoils_tf.cli.pacs:main",
+             "a study on a DICOMweb PACS -> report here, DICOM SEG + SR stored back"),
     "demo": ("spoils_tf.cli.demo:main",
              "the main job on the embedded default data (`make demo`)"),
 }
