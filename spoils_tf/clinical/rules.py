@@ -51,6 +51,7 @@ class DecisionConfig:
       odi_band_advice: band name -> extra follow-up sentence.
       intervention_min_probability: in [0, 1]; an intervention (``strata.INTERVENTIONS``) is
         withheld when the grader's probability of every driving disc's class is below it.
+      threshold_origin: how that threshold was set, in words (stated with the rule).
 
     Raises (on construction):
       SpoilsError: ``field`` names the attribute when the table is inconsistent.
@@ -68,6 +69,7 @@ class DecisionConfig:
     odi_band_advice: Mapping[str, str] = dataclasses.field(
         default_factory=lambda: dict(strata.ODI_BAND_ADVICE))
     intervention_min_probability: float = strata.INTERVENTION_MIN_PROBABILITY
+    threshold_origin: str = strata.INTERVENTION_THRESHOLD_ORIGIN
 
     def __post_init__(self) -> None:
         t = self.intervention_min_probability
@@ -205,6 +207,8 @@ def _check_types(d: Mapping[str, Any]) -> None:
         elif key == "intervention_min_probability":
             expect(isinstance(value, numbers.Real) and not isinstance(value, bool), key,
                    "a probability (number in [0, 1])", value)
+        elif key == "threshold_origin":
+            expect(isinstance(value, str), key, "a sentence (string)", value)
         elif key == "rules":
             expect(isinstance(value, (list, tuple)), key, "a list of rule objects", value)
             for i, rule in enumerate(value):
@@ -498,5 +502,5 @@ def abstention_rule_text(config: Optional[DecisionConfig] = None) -> str:
     cfg = config or DEFAULT_CONFIG
     return (f"Abstention: {' and '.join(strata.INTERVENTIONS)} are withheld when the grader's "
             f"probability for the class of every disc driving them is below "
-            f"{float(cfg.intervention_min_probability):.2f} (a fixed project threshold, not "
-            "chosen on cross-validation folds); the grades are kept for review.")
+            f"{float(cfg.intervention_min_probability):.2f} ({cfg.threshold_origin}); the grades "
+            "are kept for review.")

@@ -173,12 +173,14 @@ RULES: tuple[dict, ...] = (
 # the predicted class of every disc driving it is below ``INTERVENTION_MIN_PROBABILITY``.
 INTERVENTIONS: tuple[str, ...] = (SURGICAL_CONSULTATION, TFESI)
 # The least probability the grader must give a driving disc's predicted class for an
-# intervention (``INTERVENTIONS``) to be recommended. A FIXED, conservative project choice,
-# not chosen on inner cross-validation folds (choosing it there, on calibrated probabilities,
-# is future work). A grade model's card may override it with its field
+# intervention (``INTERVENTIONS``) to be recommended, when the grader's model card sets none.
+# A FIXED, conservative fallback. A grader fitted by the nested CV carries a threshold chosen
+# on its inner folds (``spoils_tf.classical.abstention``) in its card field
 # ``intervention_min_probability`` (``spoils_tf.serve.predictor``); ``DecisionConfig`` carries
-# the value in force and the rule table prints it.
+# the value in force and how it was set, and the rule table prints both.
 INTERVENTION_MIN_PROBABILITY: float = 0.6
+INTERVENTION_THRESHOLD_ORIGIN = ("a fixed project threshold, not chosen on cross-validation "
+                                 "folds; a grader's model card can set its own")
 
 # Extra advice appended whenever the ODI falls in this band.
 ODI_BAND_ADVICE: dict[str, str] = {

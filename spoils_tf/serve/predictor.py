@@ -324,11 +324,15 @@ class Predictor:
                 raise bundle.BundleError(bundle.card_path(c.entry.version_dir),
                                          "intervention_min_probability",
                                          f"expected a probability in [0, 1], got {t!r}")
-            found.append((float(t), f"model card of {c.entry.label}"))
+            origin = c.entry.card.get("intervention_threshold_reason")
+            origin = (f"chosen on the inner cross-validation folds of {c.entry.label}: {origin}"
+                      if origin else f"set by the model card of {c.entry.label}")
+            found.append((float(t), f"model card of {c.entry.label}", origin))
         if not found:
             return rules.DEFAULT_CONFIG, "spoils_tf.clinical.strata.INTERVENTION_MIN_PROBABILITY"
-        t, source = max(found)
-        return dataclasses.replace(rules.DEFAULT_CONFIG, intervention_min_probability=t), source
+        t, source, origin = max(found)
+        return dataclasses.replace(rules.DEFAULT_CONFIG, intervention_min_probability=t,
+                                   threshold_origin=origin), source
 
     @staticmethod
     def _calibrated(members: Sequence[_Classifier]) -> bool:
