@@ -331,8 +331,7 @@ def _segment_description(number: int, class_name: str, algorithm):
             segmented_property_type=_code(*ANATOMY_CODES[class_name]),
             algorithm_type="AUTOMATIC" if algorithm is not None else "MANUAL",
             algorithm_identification=algorithm,
-            display_color=hd.color.CIELabColor.from_rgb(*seg_class.color)
-            if hasattr(hd.color.CIELabColor, "from_rgb") else None)
+            display_color=hd.color.CIELabColor.from_rgb(*seg_class.color))
 
 
 def build_segmentation(report: dict, sources: Sequence[tuple[Any, np.ndarray]]):
