@@ -261,6 +261,8 @@ def test_dicom_series_zip_and_files_show_no_identifier(client, work, case, tmp_p
     everything = "".join(r.text for r in pages) + caplog.text + out + err
     for word in (SENTINEL_NAME, "Sentinelname", "Zzyzx", SENTINEL_ID, "19010203"):
         assert word not in everything
+    assert "study.zip" not in caplog.text and "im000" not in caplog.text   # no file names
+    assert "report: status ok, input dicom_series" in caplog.text
     assert list(work.iterdir()) == []
 
 
@@ -277,3 +279,45 @@ def test_axial_series_is_refused_without_identifier_or_server_path(client, work,
         assert word not in text and word not in caplog.text
     assert list(work.iterdir()) == []
 
+
+
+def test_a_bug_is_500_with_a_generic_message_and_the_folder_is_gone(client, work, case,
+                                                                   monkeypatch, caplog):
+    from spoils_tf.serve import run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+    monkeypatch.setattr(run, "run_predict", broken)
+    resp = _post(client, {"files": ("slice.png", _png_bytes(case[0]), "image/png")},
+                 pixel_spacing_row_mm="1.2")
+    assert "internal error" in _error(resp, 500)
+    assert "simulated bug" in caplog.text            # the traceback is in the server's log
+    assert list(work.iterdir()) == []
+
+
+# === The command ===
+def test_serve_command_refuses_bad_options_before_loading(capsys, tmp_path):
+    from spoils_tf.cli import serve as serve_cmd
+    assert serve_cmd.main(["--port", "0", "--max-upload-mb", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-upload-mb -1.0: expected a positive number" in err and "--port 0" in err
+    assert serve_cmd.main(["--slices", "2"]) == 2
+    assert serve_cmd.main(["--models", str(tmp_path / "no_bundle")]) == 2
+    assert "no_bundle" in capsys.readouterr().err
+    assert serve_cmd._is_loopback("127.0.0.1") and serve_cmd._is_loopback("::1")
+    assert not serve_cmd._is_loopback("0.0.0.0")
+    assert web.DEFAULT_HOST == "127.0.0.1"
+
+
+def test_serve_help_is_fast_and_lists_the_limits():
+    import subprocess
+    import sys
+    code = ("import sys; import spoils_tf.cli.serve, spoils_tf.serve.web; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'fastapi', 'uvicorn') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+    helped = subprocess.run([sys.executable, "-m", "spoils_tf.cli", "serve", "--help"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "--max-upload-mb" in helped and "127.0.0.1" in helped
