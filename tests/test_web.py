@@ -321,3 +321,35 @@ def test_serve_help_is_fast_and_lists_the_limits():
     helped = subprocess.run([sys.executable, "-m", "spoils_tf.cli", "serve", "--help"],
                             capture_output=True, text=True, check=True).stdout
     assert "--max-upload-mb" in helped and "127.0.0.1" in helped
+
+
+# === Volumes ===
+def test_sniff_volume_signatures(tmp_path):
+    import gzip
+    nii = bytearray(352)
+    nii[:4] = (348).to_bytes(4, "little")
+    nii[344:348] = b"n+1\0"
+    cases = {"v.nii": bytes(nii), "v.nii.gz": gzip.compress(bytes(nii)),
+             "v.nrrd": b"NRRD0004\ntype: uint8\n", "v.mha": b"ObjectType = Image\nNDims = 3\n"
+             b"ElementDataFile = LOCAL\n", "IM0001": bytes(128) + b"DICM" + bytes(10)}
+    expected = {"v.nii": "nii", "v.nii.gz": "nii.gz", "v.nrrd": "nrrd", "v.mha": "mha",
+                "IM0001": "dicom"}
+    for name, data in cases.items():
+        (tmp_path / "f").write_bytes(data)
+        assert uploads.sniff(tmp_path / "f", name) == expected[name]
+    (tmp_path / "f").write_bytes(bytes(nii))
+    with pytest.raises(uploads.UploadError, match="v.nii.gz: named .nii.gz but its content has "
+                                                  "no known file signature"):
+        uploads.sniff(tmp_path / "f", "v.nii.gz")
+
+
+def test_mha_image_with_its_header_spacing_gives_a_report(client, work, case, tmp_path):
+    import SimpleITK as sitk
+    img = sitk.GetImageFromArray(case[0])
+    img.SetSpacing(SPACING)
+    sitk.WriteImage(img, str(tmp_path / "slice.mha"))
+    resp = _post(client, {"files": ("slice.mha", (tmp_path / "slice.mha").read_bytes(),
+                                    "application/octet-stream")}, nrs="4", odi="20")
+    assert resp.status_code == 200, resp.text[:500]
+    assert "L4-L5" in resp.text and "image header" in resp.text
+    assert list(work.iterdir()) == []
