@@ -34,15 +34,27 @@ SAMPLE = (
     "features/features_empty_labelme",
     "features/features_out_is_a_folder",
     "labelme/lm_vertex_far_outside",
+    "predict/dicom_rgb",                   # clinical inputs: refused from the header
+    "predict/dicom_jpeg_lossless_no_decoder",
+    "predict/nifti_no_orientation",
+    "predict/nifti_4d",
+)
+# accepted with a result checked by the case: a T1 series measured and not graded, the T2
+# series of a T1 + T2 folder chosen, a flipped NIfTI put upright
+SAMPLE_ACCEPTED = (
+    "predict/dicom_t1_series",
+    "predict/dicom_t1_and_t2_folder",
+    "predict/nifti_gz_flipped",
 )
 
 
 def test_catalogue_covers_every_command_with_unique_ids():
     ids = [c.id for c in bad_inputs.CASES]
-    assert len(ids) == len(set(ids)) >= 74
+    assert len(ids) == len(set(ids)) >= 74 + 22
     assert {c.command for c in bad_inputs.CASES} == {
-        "predict", "segment", "convert-spider", "decide", "features", "labelme"}
-    assert set(SAMPLE) <= set(ids)
+        "predict", "segment", "convert-spider", "decide", "features", "labelme",
+        *(("web",) if bad_inputs.HAS_WEB else ())}
+    assert set(SAMPLE) | set(SAMPLE_ACCEPTED) <= set(ids)
 
 
 def test_sample_cases_are_clear_errors(tmp_path):
@@ -90,3 +102,11 @@ def test_judge_accepts_a_clear_error_and_a_batch_item():
     rec = bad_inputs.refused(batch, ["x.json"], ["rules"], codes=(1,),
                              may_write=["out", "out/s0_*"])
     assert rec["verdict"] == bad_inputs.CLEAR and rec["left_behind"] == []
+
+
+def test_sample_clinical_inputs_are_read_right(tmp_path):
+    cases = [c for c in bad_inputs.CASES if c.id in SAMPLE_ACCEPTED]
+    result = bad_inputs.run_catalogue(cases, tmp_path)
+    for rec in result["cases"]:
+        assert rec["verdict"] == bad_inputs.CORRECT, rec
+    assert result["counts"][bad_inputs.CORRECT] == len(SAMPLE_ACCEPTED)

@@ -208,6 +208,37 @@ class Workspace:
         new, changed = self._diff(folder, before, before_tmp)
         return Run(None, None, exc, out.getvalue(), err.getvalue(), new, changed, value)
 
+    # --- the web app (spoils serve) with the tiny bundle, built once per run ---
+    @functools.cached_property
+    def web_client(self):
+        from fastapi.testclient import TestClient
+
+        from spoils_tf.serve import web
+        from spoils_tf.serve.predictor import Predictor
+        config = web.ServeConfig(max_upload_bytes=WEB_MAX_UPLOAD_BYTES)
+        return TestClient(web.create_app(config, predictor=Predictor(self.models.bundle)))
+
+    def web_post(self, folder: pathlib.Path, files: list, fields: dict[str, str]) -> Run:
+        """``POST /api/report``; the Run's code is the HTTP status, its stderr the JSON
+        ``error`` and its stdout the page; ``folder`` and the temporary folder are watched
+        (the app's per-request folder must be gone)."""
+        client = self.web_client                 # built before the snapshot
+        before, before_tmp = _snapshot(folder), _snapshot(self.sys_tmp)
+        exc, code, out, err = None, None, "", ""
+        try:
+            resp = client.post("/api/report", files=files, data=fields)
+            code = resp.status_code
+            if resp.headers.get("content-type", "").startswith("application/json"):
+                err = str(resp.json().get("error", resp.text)) + "\n"
+            else:
+                out = resp.text
+        except Exception as e:  # noqa: BLE001 - an escaping server error is what we look for
+            exc = e
+        new, changed = self._diff(folder, before, before_tmp)
+        argv = ["POST /api/report", *[f[1][0] for f in files],
+                *[f"{k}={v}" for k, v in fields.items()]]
+        return Run(argv, code, exc, out, err, new, changed)
+
     # --- tiny models, built once per run ---
     @functools.cached_property
     def models(self) -> "TinyModels":
@@ -264,6 +295,8 @@ def _message_head(run: Run) -> str:
         return ""
     err = [ln for ln in run.stderr.replace("\r", "\n").splitlines() if ln.strip()]
     out = [ln for ln in run.stdout.splitlines() if ln.strip()]
+    if run.argv[0].startswith("POST "):        # the web app: its JSON error, else the page
+        return (err or ["(HTML page)"])[0]
     if run.code in (EXIT_OK, EXIT_NO_DISC) and out:     # accepted: what it printed first
         return out[0]
     for ln in err:           # after a progress bar, the message may share its line
@@ -1546,6 +1579,457 @@ def _lm_vertex_little_outside(ws, d):
         n = int((mask == labels.SEG_ID["L4-L5"]).sum())
         return None if n == 50 and (mask[:5, :10] != 0).all() else f"{n} px painted, not 50"
     return accepted(run, check)
+
+
+# === Clinical inputs: MR weighting, orientation, stacks, DICOM/NIfTI oddities ===
+T1_HEADER = {"EchoTime": 12, "RepetitionTime": 550, "SeriesDescription": "sag T1 tse"}
+T2_HEADER = {"EchoTime": 100, "RepetitionTime": 3500, "SeriesDescription": "sag T2 tse"}
+NOT_GRADED = "-weighted: grades not computed"
+
+
+def _synthetic_series(ws: Workspace, folder: pathlib.Path, n: int = 3, *,
+                      iop=SAGITTAL_IOP, transpose: bool = False, **kwargs) -> pathlib.Path:
+    """The synthetic 256 px slice as an ``n``-file sagittal DICOM series (1.2 mm pixels unless
+    ``pixel_spacing`` is given); ``transpose`` stores it with rows and columns swapped (give
+    the matching ``iop``)."""
+    image, _ = ws.synthetic_case
+    pixels = (image.T if transpose else image).astype(np.uint16) * 4
+    folder.mkdir(parents=True, exist_ok=True)
+    kwargs.setdefault("pixel_spacing", (1.2, 1.2))
+    for k in range(n):
+        _dicom_writer().write_mr_slice(folder / f"im{k:03d}.dcm", pixels, k, iop=iop, phi={},
+                                       **kwargs)
+    return folder
+
+
+def _mask_png(ws: Workspace, d: pathlib.Path) -> pathlib.Path:
+    return _png(d / "mask.png", ws.synthetic_case[1].astype(np.uint8))
+
+
+def _predict_series(ws: Workspace, d: pathlib.Path, series: pathlib.Path, *args) -> Run:
+    """``spoils predict`` on a DICOM series / volume with the synthetic mask and the tiny
+    bundle (no grade classifier: the decision reports why)."""
+    return _predict(ws, d, "--input", series, "--mask", _mask_png(ws, d), "--odi", "40",
+                    "--nrs", "6", *args, models=ws.models.bundle, spacing=None)
+
+
+def _report(d: pathlib.Path) -> dict:
+    return json.loads((d / "out" / "report.json").read_text())
+
+
+def _not_graded_check(d: pathlib.Path, weighting: str) -> Callable[[Run], Optional[str]]:
+    """The report of a series that is not T2: weighting named, no grade, no recommendation,
+    and the page says so."""
+    def check(r):
+        rep = _report(d)
+        w = rep["input"].get("weighting", {})
+        if w.get("weighting") != weighting or w.get("graded") is not False:
+            return f"input.weighting is {w}"
+        if rep["recommendation"] is not None:
+            return "a recommendation was given"
+        if not str(rep["recommendation_note"]).startswith(weighting + NOT_GRADED):
+            return f"recommendation_note: {rep['recommendation_note']!r:.80}"
+        if weighting + NOT_GRADED not in rep["status_message"]:
+            return f"status_message: {rep['status_message']!r}"
+        if any(disc.get("predicted_class") for disc in rep["discs"]) or not rep["discs"]:
+            return "discs missing or graded"
+        if weighting + NOT_GRADED not in (d / "out" / "report.html").read_text():
+            return "the page does not say the grades were not computed"
+        return None
+    return check
+
+
+@case("predict", "DICOM series, T1-weighted (EchoTime 12 ms, RepetitionTime 550 ms): measured, "
+                 "not graded, no recommendation")
+def _dicom_t1_series(ws, d):
+    series = _synthetic_series(ws, d / "t1", extra=T1_HEADER)
+    return accepted(_predict_series(ws, d, series), _not_graded_check(d, "T1"))
+
+
+@case("predict", "DICOM series described 'SAG STIR', no timings: STIR, not graded")
+def _dicom_stir_description(ws, d):
+    series = _synthetic_series(ws, d / "stir", extra={"SeriesDescription": "SAG STIR"})
+    return accepted(_predict_series(ws, d, series), _not_graded_check(d, "STIR"))
+
+
+@case("predict", "folder with a T1 sagittal series (5 files) and a T2 one (3 files): the T2 is "
+                 "used, both listed")
+def _dicom_t1_and_t2_folder(ws, d):
+    study = d / "study"
+    _synthetic_series(ws, study / "a", n=5, extra=T1_HEADER, series_number=3,
+                      series_uid="1.2.826.0.1.3680043.8.498.31")
+    _synthetic_series(ws, study / "b", n=3, extra=T2_HEADER, series_number=4,
+                      series_uid="1.2.826.0.1.3680043.8.498.32")
+    run = _predict_series(ws, d, study)
+
+    def check(r):
+        rep = _report(d)
+        notes = " ".join(rep["input"]["reader_notes"])
+        if rep["input"]["weighting"]["weighting"] != "T2" or rep["input"]["n_slices_total"] != 3:
+            return f"used {rep['input']['weighting']}, {rep['input']['n_slices_total']} slices"
+        if "series #3 (5 files, sagittal, T1)" not in notes or "used series #4" not in notes:
+            return f"reader notes: {notes!r:.120}"
+        return None
+    return accepted(run, check)
+
+
+@case("predict", "one series holding an axial and a sagittal stack (a localizer): the "
+                 "sagittal stack is used")
+def _dicom_two_planes_one_series(ws, d):
+    series = _synthetic_series(ws, d / "loc", n=3, extra=T2_HEADER)
+    for k in range(4):
+        _dicom(series / f"ax{k}.dcm", iop=AXIAL_IOP, k=k)
+    run = _predict_series(ws, d, series)
+
+    def check(r):
+        notes = " ".join(_report(d)["input"]["reader_notes"])
+        return None if "2 stacks" in notes and "used series #2, stack 2 (3 files, sagittal, " \
+            "T2)" in notes else f"reader notes: {notes!r:.160}"
+    return accepted(run, check)
+
+
+@case("predict", "DICOM series with one file copied twice (same SOPInstanceUID): the copy is "
+                 "skipped and counted")
+def _dicom_duplicated_instance(ws, d):
+    series = _synthetic_series(ws, d / "dup", n=3, extra=T2_HEADER)
+    (series / "copy.dcm").write_bytes((series / "im001.dcm").read_bytes())
+    run = _predict_series(ws, d, series)
+
+    def check(r):
+        rep = _report(d)
+        notes = " ".join(rep["input"]["reader_notes"])
+        return None if rep["input"]["n_slices_total"] == 3 and "1 file(s) repeating the " \
+            "SOPInstanceUID" in notes else f"{rep['input']['n_slices_total']} slices; {notes!r:.120}"
+    return accepted(run, check)
+
+
+@case("predict", "DICOM series with slices missing (positions 0, 1, 2, 5, 6 x 3 mm): read, "
+                 "the gap noted")
+def _dicom_missing_slices(ws, d):
+    image, _ = ws.synthetic_case
+    series = d / "gap"
+    series.mkdir()
+    for i, k in enumerate((0, 1, 2, 5, 6)):
+        _dicom_writer().write_mr_slice(series / f"im{i}.dcm", image.astype(np.uint16) * 4, k,
+                                       iop=SAGITTAL_IOP, phi={}, pixel_spacing=(1.2, 1.2),
+                                       extra=T2_HEADER)
+    run = _predict_series(ws, d, series)
+
+    def check(r):
+        notes = " ".join(_report(d)["input"]["reader_notes"])
+        return None if "about 2 slice(s) missing" in notes else f"reader notes: {notes!r:.120}"
+    return accepted(run, check)
+
+
+@case("predict", "DICOM series with two files at one position (two echoes, different UIDs)")
+def _dicom_two_echoes(ws, d):
+    series = d / "echoes"
+    for k in range(3):
+        _dicom(series / f"e1_{k}.dcm", k=k)
+        _dicom(series / f"e2_{k}.dcm", k=k)
+    return refused(_predict(ws, d, "--input", series, spacing=None), ["echoes"],
+                   ["ImagePositionPatient"])
+
+
+@case("predict", "DICOM with PixelSpacing 0.6 x 1.2 mm stored transposed: spacing follows the "
+                 "transpose")
+def _dicom_non_square_pixels(ws, d):
+    # rows of the file along +y (posterior, 1.2 mm), columns along -z (feet, 0.6 mm)
+    series = _synthetic_series(ws, d / "aniso", n=1, iop=(0, 0, -1, 0, 1, 0), transpose=True,
+                               pixel_spacing=(1.2, 0.6), extra=T2_HEADER)
+    run = _predict_series(ws, d, series / "im000.dcm")
+
+    def check(r):
+        inp = _report(d)["input"]
+        if inp["pixel_spacing_mm"] != [0.6, 1.2] or inp["reorientation"] != ["transpose"]:
+            return f"spacing {inp['pixel_spacing_mm']}, reorientation {inp['reorientation']}"
+        return None
+    return accepted(run, check)
+
+
+@case("predict", "DICOM without ImageOrientationPatient")
+def _dicom_no_orientation(ws, d):
+    path = _dicom(d / "noiop.dcm")
+    _edit_dicom(path, lambda ds: delattr(ds, "ImageOrientationPatient"))
+    return refused(_predict(ws, d, "--input", path, spacing=None), ["noiop.dcm"],
+                   ["ImageOrientationPatient"])
+
+
+@case("predict", "RGB DICOM (a secondary-capture screenshot)")
+def _dicom_rgb(ws, d):
+    path = d / "rgb.dcm"
+    _dicom_writer().write_mr_slice(path, np.zeros((SIDE, SIDE), np.uint16), 0, iop=SAGITTAL_IOP,
+                                   phi={}, extra={"SamplesPerPixel": 3,
+                                                  "PhotometricInterpretation": "RGB"})
+    return refused(_predict(ws, d, "--input", path, spacing=None), ["rgb.dcm"],
+                   ["SamplesPerPixel"])
+
+
+@case("predict", "multi-frame (enhanced) MR DICOM, NumberOfFrames 3")
+def _dicom_multiframe(ws, d):
+    path = _dicom(d / "enhanced.dcm", extra={"NumberOfFrames": 3})
+    return refused(_predict(ws, d, "--input", path, spacing=None), ["enhanced.dcm"],
+                   ["NumberOfFrames"])
+
+
+@case("predict", "DICOM compressed as JPEG Lossless with no decoder installed")
+def _dicom_jpeg_lossless_no_decoder(ws, d):
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels import get_decoder
+    uid = "1.2.840.10008.1.2.4.70"
+    path = _dicom(d / "jpegll.dcm")
+
+    def compress(ds):
+        ds.file_meta.TransferSyntaxUID = uid
+        ds.PixelData = encapsulate([b"\xff\xd8" + bytes(100)])
+        ds["PixelData"].VR = "OB"
+    _edit_dicom(path, compress)
+    field = "PixelData" if get_decoder(uid).is_available else "TransferSyntaxUID"
+    return refused(_predict(ws, d, "--input", path, spacing=None), ["jpegll.dcm"], [field])
+
+
+@case("predict", "DICOM file truncated in its pixel data")
+def _dicom_truncated(ws, d):
+    path = _dicom(d / "cut.dcm")
+    _truncate(path)
+    return refused(_predict(ws, d, "--input", path, spacing=None), ["cut.dcm"], ["PixelData"])
+
+
+def _nifti_volume(ws: Workspace, path: pathlib.Path, *, flip_lr: bool = True,
+                  shape4d: bool = False) -> pathlib.Path:
+    """The synthetic slice as a 3-slice sagittal NIfTI (nibabel, RAS affine, 3 mm slices):
+    file axis 0 along left-right (towards the right when ``flip_lr``), axis 1 towards
+    anterior, axis 2 towards the feet, so the reader must flip the columns back (display
+    column c is file index 255 - c) and keep the rows (display row r is file index r)."""
+    import nibabel as nib
+    image, _ = ws.synthetic_case
+    plane = image[:, ::-1].T                 # [file y (towards anterior), file z (to the feet)]
+    data = np.stack([plane] * 3).astype(np.int16)
+    affine = np.diag([-3.0 if flip_lr else 3.0, 1.2, -1.2, 1.0])
+    affine[:3, 3] = [0.0, -150.0, 150.0]
+    if shape4d:
+        data = np.stack([data, data], axis=-1)
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+@case("predict", ".nii.gz sagittal volume stored with x to the right, y anterior, z to the "
+                 "feet (nibabel affine): flipped upright, as the mask")
+def _nifti_gz_flipped(ws, d):
+    path = _nifti_volume(ws, d / "sag.nii.gz")
+    run = _predict_series(ws, d, path)
+
+    def check(r):
+        rep = _report(d)
+        inp = rep["input"]
+        if inp["kind"] != "volume" or not np.allclose(inp["pixel_spacing_mm"], 1.2):
+            return f"kind {inp['kind']}, spacing {inp['pixel_spacing_mm']}"
+        got = np.asarray(PIL.Image.open(d / "out" / "input.png"))
+        image = ws.synthetic_case[0]
+        if np.corrcoef(got.ravel().astype(float), image.ravel().astype(float))[0, 1] < 0.99:
+            return "the slice read is not the synthetic slice upright"
+        if inp["weighting"]["weighting"] != "unknown" or rep["status"] != "ok":
+            return f"weighting {inp['weighting']}, status {rep['status']}"
+        return None
+    return accepted(run, check)
+
+
+@case("predict", ".nii volume with a dcm2niix sidecar .json saying T1 (EchoTime 0.012 s)")
+def _nifti_sidecar_t1(ws, d):
+    path = _nifti_volume(ws, d / "sag.nii")
+    (d / "sag.json").write_text(json.dumps({"EchoTime": 0.012, "RepetitionTime": 0.55}))
+    return accepted(_predict_series(ws, d, path), _not_graded_check(d, "T1"))
+
+
+@case("predict", ".nii.gz with a sidecar .json that is not JSON")
+def _nifti_sidecar_broken(ws, d):
+    path = _nifti_volume(ws, d / "vol.nii.gz")
+    (d / "vol.json").write_text("{EchoTime: 0.1")
+    return refused(_predict(ws, d, "--input", path, spacing=None), ["vol.json"])
+
+
+@case("predict", "4-D NIfTI (two volumes)")
+def _nifti_4d(ws, d):
+    path = _nifti_volume(ws, d / "dyn.nii.gz", shape4d=True)
+    return refused(_predict(ws, d, "--input", path, spacing=None), ["dyn.nii.gz"],
+                   ["4-D", "3-D"])
+
+
+@case("predict", "NIfTI with qform_code = sform_code = 0 (no orientation)")
+def _nifti_no_orientation(ws, d):
+    path = _nifti_volume(ws, d / "bare.nii")
+    data = bytearray(path.read_bytes())
+    data[252:256] = np.asarray([0, 0], "<i2").tobytes()
+    path.write_bytes(bytes(data))
+    return refused(_predict(ws, d, "--input", path, spacing=None), ["bare.nii"],
+                   ["qform_code"])
+
+
+@case("predict", "axial NIfTI volume (thick slices along head-foot)")
+def _nifti_axial(ws, d):
+    import nibabel as nib
+    path = d / "axial.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((SIDE, SIDE, 5), np.int16),
+                             np.diag([0.5, 0.5, 4.0, 1.0])), str(path))
+    return refused(_predict(ws, d, "--input", path, spacing=None), ["axial.nii.gz"],
+                   ["axial"])
+
+
+# a real SPIDER slice (patient 107's middle slice), when ../shared is there
+REAL_SLICE = REPO.parent / "shared" / "data" / "spider_t2space" / "images" / \
+    "107_t2_SPACE_slice60.png"
+REAL_SPACING_MM = ("0.46875", "0.46875")      # overview.csv PixelSpacing of patient 107
+
+
+def _shipped_on_turned_png(ws: Workspace, d: pathlib.Path, turn: str) -> dict:
+    """The real slice given ``turn``ed (``levels.ORIENTATIONS``) to ``spoils predict`` with the
+    shipped bundle: its orientation network must correct it (noted in the report) or refuse
+    it naming the orientation."""
+    from spoils_tf import levels, weights
+    from spoils_tf.serve import segmenter
+    grey = np.asarray(PIL.Image.open(REAL_SLICE))
+    grey = grey if grey.ndim == 2 else grey[..., 0]
+    path = _png(d / f"{turn}.png", np.ascontiguousarray(levels.orient(grey, turn)))
+    run = _predict(ws, d, "--input", path, "--pixel-spacing", *REAL_SPACING_MM,
+                   models=weights.DEFAULT_BUNDLE, spacing=None)
+    if run.code == EXIT_BAD_INPUT:
+        return refused(run, [path.name], ["orientation"])
+    words = segmenter.ORIENTATION_WORDS[turn]
+
+    def check(r):
+        notes = " ".join(_report(d)["notes"])
+        return None if f"was given {words}; corrected" in notes else \
+            f"no correction of '{words}' noted: {notes!r:.160}"
+    return accepted(run, check, codes=(EXIT_OK, EXIT_NO_DISC))
+
+
+if REAL_SLICE.is_file():
+    @case("predict", "real SPIDER slice as a PNG mirrored left-right (anterior on the right), "
+                     "shipped bundle")
+    def _png_mirrored_shipped(ws, d):
+        return _shipped_on_turned_png(ws, d, "flip_lr")
+
+    @case("predict", "real SPIDER slice as a PNG rotated by 180 degrees, shipped bundle")
+    def _png_rot180_shipped(ws, d):
+        return _shipped_on_turned_png(ws, d, "rot180")
+
+
+# === spoils serve (the web page, FastAPI TestClient) ===
+HAS_WEB = (importlib.util.find_spec("fastapi") is not None
+           and (REPO / "spoils_tf" / "serve" / "web.py").is_file())
+WEB_MAX_UPLOAD_BYTES = 3_000_000        # the limit of the catalogue's app (413 above)
+
+
+def _web_post(ws: Workspace, d: pathlib.Path, files: Sequence[tuple[str, bytes]],
+              **fields: str) -> Run:
+    """``POST /api/report`` with ``files`` (name, bytes) under the form's ``files`` field;
+    the record's code is the HTTP status and its stderr the JSON error."""
+    files_arg = [("files", (name, data, "application/octet-stream")) for name, data in files]
+    return ws.web_post(d, files_arg, dict(fields))
+
+
+def _web_refused(ws: Workspace, d: pathlib.Path, files, names, fields=(), status=400,
+                 **form) -> dict:
+    return refused(_web_post(ws, d, files, **form), names, fields, codes=(status,))
+
+
+def _dicom_zip(paths: Sequence[pathlib.Path], arcnames: Optional[Sequence[str]] = None) -> bytes:
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i, p in enumerate(paths):
+            z.writestr(arcnames[i] if arcnames else f"series/{p.name}", p.read_bytes())
+    return buf.getvalue()
+
+
+if HAS_WEB:
+    @case("web", "empty (0-byte) file uploaded")
+    def _web_empty_file(ws, d):
+        return _web_refused(ws, d, [("empty.dcm", b"")], ["empty.dcm"])
+
+    @case("web", "PNG uploaded under the name scan.dcm (wrong extension)")
+    def _web_wrong_extension(ws, d):
+        buf = io.BytesIO()
+        PIL.Image.fromarray(_grey()).save(buf, format="PNG")
+        return _web_refused(ws, d, [("scan.dcm", buf.getvalue())], ["scan.dcm"])
+
+    @case("web", "PNG slice without a pixel spacing in the form")
+    def _web_png_without_spacing(ws, d):
+        png = _png(d / "src" / "slice.png", ws.synthetic_case[0])
+        return _web_refused(ws, d, [("slice.png", png.read_bytes())], ["slice.png"],
+                            ["pixel spacing", "pixel_spacing"], status=422)
+
+    @case("web", "DICOM file truncated in its pixel data")
+    def _web_truncated_dicom(ws, d):
+        path = _dicom(d / "src" / "cut.dcm")
+        _truncate(path)
+        return _web_refused(ws, d, [("cut.dcm", path.read_bytes())], ["cut.dcm"],
+                            ["PixelData"], status=422)
+
+    @case("web", "zip whose member is ../../evil.dcm (path traversal)")
+    def _web_zip_traversal(ws, d):
+        path = _dicom(d / "src" / "a.dcm")
+        data = _dicom_zip([path], ["../../evil.dcm"])
+        return _web_refused(ws, d, [("series.zip", data)], ["series.zip"], ["../../evil.dcm"])
+
+    @case("web", f"upload over the app's limit ({WEB_MAX_UPLOAD_BYTES / 1e6:g} MB)")
+    def _web_over_limit(ws, d):
+        big = np.random.default_rng(0).integers(0, 255, WEB_MAX_UPLOAD_BYTES + 10_000,
+                                                np.uint8).tobytes()
+        run = _web_post(ws, d, [("big.nii.gz", big)])
+        # refused from Content-Length, before any file name is read: the message names the
+        # upload and the limit
+        return refused(run, ["the upload"], ["MB"], codes=(413,))
+
+    @case("web", "NRS 11 (out of 0..10)")
+    def _web_nrs_11(ws, d):
+        png = _png(d / "src" / "s.png", ws.synthetic_case[0])
+        return _web_refused(ws, d, [("s.png", png.read_bytes())], ["nrs"], ["nrs"],
+                            nrs="11", odi="40")
+
+    @case("web", "ODI 120 % (over 100)")
+    def _web_odi_120(ws, d):
+        png = _png(d / "src" / "s.png", ws.synthetic_case[0])
+        return _web_refused(ws, d, [("s.png", png.read_bytes())], ["odi"], ["odi"],
+                            nrs="5", odi="120")
+
+    @case("web", "ODI questionnaire with only 5 of 10 sections answered")
+    def _web_odi_too_few_sections(ws, d):
+        png = _png(d / "src" / "s.png", ws.synthetic_case[0])
+        sections = {f"odi_section_{k}": "2" for k in range(1, 6)}
+        return _web_refused(ws, d, [("s.png", png.read_bytes())], ["odi sections"],
+                            ["answered", "sections"], nrs="5", **sections)
+
+    @case("web", "ODI given both as a percentage and as sections")
+    def _web_odi_both_ways(ws, d):
+        png = _png(d / "src" / "s.png", ws.synthetic_case[0])
+        sections = {f"odi_section_{k}": "2" for k in range(1, 11)}
+        return _web_refused(ws, d, [("s.png", png.read_bytes())], ["odi"], ["both"],
+                            nrs="5", odi="40", **sections)
+
+    @case("web", "zip of an axial DICOM series")
+    def _web_axial_zip(ws, d):
+        paths = [_dicom(d / "src" / f"ax{k}.dcm", iop=AXIAL_IOP, k=k) for k in range(3)]
+        # the web app names a zip's series as "the uploaded DICOM series (N files)"
+        return _web_refused(ws, d, [("axial.zip", _dicom_zip(paths))],
+                            ["axial.zip", "the uploaded DICOM series"], ["axial", "sagittal"],
+                            status=422)
+
+    @case("web", "zip of a T1 DICOM series (+ ODI 40, NRS 6): the page says T1, grades not "
+                 "computed")
+    def _web_t1_zip(ws, d):
+        series = _synthetic_series(ws, d / "src" / "t1", extra=T1_HEADER)
+        data = _dicom_zip(sorted(series.iterdir()))
+        run = _web_post(ws, d, [("t1.zip", data)], nrs="6", odi="40")
+
+        def check(r):
+            page = r.stdout
+            if "MR weighting" not in page or "weighting: T1" not in page:
+                return "the page does not show the T1 weighting"
+            if "T1" + NOT_GRADED not in page and "no intervertebral disc" not in page:
+                return "the page neither says grades not computed nor no disc"
+            return None
+        return accepted(run, check, codes=(200,))
 
 
 # === Running the catalogue ===
