@@ -14,6 +14,13 @@ Inputs (by file name suffix, :func:`input_kind`):
   logged.
 * a 2-D MHA / NIfTI image (``"image_2d"``, SimpleITK) is used as stored, with its spacing.
 
+MR weighting: ``report["input"]["weighting"]`` (:func:`weighting_entry`) is the series'
+weighting from its header (``dicom_io.SagittalSeries.weighting``: EchoTime / RepetitionTime /
+InversionTime, else SeriesDescription, by ``spoils_tf.data.mr_weighting``; a volume's BIDS
+sidecar), ``"unknown"`` for a picture. A T1, PD, STIR or FLAIR series is read and measured but
+not graded (the predictor abstains); an unknown one is assumed T2 unless the image reads as T1
+(``predictor.check_weighting``).
+
 * :func:`read_input_slice`: one slice (``spoils segment``).
 * :func:`read_input`: the mid-sagittal slice and its neighbours with a PHI-free description
   (``spoils predict``); :func:`read_mask`: a supplied label map.
