@@ -45,16 +45,16 @@ def resampled_size(shape_hw: Sequence[int], spacing_mm: Sequence[float],
 
 def resample_to_spacing(image: tf.Tensor, spacing_mm: tf.Tensor, target_mm: float, *,
                         is_mask: bool = False) -> tf.Tensor:
-    """Resamples ``[H, W, C]`` with pixel size ``spacing_mm = (row_mm, col_mm)`` to square
-    ``target_mm`` pixels.
+    """Resamples ``[H, W, C]`` (or a batch ``[N, H, W, C]`` of slices with one spacing) with
+    pixel size ``spacing_mm = (row_mm, col_mm)`` to square ``target_mm`` pixels.
 
     Images are interpolated bilinearly with antialiasing (float32 out, same value range);
     masks (``is_mask``) by nearest neighbour, keeping their dtype.
     """
     shape = tf.shape(image)
     spacing = tf.cast(spacing_mm, tf.float32)
-    h = tf.maximum(1, tf.cast(tf.round(tf.cast(shape[0], tf.float32) * spacing[0] / target_mm), tf.int32))
-    w = tf.maximum(1, tf.cast(tf.round(tf.cast(shape[1], tf.float32) * spacing[1] / target_mm), tf.int32))
+    h = tf.maximum(1, tf.cast(tf.round(tf.cast(shape[-3], tf.float32) * spacing[0] / target_mm), tf.int32))
+    w = tf.maximum(1, tf.cast(tf.round(tf.cast(shape[-2], tf.float32) * spacing[1] / target_mm), tf.int32))
     if is_mask:
         out = tf.image.resize(image, tf.stack([h, w]), method="nearest")
         return tf.cast(out, image.dtype)
@@ -304,7 +304,8 @@ def model_divisor(model) -> int:
 
 def predict_probabilities(forward, image: tf.Tensor, spacing_mm: tf.Tensor, target_mm: float,
                           divisor: int) -> tf.Tensor:
-    """The inference path around a segmentation network, for one slice.
+    """The inference path around a segmentation network, for one slice:
+    :func:`predict_probabilities_batch` of a batch of one.
 
     Args:
       forward: ``float32 [1, h, w, 1] -> float32 [1, h, w, C]`` (the network).
@@ -316,22 +317,51 @@ def predict_probabilities(forward, image: tf.Tensor, spacing_mm: tf.Tensor, targ
     Returns:
       ``float32 [H, W, C]`` probabilities at the input resolution.
     """
-    if image.shape.rank == 2:
-        image = image[..., None]
-    in_hw = tf.shape(image)[:2]
-    x = resample_to_spacing(image[..., :1], spacing_mm, target_mm)
+    return predict_probabilities_batch(forward, image[None], spacing_mm, target_mm, divisor)[0]
+
+
+def predict_probabilities_batch(forward, images: tf.Tensor, spacing_mm: tf.Tensor,
+                                target_mm: float, divisor: int) -> tf.Tensor:
+    """The inference path around a segmentation network for N slices of one size and pixel
+    spacing (a series), through the network in one call.
+
+    Each slice is resampled, standardised with its own (mean, SD) (:func:`image_stats`,
+    computed before the zero padding) and padded as a single slice would be, so slice i's
+    probabilities are those of a batch of one up to float rounding.
+
+    Args:
+      forward: ``float32 [N, h, w, 1] -> float32 [N, h, w, C]`` (the network).
+      images: ``uint8 or float [N, H, W]`` or ``[N, H, W, 1]`` grey values 0..255.
+      spacing_mm: ``float32 [2]`` (row_mm, col_mm), shared by the N slices.
+      target_mm: the model's training pixel size.
+      divisor: pad the resampled slices to multiples of this.
+
+    Returns:
+      ``float32 [N, H, W, C]`` probabilities at the input resolution.
+    """
+    if images.shape.rank == 3:
+        images = images[..., None]
+    in_hw = tf.shape(images)[1:3]
+    x = resample_to_spacing(images[..., :1], spacing_mm, target_mm)
     x = tf.clip_by_value(tf.round(x), 0.0, 255.0)
-    stats = image_stats(x)
-    hw = tf.shape(x)[:2]
+    # image_stats per slice: (mean, SD floored at 1 grey level) -> [N, 1, 1, 1, 2]
+    stats = tf.stack([tf.reduce_mean(x, axis=[1, 2, 3]),
+                      tf.maximum(tf.math.reduce_std(x, axis=[1, 2, 3]), 1.0)], axis=-1)
+    hw = tf.shape(x)[1:3]
     # padding is grey 0 before standardisation, as the training canvases are
-    x = standardize(pad_to_multiple(x, divisor), stats)
-    probs = tf.cast(forward(x[None]), tf.float32)[0, : hw[0], : hw[1]]
+    pad_h, pad_w = (-hw[0]) % divisor, (-hw[1]) % divisor
+    x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+    x = standardize(x, stats[:, None, None, None, :])
+    probs = tf.cast(forward(x), tf.float32)[:, : hw[0], : hw[1]]
     return tf.image.resize(probs, in_hw, method="bilinear")
 
 
-def make_spacing_predictor(model, target_mm: float):
+def make_spacing_predictor(model, target_mm: float, *, batched: bool = False):
     """``predict(image uint8 [H, W], spacing_mm float32 [2]) -> float32 [H, W, C]`` as a
     ``tf.function`` (any H, W) for a network built with unknown spatial input size.
+
+    With ``batched``: ``predict(images uint8 [N, H, W], spacing_mm) -> float32 [N, H, W, C]``,
+    the slices of one series in one network call (:func:`predict_probabilities_batch`).
 
     Raises:
       ValueError: ``target_mm`` is not positive.
@@ -356,15 +386,18 @@ def make_spacing_predictor(model, target_mm: float):
             return cache[key](x, training=False)
 
         def predict(image, spacing_mm):
-            return predict_probabilities(forward, tf.convert_to_tensor(image),
-                                         tf.convert_to_tensor(spacing_mm, tf.float32),
-                                         target_mm, divisor)
+            fn = predict_probabilities_batch if batched else predict_probabilities
+            return fn(forward, tf.convert_to_tensor(image),
+                      tf.convert_to_tensor(spacing_mm, tf.float32), target_mm, divisor)
         return predict
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.uint8, name="image"),
+    image_spec = (tf.TensorSpec([None, None, None], tf.uint8, name="images") if batched
+                  else tf.TensorSpec([None, None], tf.uint8, name="image"))
+
+    @tf.function(input_signature=[image_spec,
                                   tf.TensorSpec([2], tf.float32, name="pixel_spacing_mm")],
                  jit_compile=False)
     def predict(image, spacing_mm):
-        return predict_probabilities(lambda x: model(x, training=False), image, spacing_mm,
-                                     target_mm, divisor)
+        fn = predict_probabilities_batch if batched else predict_probabilities
+        return fn(lambda x: model(x, training=False), image, spacing_mm, target_mm, divisor)
     return predict

@@ -117,5 +117,11 @@ class OrientationNet:
 
     def probabilities(self, grey: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray:
         """``float64 [4]`` softmax over ``ORIENTATIONS`` for one slice."""
-        x = prepare(grey, spacing_mm, pixel_mm=self.pixel_mm, canvas=self.canvas)
-        return np.asarray(self.model(x[None, :, :, None], training=False), np.float64)[0]
+        return self.probabilities_many([grey], spacing_mm)[0]
+
+    def probabilities_many(self, greys: Sequence[np.ndarray], spacing_mm: Sequence[float]
+                           ) -> np.ndarray:
+        """``float64 [N, 4]`` for N slices with one pixel spacing, in one network call."""
+        x = np.stack([prepare(g, spacing_mm, pixel_mm=self.pixel_mm, canvas=self.canvas)
+                      for g in greys])
+        return np.asarray(self.model(x[..., None], training=False), np.float64)

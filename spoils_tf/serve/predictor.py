@@ -706,15 +706,19 @@ class Predictor:
         """
         from spoils_tf import levels
         if not isinstance(self._segment_one, segmenter.Segmenter):
-            return ([np.asarray(self._segment_one(s), np.int32) for s in case.slices],
-                    case.slices, [])
+            # a letterbox model: the slices as one batch
+            label_maps = self._segment_one(np.stack(case.slices))
+            return [np.asarray(m, np.int32) for m in label_maps], case.slices, []
         masks, oriented, doubts = [], [], []
         card_note = self.bundle[bundle.SEG].card.get("report_note")
         if card_note:   # what the model card says every report must carry
             case.notes.append(str(card_note))
-        for s, off in zip(case.slices, case.offsets):
-            seg = self._segment_one(s, case.spacing_mm, f"slice at offset {int(off)}",
-                                    from_header=case.orientation_from_header)
+        # the slices in batched network calls (Segmenter.segment_slices), not one per slice
+        segs = self._segment_one.segment_slices(
+                case.slices, case.spacing_mm,
+                [f"slice at offset {int(off)}" for off in case.offsets],
+                from_header=case.orientation_from_header)
+        for seg, off in zip(segs, case.offsets):
             masks.append(seg.label_map.astype(np.int32))
             oriented.append(seg.image)
             if seg.orientation != "as_is":

@@ -32,7 +32,8 @@ from spoils_tf.serve.inputs import file_stem, input_kind, read_input_slice
 # === Model ===
 def load_segmenter(model_path: str | pathlib.Path, resize_mode: str = "letterbox"
                    ) -> Callable[[np.ndarray], np.ndarray]:
-    """``uint8 [H, W] -> int32 [H, W]`` label map, from a ``.keras`` file or a SavedModel dir.
+    """``uint8 [H, W] -> int32 [H, W]`` label map (or ``[N, H, W] -> [N, H, W]``, one batch),
+    from a ``.keras`` file or a SavedModel dir.
 
     Raises:
       SpoilsError: nothing at ``model_path``; neither a ``.keras`` file nor a SavedModel
@@ -48,8 +49,10 @@ def load_segmenter(model_path: str | pathlib.Path, resize_mode: str = "letterbox
         fn = serving.load_signature(model_path)
 
         def predict(grey):
-            rgb = np.repeat(grey[None, :, :, None], 3, axis=-1)
-            return fn(**{serving.INPUT_NAME: tf.constant(rgb)})["label_map"].numpy()[0]
+            rgb = np.repeat(np.asarray(grey)[..., None], 3, axis=-1)
+            batch = rgb if rgb.ndim == 4 else rgb[None]
+            out = fn(**{serving.INPUT_NAME: tf.constant(batch)})["label_map"].numpy()
+            return out if rgb.ndim == 4 else out[0]
         return predict
     if model_path.suffix == ".keras":
         import spoils_tf.models
@@ -63,8 +66,10 @@ def load_segmenter(model_path: str | pathlib.Path, resize_mode: str = "letterbox
         predictor = seg_pipeline.make_predictor(model, resize_mode)
 
         def predict(grey):
-            rgb = np.repeat(grey[None, :, :, None], 3, axis=-1)
-            return predictor(tf.constant(rgb))["label_map"].numpy()[0]
+            rgb = np.repeat(np.asarray(grey)[..., None], 3, axis=-1)
+            batch = rgb if rgb.ndim == 4 else rgb[None]
+            out = predictor(tf.constant(batch))["label_map"].numpy()
+            return out if rgb.ndim == 4 else out[0]
         return predict
     raise SpoilsError(model_path, None, "expected a .keras file or a SavedModel version "
                                         "directory (with saved_model.pb)")
@@ -81,6 +86,10 @@ ORIENTATION_WORDS: dict[str, str] = {"as_is": "in display orientation",
 # top softmax probability of the orientation network below which a picture is refused, when the
 # model card sets none
 DEFAULT_ORIENTATION_THRESHOLD = 0.9
+
+# most slices of a series that go through the segmentation network in one call (bounds the
+# memory of a whole volume; a series of up to this many slices is one call)
+MAX_BATCH_SLICES = 32
 
 
 class OrientationError(SpoilsError):
@@ -130,7 +139,8 @@ class SpacingSegmenter:
     ``from_header`` (the slice was put in display orientation from its file's direction
     cosines) the header is trusted; when the orientation network confidently reads another
     orientation, the disagreement is added to the level flags (a level doubt: decisions that
-    name levels abstain).
+    name levels abstain). :meth:`segment_many` does the same for the slices of a series in one
+    batched network call.
 
     Raises: SpoilsError: no model at ``model_path``, not a model, or one that does not load.
     Raises (call): OrientationError: ``"auto"``, a 2-D picture, and the image does not say
@@ -152,18 +162,24 @@ class SpacingSegmenter:
             def probs(grey, spacing):
                 return fn(image=tf.constant(grey), pixel_spacing_mm=tf.constant(
                         spacing, tf.float32))["probabilities"].numpy()
+            probs_many = None    # the exported signature takes one slice
         elif model_path.suffix == ".keras":
             import spoils_tf.models
             from spoils_tf.data import spacing_pipeline
             predict = spacing_pipeline.make_spacing_predictor(
-                    spoils_tf.models.load_model(model_path, compile=False), float(target_spacing_mm))
+                    spoils_tf.models.load_model(model_path, compile=False),
+                    float(target_spacing_mm), batched=True)
+
+            def probs_many(greys, spacing):
+                return np.asarray(predict(np.stack(greys), np.asarray(spacing, np.float32)))
 
             def probs(grey, spacing):
-                return np.asarray(predict(grey, np.asarray(spacing, np.float32)))
+                return probs_many([grey], spacing)[0]
         else:
             raise SpoilsError(model_path, None, "expected a .keras file or a SavedModel version "
                                                 "directory (with saved_model.pb)")
         self.probabilities = probs
+        self._probabilities_many = probs_many
 
     @classmethod
     def from_function(cls, probabilities: Callable[[np.ndarray, tuple[float, float]], np.ndarray],
@@ -175,6 +191,7 @@ class SpacingSegmenter:
         self = cls.__new__(cls)
         self._setup(orientation, orientation_net, orientation_threshold)
         self.probabilities = probabilities
+        self._probabilities_many = None
         return self
 
     def _setup(self, orientation: str, orientation_net: Any, orientation_threshold: float):
@@ -184,79 +201,149 @@ class SpacingSegmenter:
         self.orientation = orientation
         self.orientation_net = orientation_net
         self.orientation_threshold = float(orientation_threshold)
+        self.max_batch_slices = MAX_BATCH_SLICES
         self._levels = levels
 
-    def _labelled(self, grey: np.ndarray, spacing_mm, name: str):
-        image = np.ascontiguousarray(self._levels.orient(grey, name))
-        return image, self._levels.assign_levels(self.probabilities(image, spacing_mm),
-                                                 spacing_mm)
+    def probabilities_many(self, greys: list[np.ndarray], spacing_mm) -> np.ndarray:
+        """``float [N, H, W, classes]`` for N slices of one shape and pixel spacing: in
+        network calls of at most ``max_batch_slices`` slices for a loaded model, one call per
+        slice for a :meth:`from_function` segmenter.
+
+        Raises:
+          ValueError: the slices differ in shape.
+        """
+        shapes = {g.shape for g in greys}
+        if len(shapes) > 1:
+            raise ValueError(f"slices: shapes {sorted(shapes)}; a batch needs one shape")
+        if self._probabilities_many is None:
+            return np.stack([np.asarray(self.probabilities(g, spacing_mm)) for g in greys])
+        step = self.max_batch_slices
+        return np.concatenate([np.asarray(self._probabilities_many(greys[i:i + step],
+                                                                   spacing_mm))
+                               for i in range(0, len(greys), step)])
+
+    def _labelled_many(self, greys: list[np.ndarray], spacing_mm, names: list[str]):
+        """``[(slice flipped by names[i], levels.LevelResult)]``, segmented in one batch."""
+        if not greys:
+            return []
+        images = [np.ascontiguousarray(self._levels.orient(g, n)) for g, n in zip(greys, names)]
+        probs = self.probabilities_many(images, spacing_mm)
+        return [(image, self._levels.assign_levels(p, spacing_mm))
+                for image, p in zip(images, probs)]
 
     def __call__(self, grey: np.ndarray, spacing_mm: tuple[float, float], *,
                  from_header: bool = False) -> Segmentation:
-        grey = np.ascontiguousarray(grey, np.uint8)
+        return self.segment_many([grey], spacing_mm, from_header=from_header)[0]
+
+    def segment_many(self, greys: list[np.ndarray], spacing_mm: tuple[float, float], *,
+                     from_header: bool = False, sources: Optional[list[str]] = None
+                     ) -> list[Segmentation]:
+        """The slices of one series (one shape and pixel spacing), segmented in one batched
+        network call (two for ``"auto"`` with an orientation network: its call, then the
+        segmentation's); the same results as calling the segmenter on each slice.
+
+        Raises:
+          OrientationError: naming ``sources[i]`` (None when not given) of the first slice,
+            in order, whose orientation cannot be read.
+          ValueError: the slices differ in shape.
+        """
+        greys = [np.ascontiguousarray(g, np.uint8) for g in greys]
+        sources = list(sources) if sources is not None else [None] * len(greys)
         if self.orientation == "as_is":
-            image, result = self._labelled(grey, spacing_mm, "as_is")
-            return Segmentation(image, result.label_map, "as_is", "taken as given", result)
+            return [Segmentation(image, result.label_map, "as_is", "taken as given", result)
+                    for image, result in self._labelled_many(greys, spacing_mm,
+                                                             ["as_is"] * len(greys))]
         if from_header:
-            return self._trust_header(grey, spacing_mm)
+            return self._trust_header(greys, spacing_mm)
         if self.orientation_net is not None:
-            return self._by_network(grey, spacing_mm)
-        return self._by_anatomy(grey, spacing_mm)
+            return self._by_network(greys, spacing_mm, sources)
+        return self._by_anatomy(greys, spacing_mm, sources)
 
-    def _read_orientation(self, grey: np.ndarray, spacing_mm) -> tuple[str, float, str]:
-        """(most likely flip, its probability, the probabilities in words)."""
-        p = self.orientation_net.probabilities(grey, spacing_mm)
+    def _read_orientation(self, greys: list[np.ndarray], spacing_mm
+                          ) -> list[tuple[str, float, str]]:
+        """Per slice: (most likely flip, its probability, the probabilities in words)."""
+        net = self.orientation_net
+        if hasattr(net, "probabilities_many"):
+            probs = net.probabilities_many(greys, spacing_mm)
+        else:
+            probs = [net.probabilities(g, spacing_mm) for g in greys]
         names = self._levels.ORIENTATIONS
-        best = int(np.argmax(p))
-        words = ", ".join(f"{n} {v:.2f}" for n, v in zip(names, p))
-        return names[best], float(p[best]), words
+        out = []
+        for p in probs:
+            best = int(np.argmax(p))
+            words = ", ".join(f"{n} {v:.2f}" for n, v in zip(names, p))
+            out.append((names[best], float(p[best]), words))
+        return out
 
-    def _trust_header(self, grey: np.ndarray, spacing_mm) -> Segmentation:
-        image, result = self._labelled(grey, spacing_mm, "as_is")
-        note = "display orientation from the file's direction cosines"
-        if self.orientation_net is not None:
-            name, p, words = self._read_orientation(grey, spacing_mm)
-            if name != "as_is" and p >= self.orientation_threshold:
-                result.flags.append(
-                        f"orientation disagrees: the file header puts the slice in display "
-                        f"orientation but the image reads as {ORIENTATION_WORDS[name]} "
-                        f"(p {p:.2f}); level names are in doubt")
-                note += f"; the orientation network disagrees ({words})"
-        return Segmentation(image, result.label_map, "as_is", note, result)
+    def _trust_header(self, greys: list[np.ndarray], spacing_mm) -> list[Segmentation]:
+        labelled = self._labelled_many(greys, spacing_mm, ["as_is"] * len(greys))
+        read = (self._read_orientation(greys, spacing_mm) if self.orientation_net is not None
+                else [None] * len(greys))
+        out = []
+        for (image, result), orientation in zip(labelled, read):
+            note = "display orientation from the file's direction cosines"
+            if orientation is not None:
+                name, p, words = orientation
+                if name != "as_is" and p >= self.orientation_threshold:
+                    result.flags.append(
+                            f"orientation disagrees: the file header puts the slice in display "
+                            f"orientation but the image reads as {ORIENTATION_WORDS[name]} "
+                            f"(p {p:.2f}); level names are in doubt")
+                    note += f"; the orientation network disagrees ({words})"
+            out.append(Segmentation(image, result.label_map, "as_is", note, result))
+        return out
 
-    def _by_network(self, grey: np.ndarray, spacing_mm) -> Segmentation:
-        name, p, words = self._read_orientation(grey, spacing_mm)
-        if p < self.orientation_threshold:
+    def _by_network(self, greys: list[np.ndarray], spacing_mm, sources: list
+                    ) -> list[Segmentation]:
+        read = self._read_orientation(greys, spacing_mm)
+        # slices before the first unreadable one are segmented (and checked) first, so the
+        # error is the one a slice-by-slice run meets first
+        n_ok = next((i for i, (_, p, _) in enumerate(read) if p < self.orientation_threshold),
+                    len(read))
+        labelled = self._labelled_many(greys[:n_ok], spacing_mm, [r[0] for r in read[:n_ok]])
+        out = []
+        for (image, result), (name, p, words), source in zip(labelled, read, sources):
+            if result.canal_side == "anterior":
+                raise OrientationError(
+                        source, "orientation",
+                        f"the orientation network reads the slice as {ORIENTATION_WORDS[name]} "
+                        f"(p {p:.2f}) but after undoing that the segmentation puts the spinal "
+                        "canal in front of the vertebral bodies; refusing to report levels. Give "
+                        "the slice in display orientation (superior at the top, anterior on the "
+                        "left)")
+            out.append(Segmentation(image, result.label_map, name,
+                                    f"orientation network p {p:.2f} ({words}); canal "
+                                    f"{result.canal_side}", result))
+        if n_ok < len(read):
             raise OrientationError(
-                    None, "orientation",
+                    sources[n_ok], "orientation",
                     f"cannot tell which way is up and which way is anterior (orientation "
-                    f"network: {words}; needs {self.orientation_threshold:g}); refusing to report "
-                    "levels. Give the slice in display orientation (superior at the top, anterior "
-                    "on the left)")
-        image, result = self._labelled(grey, spacing_mm, name)
-        if result.canal_side == "anterior":
-            raise OrientationError(
-                    None, "orientation",
-                    f"the orientation network reads the slice as {ORIENTATION_WORDS[name]} (p "
-                    f"{p:.2f}) but after undoing that the segmentation puts the spinal canal in "
-                    "front of the vertebral bodies; refusing to report levels. Give the slice in "
-                    "display orientation (superior at the top, anterior on the left)")
-        return Segmentation(image, result.label_map, name,
-                            f"orientation network p {p:.2f} ({words}); canal {result.canal_side}",
-                            result)
+                    f"network: {read[n_ok][2]}; needs {self.orientation_threshold:g}); refusing "
+                    "to report levels. Give the slice in display orientation (superior at the "
+                    "top, anterior on the left)")
+        return out
 
-    def _by_anatomy(self, grey: np.ndarray, spacing_mm) -> Segmentation:
+    def _by_anatomy(self, greys: list[np.ndarray], spacing_mm, sources: list
+                    ) -> list[Segmentation]:
         levels = self._levels
-        results = {name: self._labelled(grey, spacing_mm, name) for name in levels.ORIENTATIONS}
-        decision = levels.choose_orientation({n: r for n, (_, r) in results.items()})
-        if not decision.confident:
-            raise OrientationError(
-                    None, "orientation",
-                    "cannot tell which way is up and which way is anterior from the anatomy "
-                    f"({decision.reason}); refusing to report levels. Give the slice in display "
-                    "orientation (superior at the top, anterior on the left)")
-        image, result = results[decision.name]
-        return Segmentation(image, result.label_map, decision.name, decision.reason, result)
+        names = list(levels.ORIENTATIONS)
+        # every slice in each of the four flips, one batch of 4 N
+        labelled = self._labelled_many([g for g in greys for _ in names], spacing_mm,
+                                       names * len(greys))
+        out = []
+        for i, source in enumerate(sources):
+            results = dict(zip(names, labelled[i * len(names):(i + 1) * len(names)]))
+            decision = levels.choose_orientation({n: r for n, (_, r) in results.items()})
+            if not decision.confident:
+                raise OrientationError(
+                        source, "orientation",
+                        "cannot tell which way is up and which way is anterior from the anatomy "
+                        f"({decision.reason}); refusing to report levels. Give the slice in "
+                        "display orientation (superior at the top, anterior on the left)")
+            image, result = results[decision.name]
+            out.append(Segmentation(image, result.label_map, decision.name, decision.reason,
+                                    result))
+        return out
 
 
 # === Outputs ===
@@ -396,19 +483,37 @@ class Segmenter:
             ``images.check_pixel_spacing`` refuses (names ``source``);
           OrientationError: the orientation cannot be read from the anatomy (names ``source``).
         """
+        return self.segment_slices([grey], spacing_mm, [source], from_header=from_header)[0]
+
+    def segment_slices(self, greys: list[np.ndarray], spacing_mm: Optional[tuple[float, float]],
+                       sources: Optional[list[str]] = None, *, from_header: bool = False
+                       ) -> list[Segmentation]:
+        """Segments the slices of one series (``uint8 [H, W]`` each, one shape and pixel
+        spacing) with batched network calls (``SpacingSegmenter.segment_many``; a letterbox
+        model takes them as one batch); the same results as one call per slice.
+
+        Raises:
+          SpoilsError: as :meth:`__call__`, naming ``sources[0]``;
+          OrientationError: naming ``sources[i]`` of the first slice whose orientation cannot
+            be read;
+          ValueError: the slices differ in shape.
+        """
         from spoils_tf.data import images
+        sources = [str(s or "") for s in (sources or [""] * len(greys))]
+        if len({np.shape(g) for g in greys}) > 1:
+            raise ValueError(f"slices: shapes {sorted({np.shape(g) for g in greys})}; the "
+                             "slices of one series share one shape")
         if not self.spacing_mode:
-            return Segmentation(grey, np.asarray(self._run(grey), np.int32), "as_is",
-                                "taken as given (letterbox model)", None)
+            label_maps = np.asarray(self._run(np.stack(greys)), np.int32)
+            return [Segmentation(g, m, "as_is", "taken as given (letterbox model)", None)
+                    for g, m in zip(greys, label_maps)]
         if spacing_mm is None:
-            raise SpoilsError(source, "pixel spacing", "unknown; this model works in "
-                                                       "millimetres: give --pixel-spacing "
-                                                       "ROW_MM COL_MM")
-        spacing_mm = images.check_pixel_spacing(spacing_mm, source, "pixel spacing")
-        try:
-            return self._run(grey, spacing_mm, from_header=from_header)
-        except OrientationError as e:
-            raise OrientationError(source or None, e.field, e.reason) from None
+            raise SpoilsError(sources[0], "pixel spacing", "unknown; this model works in "
+                                                           "millimetres: give --pixel-spacing "
+                                                           "ROW_MM COL_MM")
+        spacing_mm = images.check_pixel_spacing(spacing_mm, sources[0], "pixel spacing")
+        return self._run.segment_many(greys, spacing_mm, from_header=from_header,
+                                      sources=[s or None for s in sources])
 
 
 def segment_file(image_path: str | pathlib.Path, model_path: str | pathlib.Path | None,
