@@ -61,8 +61,8 @@ def grader_section(card: dict, model_file: str) -> str:
              "calibration and threshold chosen on inner folds only)", "", *rows, ""]
     if ab:
         p = ab["pooled"]
-        lines += [f"Thresholds chosen per outer fold: "
-                  f"{', '.join(f'{r['threshold']:g}' for r in ab['per_fold'])}. On the held-out "
+        thresholds = ", ".join(f"{r['threshold']:g}" for r in ab["per_fold"])
+        lines += [f"Thresholds chosen per outer fold: {thresholds}. On the held-out "
                   f"folds, of {p['calls']} discs read in an intervention tier, {p['acted']} "
                   f"reached the threshold and {p['over_treating']} of those over-treated "
                   f"(without a threshold: {p['over_treating_without']} of {p['calls']}).", ""]
