@@ -337,7 +337,14 @@ def create_app(config: ServeConfig = ServeConfig(), predictor=None):
 
 
 def serve(config: ServeConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-    """Loads the models and serves the page with uvicorn until interrupted."""
+    """Loads the models and serves the page with uvicorn until interrupted; this package's
+    log lines (status, kinds, timings) go to uvicorn's log handler."""
+    import copy
+
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
     app = create_app(config)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["loggers"]["spoils_tf"] = {"handlers": ["default"], "level": "INFO",
+                                          "propagate": False}
+    uvicorn.run(app, host=host, port=port, log_level="info", log_config=log_config)
