@@ -345,8 +345,9 @@ def test_volume_weighting_from_a_bids_sidecar(tmp_path, sidecar, weighting):
         (tmp_path / "vol.json").write_text(json.dumps(sidecar))
     s = dicom_io.load_series(path)
     assert s.weighting == weighting
-    assert s.weighting_evidence and (sidecar is None) == ("no sidecar vol.json" in
+    assert s.weighting_evidence and (sidecar is None) == ("there is no sidecar .json" in
                                                           s.weighting_evidence[0])
+    assert all(e.startswith("sidecar") for e in s.weighting_evidence) == (sidecar is not None)
 
 
 @pytest.mark.parametrize("text, words", [("{not json", "vol.json"),
@@ -378,3 +379,21 @@ def test_compressed_syntax_without_a_decoder_is_refused_from_the_header(tmp_path
     with pytest.raises(ValueError, match=r"jl.dcm: field 'TransferSyntaxUID \(0002,0010\)': "
                                          r"1.2.840.10008.1.2.4.70 \(JPEG Lossless.*no decoder"):
         dicom_io.load_series(path)
+
+
+def test_file_names_stay_out_of_the_summary(tmp_path):
+    """Input names are often patient names: neither a skipped file's name nor a volume's
+    sidecar (named after the volume) may reach the notes or the weighting evidence."""
+    folder = write_series(tmp_path / "study", n=3)
+    write_slice(folder / "DOE_JANE_scout.dcm", 9, extra={"ImageOrientationPatient": [1, 0, 0]})
+    s = dicom_io.load_series(folder)
+    assert any("1 DICOM file(s) without usable orientation" in n for n in s.notes)
+    assert "DOE_JANE" not in json.dumps(s.deidentified_summary())
+    for sidecar in (None, {"EchoTime": 0.1, "ProtocolName": "t2_sag"}):
+        path = tmp_path / f"DOE_JANE{len(str(sidecar))}.nii.gz"
+        sitk.WriteImage(sagittal_volume(), str(path))
+        if sidecar:
+            dicom_io.sidecar_path(path).write_text(json.dumps(sidecar))
+        s = dicom_io.load_series(path)
+        assert s.weighting == ("T2" if sidecar else "unknown")
+        assert "DOE_JANE" not in json.dumps(s.deidentified_summary()), s.weighting_evidence

@@ -458,14 +458,14 @@ class _Stack:
 
 
 def _stacks_of(headers: list[tuple[pathlib.Path, Any]], notes: list[str]
-               ) -> tuple[list[_Stack], list[str]]:
+               ) -> tuple[list[_Stack], list[tuple[pathlib.Path, str]]]:
     """The folder's slices grouped by ``SeriesInstanceUID`` and, within a series, by
     ``ImageOrientationPatient`` (to within 1e-3); a file repeating a ``SOPInstanceUID`` already
-    seen is dropped (noted). Returns the stacks and the messages of files without a usable
-    orientation."""
+    seen is dropped (noted). Returns the stacks and, for each file without a usable
+    orientation, (file, its field and reason)."""
     by_series: dict[str, list[list[_Slice]]] = {}
     seen_sop: set[str] = set()
-    bad: list[str] = []
+    bad: list[tuple[pathlib.Path, str]] = []
     duplicates = 0
     for p, ds in headers:
         sop = str(ds.get("SOPInstanceUID", "")) or None
@@ -474,8 +474,8 @@ def _stacks_of(headers: list[tuple[pathlib.Path, Any]], notes: list[str]
             continue
         try:
             sl = _slice_of(p, ds)
-        except ValueError as e:
-            bad.append(str(e))
+        except SpoilsError as e:
+            bad.append((p, errors.format_message(None, e.field, e.reason)))
             continue
         if sop is not None:
             seen_sop.add(sop)
@@ -535,10 +535,11 @@ def _group_series(folder: pathlib.Path) -> tuple[list[_Slice], list[str]]:
         notes.append(f"{skipped} non-DICOM or non-image file(s) in the folder were skipped")
     stacks, bad = _stacks_of(headers, notes)
     if not stacks:
-        raise SpoilsError(folder, None, "no usable DICOM slice: " + "; ".join(bad[:3]))
+        raise SpoilsError(folder, None, "no usable DICOM slice: " + "; ".join(
+                f"{f.name}: {why}" for f, why in bad[:3]))
     if bad:
         notes.append(f"{len(bad)} DICOM file(s) without usable orientation were skipped "
-                     f"(first: {bad[0]})")
+                     f"(first: {bad[0][1]})")   # field and reason only: no file names
     summary = ", ".join(st.describe() for st in stacks)
     sagittal = [st for st in stacks if st.plane == "sagittal"]
     if not sagittal:
@@ -857,15 +858,16 @@ def sidecar_path(path: pathlib.Path) -> pathlib.Path:
 def volume_weighting(path: pathlib.Path) -> tuple[str, list[str]]:
     """``(weighting, evidence)`` of a volume from its BIDS sidecar ``<stem>.json`` (``EchoTime``,
     ``RepetitionTime``, ``InversionTime`` in seconds; ``SeriesDescription`` or
-    ``ProtocolName``), ``("unknown", [why])`` without one.
+    ``ProtocolName``), ``("unknown", [why])`` without one. The evidence never names the file
+    (its stem is the input's name).
 
     Raises:
         SpoilsError: the sidecar exists but is not a JSON object, or a time is not a number.
     """
     side = sidecar_path(path)
     if not side.is_file():
-        return "unknown", [f"a {path.suffix.lower()} volume stores no echo or repetition time "
-                           f"and there is no sidecar {side.name} (as dcm2niix writes)"]
+        return "unknown", ["a volume file stores no echo or repetition time, and there is no "
+                           "sidecar .json of the same name beside it (as dcm2niix writes)"]
     try:
         meta = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -884,10 +886,11 @@ def volume_weighting(path: pathlib.Path) -> tuple[str, list[str]]:
         times[key] = 1000.0 * float(value)
     field = "SeriesDescription" if meta.get("SeriesDescription") else "ProtocolName"
     weighting, evidence = mr_weighting.from_header(
-            description=meta.get(field), description_field=f"{side.name} {field}",
+            description=meta.get(field), description_field=f"sidecar {field}",
             echo_time_ms=times.get("EchoTime"), repetition_time_ms=times.get("RepetitionTime"),
             inversion_time_ms=times.get("InversionTime"))
-    return weighting, [f"{side.name}: {e}" if not e.startswith(side.name) else e
+    # the sidecar is named after the input, whose name may be a patient's: never in evidence
+    return weighting, [e if e.startswith("sidecar") else f"sidecar .json: {e}"
                        for e in evidence]
 
 
