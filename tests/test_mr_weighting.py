@@ -48,6 +48,7 @@ def test_timings(te, tr, ti, expected):
     ("T2_space_sag_c4", "T2"), ("sag T1 TSE", "T1"), ("t1w_sag", "T1"), ("SAG STIR", "STIR"),
     ("t2_tirm_sag", "STIR"), ("T1 FLAIR SAG", "T1"), ("T2 FLAIR", "FLAIR"), ("PD_sag", "PD"),
     ("sag T1 T2 combo", "unknown"), ("localizer", "unknown"), ("T12 vertebra", "unknown"),
+    ("sT2W_TSE", "T2"), ("sT1W_TSE", "T1"), ("PATIENT1 sag T2", "T2"), ("AXT2", "unknown"),
     ("", "unknown"), (None, "unknown"),
 ])
 def test_description_tokens(text, expected):

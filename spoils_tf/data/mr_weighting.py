@@ -24,7 +24,8 @@ Rules, in order:
 
 2. **Description** (:func:`from_description`; ``SeriesDescription`` (0008,103E), else
    ``ProtocolName`` (0018,1030)): the words ``T1``, ``T2``, ``PD``, ``STIR`` / ``TIRM``,
-   ``FLAIR`` as tokens (``T1W``, ``sag_T1_tse``, ``T2_space`` count; ``T12`` does not). STIR
+   ``FLAIR`` as tokens, alone or after one word-initial letter (``T1W``, ``sag_T1_tse``,
+   ``T2_space``, ``sT2W_TSE`` count; ``T12`` and ``PATIENT1`` do not). STIR
    or TIRM is STIR; FLAIR with T1 is T1, FLAIR otherwise FLAIR; T1 alone T1; T2 alone T2; PD
    alone PD; anything else unknown.
 
@@ -60,8 +61,10 @@ STIR_MAX_TI_MS: float = 300.0
 FLAIR_MIN_TI_MS: float = 1500.0
 IMAGE_T1_MIN_DISC_CSF_RATIO: float = 1.0
 
+# A token stands alone or after one letter that starts a word (Philips "sT2W_TSE"), and is not
+# followed by a digit ("T12" is a vertebra).
 _TOKENS: dict[str, re.Pattern] = {
-    name: re.compile(rf"(?<![A-Z0-9]){pattern}(?![0-9])")
+    name: re.compile(rf"(?<![A-Z0-9])[A-Z]?{pattern}(?![0-9])")
     for name, pattern in (("T1", "T1"), ("T2", "T2"), ("PD", "PD"), ("STIR", "(?:STIR|TIRM)"),
                           ("FLAIR", "FLAIR"))}
 
