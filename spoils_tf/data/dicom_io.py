@@ -952,9 +952,11 @@ def load_series(path: str | pathlib.Path, *, neighbours: int = 0,
             plane found), PixelSpacing or ImageOrientationPatient missing, a pixel spacing
             ``images.check_pixel_spacing`` refuses (DICOM tag or volume header), a slice
             larger than ``images.MAX_IMAGE_PIXELS`` (from the header, before decoding), no or
-            undecodable ``PixelData``, an empty folder or one without DICOM files, mixed
-            orientations or duplicate positions within a series, multi-frame DICOM, an
-            unreadable volume.
+            undecodable ``PixelData``, a compressed transfer syntax without a decoder, colour
+            (``SamplesPerPixel`` > 1), an empty folder or one without DICOM files or without a
+            sagittal stack, duplicate positions within a stack, multi-frame DICOM, an
+            unreadable volume, a NIfTI without qform/sform, a sidecar ``.json`` that is not a
+            JSON object of numbers.
         ValueError: an unknown ``window``.
     """
     path = pathlib.Path(path)
