@@ -245,3 +245,34 @@ def test_seg_lib_trains_a_fold_with_device_augmentation(tmp_path):
     saved = spoils_tf.models.load_model(tmp_path / "model.keras")
     assert not isinstance(saved, al.DeviceAugmentedModel)
     assert tuple(saved.input_shape) == (None, 32, 32, 3)
+
+
+# === The host path's faster steps give the same numbers ===
+def test_normalize_images_equals_concatenate_reverse_subtract():
+    rng = np.random.default_rng(1)
+    mean = tf.constant(sp.IMAGENET_CAFFE_MEAN_BGR, tf.float32)
+    for shape in [(2, 9, 7, 1), (9, 7, 1), (2, 9, 7, 3)]:
+        x = rng.integers(0, 256, shape).astype(np.uint8)
+        xf = tf.cast(x, tf.float32)
+        rgb = tf.concat([xf, xf, xf], -1) if shape[-1] == 1 else xf
+        np.testing.assert_array_equal(sp.normalize_images(tf.constant(x)).numpy(),
+                                      (rgb[..., ::-1] - mean).numpy())
+
+
+def test_host_augment_mask_equals_the_float_round_trip():
+    """``seg_pipeline.augment`` warps the uint8 mask directly; nearest sampling through float32
+    and back gives the same ids."""
+    rng = np.random.default_rng(2)
+    image = tf.constant(rng.integers(0, 256, (48, 40, 1)).astype(np.float32))
+    mask = tf.constant(rng.integers(0, labels.NUM_SEG_CLASSES, (48, 40, 1)).astype(np.uint8))
+    seed = tf.constant([7, 8], tf.int64)
+    _, out = sp.augment(image, mask, seed, STRONG)
+    transform = sp._affine_matrix(tf.random.experimental.stateless_split(seed, 4)[0], 48, 40,
+                                  STRONG)
+    expected = tf.raw_ops.ImageProjectiveTransformV3(
+            images=tf.cast(mask, tf.float32)[None], transforms=transform,
+            output_shape=tf.constant([48, 40]), fill_value=0.0, interpolation="NEAREST",
+            fill_mode="CONSTANT")[0]
+    assert out.dtype == tf.uint8
+    np.testing.assert_array_equal(out.numpy(), tf.cast(expected, tf.uint8).numpy())
+    assert not np.array_equal(out.numpy(), mask.numpy())

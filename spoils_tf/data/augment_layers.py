@@ -52,9 +52,10 @@ def normalize_images(images):
       ``float32 [..., H, W, 3]``: channels reversed to BGR minus ``IMAGENET_CAFFE_MEAN_BGR``.
     """
     x = ops.cast(images, "float32")
+    mean_bgr = ops.convert_to_tensor(IMAGENET_CAFFE_MEAN_BGR, "float32")
     if x.shape[-1] == 1:
-        x = ops.concatenate([x, x, x], axis=-1)
-    return ops.flip(x, axis=-1) - ops.convert_to_tensor(IMAGENET_CAFFE_MEAN_BGR, "float32")
+        return x - mean_bgr     # grey: B = G = R; broadcasting makes the 3 channels
+    return ops.flip(x, axis=-1) - mean_bgr
 
 
 # === Geometry ===
