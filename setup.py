@@ -60,7 +60,9 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["spoils_tf", "spoils_tf.*"]),
     # the shipped model bundle (spoils_tf/weights): model files and their cards
-    package_data={"spoils_tf.weights": ["MODEL_CARD.md", "*/*/*", "*/*/assets.extra/*"]},
+    # and the page of `spoils serve`
+    package_data={"spoils_tf.weights": ["MODEL_CARD.md", "*/*/*", "*/*/assets.extra/*"],
+                  "spoils_tf.serve": ["static/*.html", "static/*.js"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["spoils=spoils_tf.cli:main"]},

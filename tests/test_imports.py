@@ -36,6 +36,12 @@ TF_FREE_MODULES = (
         "spoils_tf.serve.segmenter",
         "spoils_tf.serve.batch",
         "spoils_tf.cli.predict",
+        "spoils_tf.cli.serve",
+        "spoils_tf.serve.web",
+        "spoils_tf.serve.dicom_results",
+        "spoils_tf.serve.pacs",
+        "spoils_tf.classical.abstention",
+        "spoils_tf.classical.calibrated",
 )
 
 
