@@ -143,3 +143,16 @@ def test_unknown_header_is_refined_from_the_mid_slice_discs(ratios, expected, gr
     assert case.weighting["weighting"] == expected and case.weighting["graded"] is graded
     assert any(e.startswith("image: ") for e in case.weighting["evidence"])
     assert (case.not_graded is None) is graded
+
+
+def test_a_t1_series_without_any_disc_found_still_says_t1():
+    """A T2-trained segmenter may find nothing on a T1 slice: the note must then point to the
+    weighting (give the T2 series), not only say that no disc was found."""
+    from spoils_tf.clinical import rules
+    from spoils_tf.serve.inputs import weighting_entry
+    case = _measured_case(weighting_entry("T1", ["EchoTime 12 ms"]), {})
+    case.status = rd.STATUS_NO_DISC
+    pr.check_weighting(case)
+    pr.recommend(case, rules.DEFAULT_CONFIG)
+    assert case.recommendation_note.startswith("T1-weighted: grades not computed")
+    assert "Give the T2 series of the study." in case.recommendation_note

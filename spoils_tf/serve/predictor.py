@@ -829,10 +829,10 @@ def recommend(case: PatientCase, config: rules.DecisionConfig) -> None:
     injection driven only by grades below ``config.intervention_min_probability``; otherwise
     ``case.recommendation_note`` says why (for the last: the disc, grade, probability and
     threshold)."""
-    if case.status != STATUS_OK:
-        case.recommendation_note = NO_DISC_NOTE
-    elif case.not_graded:
+    if case.not_graded:      # first: with no disc found either, the T2 series is the remedy
         case.recommendation_note = case.not_graded
+    elif case.status != STATUS_OK:
+        case.recommendation_note = NO_DISC_NOTE
     elif case.level_doubts or case.flagged:
         case.recommendation_note = "; ".join(
             ([f"{LEVEL_DOUBT_NOTE} ({'; '.join(case.level_doubts)})"]

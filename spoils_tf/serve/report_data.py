@@ -156,7 +156,7 @@ def build_report(predictor: Predictor, case: PatientCase) -> dict[str, Any]:
     if flagged:
         message += (f", {len(case.ensemble)} graded; {len(flagged)} not graded: a "
                     f"measurement outside its plausible range ({', '.join(flagged)})")
-    if case.not_graded and case.status == STATUS_OK:
+    if case.not_graded:
         message += f"; {case.weighting['weighting']}-weighted: grades not computed"
     return {
         "schema_version": SCHEMA_VERSION,
