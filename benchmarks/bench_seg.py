@@ -57,6 +57,7 @@ import tensorflow as tf  # noqa: E402
 from spoils_tf import fileio, labels  # noqa: E402
 from spoils_tf.data import seg_pipeline  # noqa: E402
 from spoils_tf.models.deeplabv3plus import DeepLabV3Plus  # noqa: E402
+from spoils_tf.models.flops import conv_macs  # noqa: E402
 from spoils_tf.train import common  # noqa: E402
 
 PATHS: tuple[str, ...] = (
@@ -112,21 +113,6 @@ def machine_info() -> dict:
 
 
 # === Roofline ===
-def conv_macs(model: keras.Model) -> int:
-    """Multiply-accumulates of all Conv2D layers of ``model`` for one image (batch 1)."""
-    def walk(layer):
-        for sub in getattr(layer, "layers", None) or []:
-            yield from walk(sub)
-        if not getattr(layer, "layers", None):
-            yield layer
-    total = 0
-    for layer in walk(model):
-        if isinstance(layer, keras.layers.Conv2D):
-            out_h, out_w = layer.output.shape[1:3]
-            total += int(out_h) * int(out_w) * int(np.prod(layer.kernel.shape))
-    return total
-
-
 def bench_roofline(size: int) -> dict:
     model = DeepLabV3Plus(input_shape=(size, size, 3))
     macs = conv_macs(model)
