@@ -40,5 +40,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests datasets
 
+## SPIDER slices, folds and Keras wheels for the lent GPU machine's JAX run (tools/gpu_run.sh)
+## into .gpu_pack/ (ignored; <= 50 MiB); skipped with a message without ../shared.
+.PHONY: gpu-pack
+gpu-pack: $(STAMP)
+	$(PY) tools/gpu_pack.py --out .gpu_pack
+
 clean:
 	rm -rf runs .pytest_cache
