@@ -111,3 +111,16 @@ def test_nested_smoke_run_chooses_thresholds_on_inner_folds(tmp_path):
     assert meta["abstention"]["threshold"] == per_fold[0]["threshold"]
     md = (tmp_path / "ground_truth" / "abstention.md").read_text()
     assert "| ground_truth | geometry |" in md
+
+
+def test_deployment_gate_ships_the_inner_choice_only_when_the_outer_folds_bear_it_out():
+    choice = {"threshold": 0.45, "reason": "inner reason"}
+    ok = abstention.deployment_threshold(choice, {"acted": 20, "over_treating": 0})
+    assert ok["threshold"] == 0.45 and ok["reason"].startswith("inner reason; ")
+    # 11 of 17 right (lower bound 0.45): the procedure failed -> never act
+    bad = abstention.deployment_threshold(choice, {"acted": 17, "over_treating": 6})
+    assert bad["threshold"] == abstention.NEVER
+    assert "11 of 17" in bad["reason"] and "always withheld" in bad["reason"]
+    # nothing ever acted on the outer folds: no evidence either
+    none = abstention.deployment_threshold(choice, {"acted": 0, "over_treating": 0})
+    assert none["threshold"] == abstention.NEVER

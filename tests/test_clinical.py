@@ -236,6 +236,16 @@ def test_only_interventions_are_withheld(cls, odi, nrs, p, expected):
                         ).recommendation == expected
 
 
+def test_threshold_one_withholds_every_intervention_even_at_probability_one():
+    cfg = rules.DecisionConfig(intervention_min_probability=1.0)
+    d = rules.decide({"L5-S1": "5H"}, 50, 8, cfg, probabilities={"L5-S1": 1.0})
+    assert d.recommendation is None and d.withheld_recommendation == strata.SURGICAL_CONSULTATION
+    assert "not reliable enough in cross-validation" in d.abstention_note
+    # conservative advice is still given
+    assert rules.decide({"L5-S1": "2L"}, 10, 2, cfg, probabilities={"L5-S1": 0.3}
+                        ).recommendation == strata.CONSERVATIVE_CARE
+
+
 def test_one_confident_disc_of_a_tie_keeps_the_intervention():
     d = rules.decide({"L4-L5": "4M", "L5-S1": "4M"}, 50, 8,
                      probabilities={"L4-L5": 0.2, "L5-S1": 0.7})

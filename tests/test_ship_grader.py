@@ -45,15 +45,19 @@ def shipped(tmp_path_factory):
 
 
 def test_card_carries_calibration_threshold_and_cv_numbers(shipped):
+    from spoils_tf.classical import abstention
     from spoils_tf.serve import bundle
     out, run, final, before = shipped
     versions = bundle.versions(out / "spoils_grade_geometry")
     assert versions == [int(before[-1]) + 1]          # the older version dropped
     card = bundle.read_card(out / "spoils_grade_geometry" / str(versions[0]))
     assert card["calibrated"] is True and card["calibration_method"] == "sigmoid"
-    assert card["intervention_min_probability"] == final["abstention"]["threshold"]
     summary = json.loads((run / "ground_truth" / "grade_class" / "geometry" /
                           "summary.json").read_text())
+    gate = abstention.deployment_threshold(final["abstention"], summary["abstention"]["pooled"])
+    assert card["intervention_min_probability"] == gate["threshold"]
+    assert card["intervention_threshold_reason"] == gate["reason"]
+    assert card["intervention_threshold_inner_choice"] == final["abstention"]["threshold"]
     assert card["cross_validation"]["metrics"]["accuracy"] == \
         summary["summary"]["metrics"]["accuracy"]
     md = (out / "MODEL_CARD.md").read_text()
@@ -64,14 +68,17 @@ def test_card_carries_calibration_threshold_and_cv_numbers(shipped):
     assert f"| accuracy | {acc['estimate']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}] |" in md
 
 
-def test_predictor_takes_the_threshold_and_calls_it_chosen_on_inner_folds(shipped):
+def test_predictor_takes_the_threshold_and_states_where_it_came_from(shipped):
     from spoils_tf.clinical import rules
+    from spoils_tf.serve import bundle
     from spoils_tf.serve import predictor as pr
-    out, _, final, _ = shipped
+    out, _, _, _ = shipped
+    version = bundle.versions(out / "spoils_grade_geometry")[-1]
+    card = bundle.read_card(out / "spoils_grade_geometry" / str(version))
     p = pr.Predictor(out)
-    t = final["abstention"]["threshold"]
+    t = card["intervention_min_probability"]
     assert p.decision_config.intervention_min_probability == t
     assert p.calibrated is True
-    assert p.decision_config.threshold_origin.startswith("chosen on the inner cross-validation")
+    assert p.decision_config.threshold_origin.endswith(card["intervention_threshold_reason"])
     text = rules.abstention_rule_text(p.decision_config)
-    assert f"below {t:.2f} (chosen on the inner cross-validation folds" in text
+    assert f"below {t:.2f} (from the model card of spoils_grade_geometry" in text

@@ -9,8 +9,10 @@ patient (``grade_nested_lib.fit_final``: candidate, calibration map and interven
 chosen on inner folds); ``--cv`` the nested-CV workdir of the same recipe, whose
 ``<mask_source>/<target>/<family>/summary.json`` gives the cross-validated numbers with their
 patient-bootstrap CIs and the abstention table. The card says the probabilities are
-calibrated, carries the threshold as ``intervention_min_probability`` (the predictor's
-decision table takes it from there) and the rest of the model card; the grader section of
+calibrated and carries the threshold as ``intervention_min_probability`` (the predictor's
+decision table takes it from there): the final fit's inner-fold choice when the choosing
+procedure held up on the outer folds (``classical.abstention.deployment_threshold``), else 1
+(every intervention withheld), with the reason; then the rest of the model card; the grader section of
 ``<out>/MODEL_CARD.md`` is rewritten from the card. The numbers are read from the runs, never
 typed in.
 """
@@ -131,8 +133,13 @@ def main(argv: list[str]) -> int:
              "recipe": recipe, "command": command, "calibrated": True,
              "calibration_method": facts["calibration"], "cross_validation": cv}
     if abst:
-        extra["intervention_min_probability"] = float(abst["threshold"])
-        extra["intervention_threshold_reason"] = abst["reason"]
+        from spoils_tf.classical import abstention
+        pooled = (summary.get("abstention") or {}).get("pooled") or {"acted": 0,
+                                                                     "over_treating": 0}
+        gate = abstention.deployment_threshold(abst, pooled)
+        extra["intervention_min_probability"] = gate["threshold"]
+        extra["intervention_threshold_reason"] = gate["reason"]
+        extra["intervention_threshold_inner_choice"] = float(abst["threshold"])
     published = assemble.assemble_bundle(args.out, geometry=args.final, card_extra=extra)
     if args.drop_older:
         for name, path in published.items():

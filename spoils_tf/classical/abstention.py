@@ -160,3 +160,34 @@ def cross_fit_calibrated(oof_probs: np.ndarray, y: np.ndarray, groups: np.ndarra
         calibrator = cand.CrossFitCalibrator(method).fit(oof_probs[~held], y[~held])
         out[held] = calibrator.transform(oof_probs[held])
     return out
+
+
+def deployment_threshold(final_choice: dict[str, Any], outer_pooled: dict[str, Any],
+                         *, target_precision: float = TARGET_PRECISION,
+                         min_acted: int = MIN_ACTED) -> dict[str, Any]:
+    """The threshold to ship: the final fit's inner-fold choice only if the same choosing
+    procedure held up on the outer folds of its nested CV, else :data:`NEVER`.
+
+    Args:
+        final_choice: :func:`choose_threshold` of the model fitted on every patient.
+        outer_pooled: ``grade_nested_lib.abstention_summary(...)["pooled"]``: over the outer
+            test folds, ``acted`` calls (at each fold's own inner-fold threshold) and how many
+            of them were ``over_treating``.
+
+    Returns:
+        ``{"threshold", "reason"}``: the procedure passes when at least ``min_acted`` calls
+        acted on the outer folds and the Wilson lower bound of their not-over-treating
+        fraction reaches ``target_precision`` (the criterion the inner folds apply).
+    """
+    acted, over = int(outer_pooled["acted"]), int(outer_pooled["over_treating"])
+    lower = wilson_lower_bound(acted - over, acted)
+    outer = (f"on the held-out outer folds, {acted - over} of {acted} intervention calls that "
+             f"reached their fold's threshold did not over-treat")
+    if acted >= min_acted and lower >= target_precision:
+        return {"threshold": float(final_choice["threshold"]),
+                "reason": f"{final_choice['reason']}; {outer} (95 % lower bound {lower:.0%})"}
+    return {"threshold": NEVER,
+            "reason": (f"the threshold chosen on inner folds did not hold up: {outer}"
+                       + (f" (95 % lower bound {lower:.0%}, needs {target_precision:.0%})"
+                          if acted else "")
+                       + "; interventions are always withheld")}

@@ -50,7 +50,8 @@ class DecisionConfig:
         every (tier, symptom level) pair must be covered by exactly one rule.
       odi_band_advice: band name -> extra follow-up sentence.
       intervention_min_probability: in [0, 1]; an intervention (``strata.INTERVENTIONS``) is
-        withheld when the grader's probability of every driving disc's class is below it.
+        withheld when the grader's probability of every driving disc's class is below it; 1
+        withholds every intervention (the grader's were not reliable enough to act on).
       threshold_origin: how that threshold was set, in words (stated with the rule).
 
     Raises (on construction):
@@ -420,6 +421,11 @@ def abstention_note(recommendation: str, rule_id: str,
     """The sentence saying why ``recommendation`` was withheld: each driving disc
     ``(level, class, probability)``, the threshold and that the grades are kept for review."""
     discs = ", ".join(f"{lvl} graded {cls} with probability {p:.2f}" for lvl, cls, p in driving)
+    if min_probability >= 1.0:
+        return (f"{recommendation.replace('_', ' ')} (rule {rule_id}) withheld: it would be "
+                f"driven by {discs}, and this grader's surgical and injection grades were not "
+                "reliable enough in cross-validation to act on at any probability; the grades "
+                "are shown for review")
     return (f"{recommendation.replace('_', ' ')} (rule {rule_id}) withheld: it would be driven "
             f"by {discs}, below the threshold {min_probability:.2f} for a surgical or injection "
             "recommendation; the grade is too uncertain to act on, the grades are shown for "
@@ -439,7 +445,8 @@ def decide(discs: Union[Mapping[str, str], Iterable[tuple[str, str]]], odi: Any,
       config: the decision table; ``DEFAULT_CONFIG`` (strata.py) if None.
       probabilities: level -> the grader's probability (0..1) for that disc's class, one per
         disc. When the rule's recommendation is in ``strata.INTERVENTIONS`` and every driving
-        disc is below ``config.intervention_min_probability``, ``recommendation`` is None,
+        disc is below ``config.intervention_min_probability`` (or that is 1: interventions
+        always withheld), ``recommendation`` is None,
         ``withheld_recommendation`` names it and ``abstention_note`` says why. None: the grades
         are taken as certain (e.g. a clinician's own reading).
 
@@ -465,8 +472,8 @@ def decide(discs: Union[Mapping[str, str], Iterable[tuple[str, str]]], odi: Any,
         follow = f"{follow} {cfg.odi_band_advice[odi_b[0]]}"
     recommendation, withheld, note = rule["recommendation"], None, None
     threshold = float(cfg.intervention_min_probability)
-    if probs and recommendation in strata.INTERVENTIONS \
-            and all(probs[lvl] < threshold for lvl, _ in driving):
+    if probs and recommendation in strata.INTERVENTIONS and (
+            threshold >= 1.0 or all(probs[lvl] < threshold for lvl, _ in driving)):
         withheld, recommendation = recommendation, None
         note = abstention_note(withheld, rule["id"],
                                [(lvl, c, probs[lvl]) for lvl, c in driving], threshold)

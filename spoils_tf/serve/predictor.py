@@ -325,7 +325,7 @@ class Predictor:
                                          "intervention_min_probability",
                                          f"expected a probability in [0, 1], got {t!r}")
             origin = c.entry.card.get("intervention_threshold_reason")
-            origin = (f"chosen on the inner cross-validation folds of {c.entry.label}: {origin}"
+            origin = (f"from the model card of {c.entry.label}: {origin}"
                       if origin else f"set by the model card of {c.entry.label}")
             found.append((float(t), f"model card of {c.entry.label}", origin))
         if not found:
