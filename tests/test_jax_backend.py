@@ -5,6 +5,10 @@ on the same synthetic cohort, the same folds and the same batch order, from the 
 weights (a ``.weights.h5`` written by the TensorFlow run: Keras weight files are
 backend-independent). Only dropout's random masks differ between the backends, so the losses
 must agree closely, and the JAX process must not have imported TensorFlow at all.
+
+The shipped segmentation network (saved by the TensorFlow path) loads under JAX and gives the
+same probabilities and CE + soft-Dice loss as under TensorFlow: the model and loss code is
+backend-agnostic (``keras.ops`` only).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from spoils_tf.data import synthetic
@@ -93,3 +98,47 @@ def test_jax_and_tensorflow_train_alike(tmp_path):
     for name in ("tf", "jax"):
         summary = json.loads((tmp_path / name / "cv_summary.json").read_text())
         assert summary["folds"] == [0] and summary["augmented"] is False
+
+
+_SHIPPED_SCRIPT = """
+import sys
+import numpy as np
+from spoils_tf.models import load_model, losses
+model = load_model(sys.argv[1])
+shape = tuple(int(s) if s else 64 for s in model.input_shape[1:])
+rng = np.random.default_rng(0)
+x = rng.normal(0.0, 1.0, (2,) + shape).astype(np.float32)
+y = rng.integers(0, model.output_shape[-1], (2,) + shape[:2]).astype(np.int32)
+probs = np.asarray(model.predict_on_batch(x), np.float32)
+loss = float(losses.segmentation_loss("ce+dice")(y, probs))
+np.savez(sys.argv[2], x=x, y=y, probs=probs, loss=loss,
+         tf_imported="tensorflow" in sys.modules)
+"""
+
+
+@pytest.mark.slow
+def test_shipped_model_and_loss_alike_under_jax(tmp_path):
+    """The shipped segmentation network (a .keras saved by the TF path) loads under JAX and gives
+    the TensorFlow probabilities and CE + soft-Dice loss on the same input."""
+    pytest.importorskip("jax")
+    from spoils_tf import weights
+    path = weights.DEFAULT_BUNDLE / "spoils_seg" / "2" / "model.keras"
+    if not path.is_file():
+        pytest.skip(f"{path} not shipped")
+    out = {}
+    for backend in ("jax", "tensorflow"):
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run([sys.executable, "-c", _SHIPPED_SCRIPT, str(path),
+                               str(tmp_path / f"{backend}.npz")], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[backend] = dict(np.load(tmp_path / f"{backend}.npz"))
+    jax_out, tf_out = out["jax"], out["tensorflow"]
+    assert not bool(jax_out["tf_imported"])
+    np.testing.assert_array_equal(jax_out["x"], tf_out["x"])
+    # float32 convolutions in another order of summation: probabilities agree to 1e-4
+    np.testing.assert_allclose(jax_out["probs"], tf_out["probs"], atol=1e-4)
+    agree = (jax_out["probs"].argmax(-1) == tf_out["probs"].argmax(-1)).mean()
+    assert agree >= 0.999
+    assert float(jax_out["loss"]) == pytest.approx(float(tf_out["loss"]), rel=1e-4)
