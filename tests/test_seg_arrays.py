@@ -98,6 +98,15 @@ def test_batches_cover_the_fold_and_reshuffle():
         batches[2]
 
 
+def test_complete_last_batch():
+    arrays = _toy_arrays()
+    batches = seg_arrays.SegBatches(arrays, np.arange(6), 4, complete_last=True)
+    x, y = batches[1]
+    assert x.shape[0] == 4      # slices 4, 5, then 0, 1 again (the epoch's order, no shuffle)
+    np.testing.assert_array_equal(y, arrays.masks[[4, 5, 0, 1]])
+    assert seg_arrays.SegBatches(arrays, np.arange(6), 4)[1][0].shape[0] == 2
+
+
 def test_class_ids_are_checked():
     a = _toy_arrays(2)
     masks = a.masks.copy()

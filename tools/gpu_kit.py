@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     left = args.total_s - (time.perf_counter() - start) - args.nojit_reserve_s
     budget = 0.0 if args.smoke else max(min(args.cv_s, left), 1.0)
     result = kbl.run(config, pathlib.Path(args.workdir) / "cv", pack=pack,
-                     time_budget_s=budget, jit_compile=True, workers=4)
+                     time_budget_s=budget, jit_compile=True, complete_last=True,
+                     workers=4)
     report["cv"] = {"summary": result["summary"], "folds": result["folds"],
                     "pack": str(pack) if pack else None, "budget_s": budget}
     fileio.atomic_write_text(out / "cv_table.md", cv_table(result["summary"], result["folds"]))

@@ -344,6 +344,8 @@ class SegBatches(keras.utils.PyDataset):
       shuffle: a new permutation each epoch from ``seed`` and the epoch number.
       augment: ``(uint8 [B, S, S], uint8 [B, S, S], rng) -> (float [B, S, S] 0..255, masks)``
         applied to training batches, or None.
+      complete_last: fill a short last batch with the first examples of the epoch's order
+        (every batch has ``batch_size`` examples: one compiled train step under XLA).
       **kwargs: ``keras.utils.PyDataset`` options (``workers``, ``use_multiprocessing``,
         ``max_queue_size``).
 
@@ -353,7 +355,7 @@ class SegBatches(keras.utils.PyDataset):
 
     def __init__(self, arrays: SegArrays, indices: Sequence[int], batch_size: int, *,
                  shuffle: bool = False, seed: int = 0,
-                 augment: Optional[Callable] = None, **kwargs):
+                 augment: Optional[Callable] = None, complete_last: bool = False, **kwargs):
         super().__init__(**kwargs)
         if not len(indices) or batch_size < 1:
             raise ValueError(f"SegBatches: {len(indices)} indices, batch_size {batch_size}; "
@@ -364,6 +366,7 @@ class SegBatches(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.seed = int(seed)
         self.augment = augment
+        self.complete_last = complete_last
         self.epoch = 0
         self._order = self._permutation()
 
@@ -379,6 +382,8 @@ class SegBatches(keras.utils.PyDataset):
         if not 0 <= i < len(self):
             raise IndexError(f"batch {i} of {len(self)}")
         idx = self._order[i * self.batch_size:(i + 1) * self.batch_size]
+        if self.complete_last and len(idx) < self.batch_size:
+            idx = np.concatenate([idx, np.resize(self._order, self.batch_size - len(idx))])
         images, masks = self.arrays.images[idx], self.arrays.masks[idx]
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, i])

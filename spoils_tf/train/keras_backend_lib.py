@@ -187,6 +187,9 @@ def evaluate(model: keras.Model, arrays: seg_arrays.SegArrays, indices: Sequence
              batch_size: int = 8) -> dict[str, float]:
     """Pooled metrics of ``model`` on ``arrays[indices]`` at each slice's original resolution.
 
+    A short last batch is padded to ``batch_size`` (copies of its last slice, not scored), so
+    one compiled predict step serves every batch.
+
     Returns:
       ``SegmentationMetrics.result()`` plus ``"slices"``.
     """
@@ -194,8 +197,9 @@ def evaluate(model: keras.Model, arrays: seg_arrays.SegArrays, indices: Sequence
     indices = np.asarray(indices)
     for start in range(0, len(indices), batch_size):
         idx = indices[start:start + batch_size]
-        x = seg_arrays.normalize_images(arrays.images[idx])
-        probs = np.asarray(model.predict_on_batch(x), np.float32)
+        padded = np.concatenate([idx, np.full(batch_size - len(idx), idx[-1])])
+        x = seg_arrays.normalize_images(arrays.images[padded])
+        probs = np.asarray(model.predict_on_batch(x), np.float32)[:len(idx)]
         for p, i in zip(probs, idx):
             truth = arrays.original_masks[i]
             full = seg_arrays.restore_resolution(p, truth.shape[0], truth.shape[1],
@@ -211,7 +215,7 @@ def train_fold(config, fold_dir: str | pathlib.Path, arrays: seg_arrays.SegArray
                keys: Optional[Sequence[str]] = None, epochs: Optional[int] = None,
                deadline: Optional[float] = None, jit_compile: Optional[bool] = None,
                init_weights: Optional[str | pathlib.Path] = None,
-               workers: int = 1) -> dict[str, Any]:
+               complete_last: bool = False, workers: int = 1) -> dict[str, Any]:
     """Trains one fold with ``model.fit`` on a :class:`seg_arrays.SegBatches` and scores it.
 
     Args:
@@ -220,6 +224,7 @@ def train_fold(config, fold_dir: str | pathlib.Path, arrays: seg_arrays.SegArray
       jit_compile: None = ``config.train.jit_compile``.
       init_weights: a ``.weights.h5`` of this architecture to start from (Keras weight files
         are backend-independent: the same start under TensorFlow and JAX); None = fresh.
+      complete_last: every training batch full (``SegBatches``; one XLA program).
       workers: PyDataset threads preparing batches.
 
     Returns:
@@ -233,7 +238,8 @@ def train_fold(config, fold_dir: str | pathlib.Path, arrays: seg_arrays.SegArray
     train_idx = arrays.indices(train_patients, keys)
     test_idx = arrays.indices(test_patients, keys)
     batches = seg_arrays.SegBatches(arrays, train_idx, int(config.train.batch_size),
-                                    shuffle=True, seed=int(config.seed), workers=workers)
+                                    shuffle=True, seed=int(config.seed),
+                                    complete_last=complete_last, workers=workers)
     model = compile_model(config, jit_compile=jit_compile)
     if init_weights is not None:
         model.load_weights(str(init_weights))
@@ -252,8 +258,8 @@ def train_fold(config, fold_dir: str | pathlib.Path, arrays: seg_arrays.SegArray
             "epoch_seconds": list(timer.seconds),
             "epochs_run": list(history.epoch),
             "train_loss": [float(v) for v in history.history.get("loss", [])],
-            "train_images_per_s": (len(train_idx) * len(steady) / sum(steady)) if steady
-            else float("nan"),
+            "train_images_per_s": (_images_per_epoch(batches) * len(steady) / sum(steady))
+            if steady else float("nan"),
             "train_slices": int(len(train_idx)),
             "train_patients": len(train_patients),
             "test_patients": len(test_patients),
@@ -310,6 +316,12 @@ def measure_train_throughput(config, *, jit_compile: bool, steps: int, warmup: i
             "dtype_policy": keras.mixed_precision.global_policy().name}
 
 
+def _images_per_epoch(batches: seg_arrays.SegBatches) -> int:
+    if batches.complete_last:
+        return len(batches) * batches.batch_size
+    return len(batches.indices)
+
+
 # === Reporting ===
 def summarize(fold_metrics: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     """Dice (foreground macro, pixel accuracy, level accuracy) per fold and mean +- sample SD
@@ -332,7 +344,8 @@ def summarize(fold_metrics: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
 def run(config, workdir: str | pathlib.Path, *, pack: Optional[str | pathlib.Path] = None,
         arrays: Optional[seg_arrays.SegArrays] = None, folds=None,
         time_budget_s: float = 0.0, jit_compile: Optional[bool] = None,
-        init_weights: Optional[str | pathlib.Path] = None, workers: int = 1) -> dict[str, Any]:
+        init_weights: Optional[str | pathlib.Path] = None, complete_last: bool = False,
+        workers: int = 1) -> dict[str, Any]:
     """Trains and scores ``config.fold`` (``"all"``, ``"3"``, ``"0,2"``) on the current Keras
     backend and writes the workdir layout of the module docstring.
 
@@ -344,6 +357,7 @@ def run(config, workdir: str | pathlib.Path, *, pack: Optional[str | pathlib.Pat
         fold gets an equal share of what is left; at least one epoch each).
       jit_compile: None = ``config.train.jit_compile``.
       init_weights: every fold starts from these weights (``train_fold``).
+      complete_last, workers: as ``train_fold``.
 
     Returns:
       ``{"folds": {i: metrics}, "summary": summarize(...), "backend", "precision"}``.
@@ -384,7 +398,8 @@ def run(config, workdir: str | pathlib.Path, *, pack: Optional[str | pathlib.Pat
                  len(test_patients))
         metrics = train_fold(config, workdir / f"fold_{fold}", arrays, train_patients,
                              test_patients, deadline=deadline, jit_compile=jit_compile,
-                             init_weights=init_weights, workers=workers)
+                             init_weights=init_weights, complete_last=complete_last,
+                             workers=workers)
         metrics.update({"fold": fold, "precision_policy": precision,
                         "backend": keras.backend.backend()})
         fileio.write_json(workdir / f"fold_{fold}" / "metrics.json", metrics, sort_keys=True)
