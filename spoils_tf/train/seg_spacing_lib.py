@@ -32,6 +32,7 @@ import numpy as np
 
 from spoils_tf import fileio, levels
 from spoils_tf.data import spacing_pipeline
+from spoils_tf.data.seg_arrays import middle_keys  # noqa: F401  (TF-free; users call it from here)
 from spoils_tf.metrics import segmentation as seg_metrics
 from spoils_tf.models import build_segmentation_model, load_model
 from spoils_tf.models import losses as seg_losses
@@ -81,16 +82,6 @@ def check_schedule(train_cfg) -> None:
 
 
 # === Evaluation ===
-def middle_keys(keys_by_patient: Mapping[str, Sequence[tuple[int, str]]], n: int) -> set[str]:
-    """The ``n`` slices nearest each patient's middle slice index (ties: lower index)."""
-    out = set()
-    for items in keys_by_patient.values():
-        idx = sorted(i for i, _ in items)
-        middle = (idx[0] + idx[-1]) / 2.0
-        out.update(k for _, k in sorted(items, key=lambda t: (abs(t[0] - middle), t[0]))[:n])
-    return out
-
-
 def evaluate(predict, examples, patients: Sequence[str], *, middle_n: int = 5,
              only_middle: bool = False, level_labelling: bool = True,
              progress: bool = False) -> dict[str, dict[str, float]]:
