@@ -25,7 +25,7 @@ import json
 import logging
 import pathlib
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import keras
 import numpy as np
