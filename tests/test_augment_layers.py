@@ -276,3 +276,32 @@ def test_host_augment_mask_equals_the_float_round_trip():
     assert out.dtype == tf.uint8
     np.testing.assert_array_equal(out.numpy(), tf.cast(expected, tf.uint8).numpy())
     assert not np.array_equal(out.numpy(), mask.numpy())
+
+
+_MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from spoils_tf.data import augment_layers as al
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        layer = al.SegAugment(seed=0)
+    step = tf.function(lambda: strategy.run(lambda: layer._transforms(3, 32, 32)))
+    runs = [[v.numpy().tolist() for v in strategy.experimental_local_results(step())]
+            for _ in range(2)]
+    print(json.dumps(runs))
+""")
+
+
+def test_replicas_of_a_mirrored_strategy_draw_their_own_transforms():
+    """The replicas share the layer's seed state; each must still augment its own examples
+    differently (not repeat replica 0's transforms)."""
+    proc = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT], capture_output=True,
+                          text=True, timeout=180, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = json.loads(proc.stdout.strip().splitlines()[-1])
+    for replica0, replica1 in runs:
+        assert np.asarray(replica0).shape == (3, 8)
+        assert not np.allclose(replica0, replica1)
+    assert not np.allclose(runs[0][0], runs[1][0])      # fresh draws per step

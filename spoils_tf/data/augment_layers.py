@@ -85,6 +85,18 @@ def affine_transforms(angle_rad, scale, dy_px, dx_px, height: int, width: int):
                       -sin, cos, -sin * ox + cos * oy + cy, zeros, zeros], axis=1)
 
 
+def _replica_slot():
+    """``(this replica's index, replicas in sync)`` inside a ``tf.distribute`` replica
+    context with more than one replica; ``(0, 1)`` otherwise and under other backends."""
+    if keras.backend.backend() != "tensorflow":
+        return 0, 1
+    import tensorflow as tf
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return 0, 1
+    return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
+
+
 # === Layers ===
 @keras.saving.register_keras_serializable(package="spoils_tf")
 class SegAugment(keras.layers.Layer):
@@ -118,9 +130,13 @@ class SegAugment(keras.layers.Layer):
 
     # === Random parameters ===
     def _uniform(self, batch, magnitude: float, centre: float = 0.0):
-        """``float32 [B]`` uniform in ``[centre - magnitude, centre + magnitude]``."""
-        return keras.random.uniform((batch,), centre - magnitude, centre + magnitude,
-                                    seed=self.seed_generator)
+        """``float32 [B]`` uniform in ``[centre - magnitude, centre + magnitude]``; under a
+        ``tf.distribute`` strategy each replica takes its own row of ``[replicas, B]`` draws
+        (the replicas share the seed state, so plain draws would repeat across them)."""
+        replica, replicas = _replica_slot()
+        values = keras.random.uniform((replicas, batch), centre - magnitude,
+                                      centre + magnitude, seed=self.seed_generator)
+        return values[replica]
 
     def _transforms(self, batch, height: int, width: int):
         """``float32 [B, 8]``: one random rotation/scale/shift per example."""
