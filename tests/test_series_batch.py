@@ -199,3 +199,18 @@ def test_letterbox_segmenter_takes_a_batch(tmp_path):
     p = seg_pipeline.make_predictor(model)
     rgb = np.repeat(series[0][None, ..., None], 3, -1)
     np.testing.assert_array_equal(batch[0], p(tf.constant(rgb))["label_map"].numpy()[0])
+
+
+def test_letterbox_label_maps_in_batches_of_at_most_max_batch_slices(monkeypatch):
+    calls = []
+
+    def predict(batch):
+        calls.append(batch.shape[0])
+        return batch.astype(np.int32) % labels.NUM_SEG_CLASSES
+
+    monkeypatch.setattr(segmenter, "MAX_BATCH_SLICES", 2)
+    series = _series(5)
+    out = segmenter.label_maps_batched(predict, series)
+    assert calls == [2, 2, 1] and len(out) == 5
+    for s, m in zip(series, out):
+        np.testing.assert_array_equal(m, s.astype(np.int32) % labels.NUM_SEG_CLASSES)

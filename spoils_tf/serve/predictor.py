@@ -706,9 +706,9 @@ class Predictor:
         """
         from spoils_tf import levels
         if not isinstance(self._segment_one, segmenter.Segmenter):
-            # a letterbox model: the slices as one batch
-            label_maps = self._segment_one(np.stack(case.slices))
-            return [np.asarray(m, np.int32) for m in label_maps], case.slices, []
+            # a letterbox model: the slices in batches, not one call per slice
+            return (segmenter.label_maps_batched(self._segment_one, case.slices), case.slices,
+                    [])
         masks, oriented, doubts = [], [], []
         card_note = self.bundle[bundle.SEG].card.get("report_note")
         if card_note:   # what the model card says every report must carry

@@ -29,6 +29,11 @@ from spoils_tf.serve import bundle, overlay
 from spoils_tf.serve.inputs import file_stem, input_kind, read_input_slice
 
 
+# most slices of a series that go through the segmentation network in one call (bounds the
+# memory of a whole volume; a series of up to this many slices is one call)
+MAX_BATCH_SLICES = 32
+
+
 # === Model ===
 def load_segmenter(model_path: str | pathlib.Path, resize_mode: str = "letterbox"
                    ) -> Callable[[np.ndarray], np.ndarray]:
@@ -75,6 +80,16 @@ def load_segmenter(model_path: str | pathlib.Path, resize_mode: str = "letterbox
                                         "directory (with saved_model.pb)")
 
 
+def label_maps_batched(predict: Callable[[np.ndarray], np.ndarray], greys: list[np.ndarray]
+                       ) -> list[np.ndarray]:
+    """``int32 [H, W]`` per slice from a :func:`load_segmenter` function, called on batches
+    of at most ``MAX_BATCH_SLICES`` slices (``uint8 [N, H, W]``, one shape)."""
+    out: list[np.ndarray] = []
+    for i in range(0, len(greys), MAX_BATCH_SLICES):
+        out += list(np.asarray(predict(np.stack(greys[i:i + MAX_BATCH_SLICES])), np.int32))
+    return out
+
+
 # === Fixed-spacing models: orientation and anatomical levels ===
 # how the input differed from display orientation, per levels.ORIENTATIONS name
 ORIENTATION_WORDS: dict[str, str] = {"as_is": "in display orientation",
@@ -86,10 +101,6 @@ ORIENTATION_WORDS: dict[str, str] = {"as_is": "in display orientation",
 # top softmax probability of the orientation network below which a picture is refused, when the
 # model card sets none
 DEFAULT_ORIENTATION_THRESHOLD = 0.9
-
-# most slices of a series that go through the segmentation network in one call (bounds the
-# memory of a whole volume; a series of up to this many slices is one call)
-MAX_BATCH_SLICES = 32
 
 
 class OrientationError(SpoilsError):
@@ -504,9 +515,8 @@ class Segmenter:
             raise ValueError(f"slices: shapes {sorted({np.shape(g) for g in greys})}; the "
                              "slices of one series share one shape")
         if not self.spacing_mode:
-            label_maps = np.asarray(self._run(np.stack(greys)), np.int32)
             return [Segmentation(g, m, "as_is", "taken as given (letterbox model)", None)
-                    for g, m in zip(greys, label_maps)]
+                    for g, m in zip(greys, label_maps_batched(self._run, greys))]
         if spacing_mm is None:
             raise SpoilsError(sources[0], "pixel spacing", "unknown; this model works in "
                                                            "millimetres: give --pixel-spacing "
