@@ -2,7 +2,7 @@
 ``spoils_tf.train.keras_backend_lib.run``. The backend is Keras' (``KERAS_BACKEND``).
 
     KERAS_BACKEND=jax python -m experiments.seg_keras \
-        --config=configs/seg_deeplabv3plus.py:smoke --workdir=runs/seg_keras_smoke
+        --config=configs/seg_deeplabv3plus.py:smoke --jit_compile --workdir=runs/seg_keras_smoke
     KERAS_BACKEND=jax python -m experiments.seg_keras --config=configs/seg_deeplabv3plus.py:paper \
         --pack=.gpu_pack/spider_512.npz --time_budget_s=420 --workdir=$OUT/cv
 """
@@ -18,6 +18,8 @@ _PACK = flags.DEFINE_string("pack", None, "segmentation pack (.npz from tools/gp
                             "instead of the config's dataset")
 _BUDGET = flags.DEFINE_float("time_budget_s", 0.0, "all folds' training within this many "
                              "seconds (0 = config.train.epochs each)")
+_JIT = flags.DEFINE_bool("jit_compile", None, "override config.train.jit_compile (under JAX "
+                         "XLA is much faster than op-by-op, also on a CPU)")
 
 
 def main(argv: list[str]) -> None:
@@ -25,7 +27,7 @@ def main(argv: list[str]) -> None:
     from spoils_tf.train import keras_backend_lib
 
     result = keras_backend_lib.run(config, _FLAGS.workdir.value, pack=_PACK.value,
-                                   time_budget_s=_BUDGET.value)
+                                   time_budget_s=_BUDGET.value, jit_compile=_JIT.value)
     s = result["summary"]
     for fold, m in result["folds"].items():
         print(f"fold {fold}: Dice fg-macro {m['dice/fg_macro']:.4f}, "
