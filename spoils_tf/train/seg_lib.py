@@ -48,7 +48,7 @@ from spoils_tf.metrics import tables
 from spoils_tf.metrics import segmentation as seg_metrics
 from spoils_tf.models import build_segmentation_model
 from spoils_tf.models import losses as seg_losses
-from spoils_tf.train import common, seg_spacing_lib, seg_spacing_report
+from spoils_tf.train import common, distribute, seg_spacing_lib, seg_spacing_report
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +187,13 @@ def evaluate_model(model, examples, patients: Sequence[str], resize_mode: str,
 
 def train_fold(config, fold_dir: str | pathlib.Path, examples, train_patients: Sequence[str],
                test_patients: Sequence[str], *, keys: Optional[Sequence[str]] = None,
-               strategy=None, extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+               strategy=None, backup_dir: Optional[str | pathlib.Path] = None,
+               extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Trains one fold, saves ``model.keras`` and returns the test-fold metrics.
+
+    Under a ``strategy`` with several replicas the global batch is ``config.train.batch_size``
+    and BatchNormalization uses its statistics (``spoils_tf.train.distribute``); on a
+    non-chief worker of a multi-worker strategy the test fold is not evaluated.
 
     Args:
       config: the experiment config (``data``, ``model``, ``train`` sections).
@@ -197,17 +202,20 @@ def train_fold(config, fold_dir: str | pathlib.Path, examples, train_patients: S
       train_patients, test_patients: the split (from ``Folds.split``).
       keys: restrict both sides to these example keys (None = all slices).
       strategy: a ``tf.distribute.Strategy`` (None = default).
+      backup_dir: the ``BackupAndRestore`` folder (None = ``fold_dir/backup``; a multi-worker
+        run passes the chief's, which every worker reads).
       extra_callbacks: more Keras callbacks (tests use one to simulate a crash).
 
     Returns:
-      metrics dict: ``evaluate_model`` keys plus ``"train_seconds"``, ``"epochs_run"``
-      (the epoch indices this call trained; a resumed run starts where the killed one
-      stopped), ``"train_loss_first"``/``"train_loss_last"``.
+      metrics dict: ``evaluate_model`` keys (chief only) plus ``"train_seconds"``,
+      ``"epochs_run"`` (the epoch indices this call trained; a resumed run starts where the
+      killed one stopped), ``"train_loss_first"``/``"train_loss_last"``.
     """
     fold_dir = pathlib.Path(fold_dir)
     fold_dir.mkdir(parents=True, exist_ok=True)
     common.set_seed(config.seed)   # same initial weights whatever ran before in the process
     strategy = strategy or tf.distribute.get_strategy()
+    chief = distribute.is_chief(strategy)
     d, t = config.data, config.train
     image_size = tuple(d.image_size)
     augment_cfg = dict(d.augment) if d.augment is not None else {}
@@ -228,6 +236,8 @@ def train_fold(config, fold_dir: str | pathlib.Path, examples, train_patients: S
         kwargs = dict(config.model.kwargs)
         kwargs["input_shape"] = image_size + (3,)
         model = build_segmentation_model({"name": config.model.name, "kwargs": kwargs})
+        if strategy.num_replicas_in_sync > 1:
+            distribute.synchronize_batchnorm(model)
         # augment_on="device": fit a wrapper that augments uint8 batches in its train step;
         # `model` (same weights) is what is saved and evaluated
         fit_model = (augment_layers.DeviceAugmentedModel(model, augment_cfg, seed=config.seed)
@@ -236,8 +246,14 @@ def train_fold(config, fold_dir: str | pathlib.Path, examples, train_patients: S
                           loss=seg_losses.segmentation_loss(t.get("loss", "ce")),
                           metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                           jit_compile=bool(t.jit_compile))
+    backup = distribute.BackupAndRestore(backup_dir or fold_dir / "backup", chief=chief)
+    first_epoch = backup.resume_epoch()
+    distribute.check_same_on_all_workers(strategy, first_epoch,
+                                         f"the epoch to resume from ({backup.backup_dir})")
+    train_ds = distribute.training_input(strategy, train_ds, first_epoch)
+    val_ds = distribute.shard_by_data(val_ds) if val_ds is not None else None
     callbacks = [
-            keras.callbacks.BackupAndRestore(str(fold_dir / "backup")),
+            backup,
             keras.callbacks.CSVLogger(str(fold_dir / "history.csv"), append=True),
             *_tensorboard(fold_dir / "logs"),
             *extra_callbacks,
@@ -249,7 +265,7 @@ def train_fold(config, fold_dir: str | pathlib.Path, examples, train_patients: S
 
     fileio.atomic_save_keras(model, fold_dir / "model.keras")
 
-    metrics = evaluate_model(model, examples, test_patients, d.resize_mode, keys)
+    metrics = evaluate_model(model, examples, test_patients, d.resize_mode, keys) if chief else {}
     losses = history.history.get("loss", [])
     metrics.update({
             "train_seconds": train_seconds,
@@ -332,40 +348,66 @@ def write_tables(summary: Mapping[str, Any], workdir: str | pathlib.Path) -> Non
 
 # === Entry ===
 def run(config, workdir: str | pathlib.Path, *, examples=None, folds=None,
-        strategy_name: str = "default") -> dict[str, Any]:
+        strategy_name: str = "default", tpu_address: str = "",
+        extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Trains and evaluates ``config.fold`` and returns ``{"folds": {i: metrics}, "summary":
-    summarize(...) or None}``.
+    summarize(...) or None, "chief": bool}``.
+
+    Under a multi-worker strategy only the chief writes into ``workdir``; another worker
+    writes into a temporary folder that is removed, and reads the finished folds and the
+    backups from ``workdir`` (which must therefore be shared; ``spoils_tf.train.distribute``).
 
     Args:
       config: experiment config (configs/seg_*.py).
       workdir: output directory (created).
       examples, folds: inject an example dataset and a ``Folds``-like object (``.k``,
         ``.split(i)``) instead of loading them from ``config.data`` (tests, notebooks).
-      strategy_name: ``spoils_tf.train.common.STRATEGIES``.
+      strategy_name: ``spoils_tf.train.common.STRATEGIES``; ``tpu_address`` for ``"tpu"``.
+      extra_callbacks: more Keras callbacks for every fold's ``fit`` (tools/seg_worker.py).
+
+    Raises:
+      ValueError: ``--fold=final`` without a fixed-spacing config, or a fixed-spacing config
+        with a strategy other than ``"default"`` (``seg_spacing_lib`` trains on one device).
     """
     spacing_path = float(config.data.get("target_spacing_mm", 0.0)) > 0
     if str(config.fold).strip() == FINAL and not spacing_path:
         raise ValueError("--fold=final (train on every patient) needs a fixed-spacing config "
                          "(config.data.target_spacing_mm > 0), e.g. configs/seg_unet.py:spider_cpu")
+    if spacing_path and strategy_name != "default":
+        raise ValueError(f"--strategy={strategy_name}: fixed-spacing configs "
+                         "(config.data.target_spacing_mm > 0) train on one device "
+                         "(seg_spacing_lib); use --strategy=default")
     if spacing_path:
         seg_spacing_lib.check_schedule(config.train)
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    fileio.save_config(config, workdir)
     common.set_seed(config.seed)
     precision = common.configure_precision(config.train.precision)
-    strategy = common.get_strategy(strategy_name)
-    log.info("precision policy %s, strategy %s", precision, strategy_name)
+    strategy = common.get_strategy(strategy_name, tpu_address)
+    chief = distribute.is_chief(strategy)
+    log.info("precision policy %s, strategy %s with %d replica(s)%s", precision, strategy_name,
+             strategy.num_replicas_in_sync, "" if chief else ", not the chief: writes nothing")
+    with distribute.worker_output_dir(workdir, chief) as out_dir:
+        result = _run_folds(config, pathlib.Path(workdir), out_dir, examples, folds, strategy,
+                            precision, spacing_path, extra_callbacks)
+    result["chief"] = chief
+    return result
+
+
+def _run_folds(config, workdir: pathlib.Path, out_dir: pathlib.Path, examples, folds, strategy,
+               precision: str, spacing_path: bool, extra_callbacks: Sequence[Any]):
+    """``run`` after the strategy is made: reads finished folds and backups in ``workdir``,
+    writes into ``out_dir`` (``workdir`` for the chief)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fileio.save_config(config, out_dir)
     if examples is None or folds is None:
-        dataset_dir, tfds_config = resolve_dataset_dir(config, workdir)
+        dataset_dir, tfds_config = resolve_dataset_dir(config, out_dir)
         if examples is None:
             from spoils_tf.data import tfds_builder
-            tfds_dir = config.data.tfds_data_dir or str(workdir / "tfds")
+            tfds_dir = config.data.tfds_data_dir or str(out_dir / "tfds")
             examples, _ = tfds_builder.load_dataset(dataset_dir, tfds_dir, tfds_config)
         if folds is None:
             folds = ensure_folds(dataset_dir, config)
     if str(config.fold).strip() == FINAL:
-        final_dir = workdir / FINAL
+        final_dir = out_dir / FINAL
         metrics = seg_spacing_lib.train_fold(config, final_dir, examples,
                                              sorted(folds.assignment), [])
         fileio.write_json(final_dir / "metrics.json", metrics, sort_keys=True)
@@ -373,8 +415,8 @@ def run(config, workdir: str | pathlib.Path, *, examples=None, folds=None,
     keys = central_slice_keys(examples, int(config.data.max_slices_per_patient))
     results: dict[int, dict[str, Any]] = {}
     for fold in parse_fold_spec(config.fold, folds.k):
-        fold_dir = workdir / f"fold_{fold}"
-        done = fold_dir / "metrics.json"
+        fold_dir = out_dir / f"fold_{fold}"
+        done = workdir / f"fold_{fold}" / "metrics.json"
         if done.is_file():
             log.info("fold %d: %s exists, reusing its metrics", fold, done)
             results[fold] = json.loads(done.read_text())
@@ -387,16 +429,18 @@ def run(config, workdir: str | pathlib.Path, *, examples=None, folds=None,
                                                  test_patients)
         else:
             metrics = train_fold(config, fold_dir, examples, train_patients, test_patients,
-                                 keys=keys, strategy=strategy)
+                                 keys=keys, strategy=strategy,
+                                 backup_dir=workdir / f"fold_{fold}" / "backup",
+                                 extra_callbacks=extra_callbacks)
         metrics["fold"] = fold
         metrics["precision_policy"] = precision
-        fileio.write_json(done, metrics, sort_keys=True)
+        fileio.write_json(fold_dir / "metrics.json", metrics, sort_keys=True)
         results[fold] = metrics
     summary = None
     if len(results) > 1 and spacing_path:
         summary = seg_spacing_report.summarize(results)
-        seg_spacing_report.write_tables(summary, workdir)
+        seg_spacing_report.write_tables(summary, out_dir)
     elif len(results) > 1:
         summary = summarize(results)
-        write_tables(summary, workdir)
+        write_tables(summary, out_dir)
     return {"folds": results, "summary": summary}
