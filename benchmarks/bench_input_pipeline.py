@@ -21,8 +21,10 @@ Measures ``seg_pipeline.make_seg_dataset`` (batch 8, 512², letterboxed from ``-
   1 and 2 cores.
 
 Random pixels: the rate does not depend on their values. Every measurement records the
-1-minute load average before and after (the machine may be shared) and the process CPU
-seconds; the JSON carries the CPU model (``/proc/cpuinfo``).
+1-minute load average before and after (the machine may be shared), the process CPU seconds
+per image and the cores kept busy (CPU seconds / wall seconds: how far the pipeline spreads
+over the cores, readable even when other jobs slow the wall clock); the JSON carries the CPU
+model (``/proc/cpuinfo``).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def bench_mode(mode: str, parallel: str, n: int, repeats: int, device_passes: in
     count = sum(int(img.shape[0]) for img, _ in ds)        # warm-up; fills the cache
     t = time.perf_counter() - t
     passes = device_passes if mode == "device_cached" else 1
-    rates, cpu, load0 = [], [], _load()
+    rates, cpu, busy, load0 = [], [], [], _load()
     for _ in range(repeats):
         w, c = time.perf_counter(), time.process_time()
         images = 0
@@ -86,11 +88,12 @@ def bench_mode(mode: str, parallel: str, n: int, repeats: int, device_passes: in
         wall = time.perf_counter() - w
         rates.append(images / wall)
         cpu.append((time.process_time() - c) / images)
+        busy.append((time.process_time() - c) / wall)
     return {"mode": mode, "num_parallel_calls": parallel, "images_per_pass": count,
             "passes_per_run": passes, "repeats": repeats, "warmup_pass_s": t,
             "images_per_s": statistics.median(rates), "images_per_s_all": rates,
-            "cpu_s_per_image": statistics.median(cpu), "load1_before": load0,
-            "load1_after": _load()}
+            "cpu_s_per_image": statistics.median(cpu), "cores_busy": statistics.median(busy),
+            "load1_before": load0, "load1_after": _load()}
 
 
 def bench_device_layer(repeats: int, batch: int = 8) -> dict:
@@ -149,7 +152,8 @@ def run_cores_sweep(args) -> list[dict]:
             for r in json.loads(child_json.read_text())["pipeline"]:
                 out.append({"cores": k, "cpu_list": cpu_list, **r})
                 print(f"cores {k} ({cpu_list}): {r['mode']:>14} {r['images_per_s']:8.1f} img/s "
-                      f"(load {r['load1_before']:.1f})", flush=True)
+                      f"({r['cores_busy']:.2f} cores busy; load {r['load1_before']:.1f})",
+                      flush=True)
     return out
 
 
@@ -183,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             result["pipeline"].append(r)
             print(f"{mode:>14} num_parallel_calls={v:>8}: {r['images_per_s']:8.1f} img/s "
                   f"(median of {r['repeats']}; {1000 * r['cpu_s_per_image']:.1f} CPU-ms/image; "
-                  f"load {r['load1_before']:.1f}->{r['load1_after']:.1f})", flush=True)
+                  f"{r['cores_busy']:.2f} cores busy; load {r['load1_before']:.1f}->"
+                  f"{r['load1_after']:.1f})", flush=True)
     if not args.skip_device_layer:
         r = bench_device_layer(args.repeats)
         result["device_layer"] = r
