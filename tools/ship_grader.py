@@ -101,7 +101,8 @@ def main(argv: list[str]) -> int:
         print(f"ship_grader: {summary_path}: no nested-CV summary of this recipe", file=sys.stderr)
         return 2
     summary = json.loads(summary_path.read_text())
-    config = json.loads((args.cv / "config.json").read_text())
+    final_workdir = args.final.parents[4]     # <workdir>/final/<source>/<target>/<family>/
+    config = json.loads((final_workdir / "config.json").read_text())
     chosen = facts["chosen"]["name"]
     recipe = (f"{chosen} on the {family} features of each disc ({len(facts['selected_features'])} "
               f"kept by L1 selection), target {target} ({len(side['classes'])} classes), chosen "
@@ -114,7 +115,9 @@ def main(argv: list[str]) -> int:
                f"--config.data.mask_source={source} "
                f"--config.data.features_path={config['data']['features_path']} "
                f"--config.data.radiomics_path={config['data']['radiomics_path']} "
-               f"--workdir={args.cv}")
+               f"--config.data.folds_path={config['data']['folds_path']} "
+               f"--workdir={final_workdir} (its cross-validation: the same with --fold=all "
+               f"--workdir={args.cv})")
     abst = facts.get("abstention") or {}
     cv = {"mask_source": source, "n_discs": summary["summary"]["n"],
           "n_patients": summary["summary"]["n_patients"], "folds": summary["folds"],

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import pathlib
+import zipfile
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -106,7 +107,7 @@ def save_classifier(model: Any, path: Union[str, os.PathLike], *,
     if fitted_features is not None and fitted_features != list(feature_names):
         raise ValueError(f"{path}: feature_names {list(feature_names)} != the model's fitted "
                          f"features {fitted_features}")
-    data = sio.dumps(model)
+    data = sio.dumps(model, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
     meta = {
         "format": FORMAT,
         "sha256": _sha256(data),
