@@ -387,15 +387,16 @@ def run(config, workdir: str | pathlib.Path, *, examples=None, folds=None,
              strategy.num_replicas_in_sync, "" if chief else ", not the chief: writes nothing")
     with distribute.worker_output_dir(workdir, chief) as out_dir:
         result = _run_folds(config, pathlib.Path(workdir), out_dir, examples, folds, strategy,
-                            precision, spacing_path, extra_callbacks)
+                            precision, spacing_path, extra_callbacks, chief)
     result["chief"] = chief
     return result
 
 
 def _run_folds(config, workdir: pathlib.Path, out_dir: pathlib.Path, examples, folds, strategy,
-               precision: str, spacing_path: bool, extra_callbacks: Sequence[Any]):
+               precision: str, spacing_path: bool, extra_callbacks: Sequence[Any], chief: bool):
     """``run`` after the strategy is made: reads finished folds and backups in ``workdir``,
-    writes into ``out_dir`` (``workdir`` for the chief)."""
+    writes into ``out_dir`` (``workdir`` for the chief); only the chief, which evaluated the
+    folds, summarizes them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fileio.save_config(config, out_dir)
     if examples is None or folds is None:
@@ -437,10 +438,10 @@ def _run_folds(config, workdir: pathlib.Path, out_dir: pathlib.Path, examples, f
         fileio.write_json(fold_dir / "metrics.json", metrics, sort_keys=True)
         results[fold] = metrics
     summary = None
-    if len(results) > 1 and spacing_path:
+    if chief and len(results) > 1 and spacing_path:
         summary = seg_spacing_report.summarize(results)
         seg_spacing_report.write_tables(summary, out_dir)
-    elif len(results) > 1:
+    elif chief and len(results) > 1:
         summary = summarize(results)
         write_tables(summary, out_dir)
     return {"folds": results, "summary": summary}
