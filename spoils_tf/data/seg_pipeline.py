@@ -54,8 +54,8 @@ def normalize_images(images: tf.Tensor) -> tf.Tensor:
     mean_bgr = tf.constant(IMAGENET_CAFFE_MEAN_BGR, tf.float32)
     if x.shape[-1] == 1:
         # grey: B = G = R, so the reversal is a no-op and broadcasting makes the 3 channels
-        # (the same numbers as concatenating, reversing and subtracting, at a quarter of the
-        # CPU time: a strided [..., ::-1] copy is slow)
+        # (the same numbers as concatenating, reversing and subtracting, without the slow
+        # strided [..., ::-1] copy)
         return x - mean_bgr
     return tf.reverse(x, axis=[-1]) - mean_bgr
 
