@@ -98,6 +98,7 @@ def test_gpu_run_dry_run_on_cpu(tmp_path):
     assert dice["mean"] == pytest.approx(np.mean(list(dice["per_fold"].values())))
     for fold in report["cv"]["folds"].values():
         assert len(fold["train_loss"]) == 2 and fold["epoch_seconds"]
+        assert fold["augmented"] is True        # the smoke config's augment, via SegAugment
     table = (out / "cv_table.md").read_text().splitlines()
     assert len(table) == 2 + 2 + 1 and table[-1].startswith("| mean ± SD")
     assert (out / "nvidia_smi.txt").is_file() and (out / "gpu_kit.log").is_file()

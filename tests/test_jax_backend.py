@@ -1,6 +1,7 @@
 """The backend-agnostic training path (keras_backend_lib + seg_arrays) under JAX and TensorFlow.
 
-Two subprocesses train fold 0 of the ``smoke`` DeepLabV3+ config for the same number of steps
+Two subprocesses train fold 0 of the ``smoke`` DeepLabV3+ config (augmentation off: the backends'
+random draws differ) for the same number of steps
 on the same synthetic cohort, the same folds and the same batch order, from the same initial
 weights (a ``.weights.h5`` written by the TensorFlow run: Keras weight files are
 backend-independent). Only dropout's random masks differ between the backends, so the losses
@@ -43,6 +44,7 @@ c.data.labelme_dir = data
 c.fold = "0"
 c.train.epochs = epochs
 c.train.verbose = 0
+c.data.augment = {}        # keras.random draws differ between backends
 if sys.argv[5] == "save_init":
     k.set_seed(c.seed)
     k.compile_model(c).save_weights(init)

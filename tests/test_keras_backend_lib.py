@@ -76,3 +76,22 @@ def test_epoch_timer_stops_before_the_deadline():
     free.on_epoch_begin(0)
     free.on_epoch_end(0)
     assert not free.model.stop_training
+
+
+def test_batch_augment_hook():
+    rng_data = np.random.default_rng(0)
+    masks = np.zeros((3, 32, 32), np.uint8)
+    masks[:, 10:20, 8:24] = labels.DISC_IDS[0]
+    images = rng_data.integers(0, 256, (3, 32, 32), dtype=np.uint8)
+    augment = kbl.batch_augment({"rotation_deg": 10.0, "shift": 0.1, "contrast": 0.2})
+    a_img, a_mask = augment(images, masks, np.random.default_rng([0, 0, 0]))
+    assert a_img.shape == (3, 32, 32) and a_img.dtype == np.float32
+    assert a_mask.shape == (3, 32, 32) and a_mask.dtype == np.uint8
+    assert set(np.unique(a_mask)) <= {0, labels.DISC_IDS[0]}
+    assert 0.0 <= a_img.min() and a_img.max() <= 255.0
+    assert not np.array_equal(a_mask, masks)               # something moved
+    b_img, b_mask = augment(images, masks, np.random.default_rng([0, 0, 0]))
+    np.testing.assert_array_equal(a_mask, b_mask)          # same seed, same batch
+    np.testing.assert_allclose(a_img, b_img)
+    c_img, _ = augment(images, masks, np.random.default_rng([0, 1, 0]))
+    assert not np.allclose(a_img, c_img)                  # another epoch, other draws

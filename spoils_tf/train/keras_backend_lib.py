@@ -6,11 +6,14 @@ The same configs (``configs/seg_*.py``), models, losses and folds as ``seg_lib``
 tf.data, so the JAX backend trains on a machine without TensorFlow (the lent GPU image).
 Differences from ``seg_lib``, all on purpose:
 
-* no augmentation: ``spoils_tf.data.augment_layers.DeviceAugmentedModel`` runs only under the
-  TensorFlow backend, and the host augmentation is tf.data code; ``config.data.augment`` is
-  recorded as not applied (``metrics["augmented"] = False``);
+* augmentation (``config.data.augment``; ``{}`` = none) is ``augment_layers.SegAugment``
+  applied to each training batch as the ``SegBatches`` hook (:func:`batch_augment`: eagerly,
+  on the backend's device, in the batch-preparing threads), whatever ``config.data.augment_on``
+  says: ``DeviceAugmentedModel``'s train step is TensorFlow-only. Same magnitudes as the
+  tf.data path, other random draws;
 * ``time_budget_s``: a fold stops after the epoch at which the next one would overrun it;
-* no TensorBoard / BackupAndRestore (a fold killed mid-way is retrained);
+* no TensorBoard / BackupAndRestore (a fold killed mid-way is retrained), and no
+  ``model.keras`` per fold (the numbers are the product; ``seg_lib`` ships models);
 * data from a pack file (``tools/gpu_pack.py``) when given, else the dataset dir or synthetic
   cohort that ``seg_lib`` would use.
 
@@ -161,6 +164,27 @@ def load_folds(dataset_dir: pathlib.Path, config) -> folds_lib.Folds:
 
 
 # === Training ===
+def batch_augment(augment_cfg: Mapping[str, float]):
+    """The ``SegBatches`` augment hook: ``(uint8 [B, S, S], uint8 [B, S, S], rng) ->
+    (float32 [B, S, S] 0..255, uint8 [B, S, S])`` through ``augment_layers.SegAugment``.
+
+    Each batch gets a layer seeded from ``rng`` (a NumPy generator derived from the seed, the
+    epoch and the batch index), so batches are reproducible and the worker threads share no
+    random state.
+    """
+    from spoils_tf.data import augment_layers
+    cfg = {k: float(v) for k, v in augment_cfg.items()}
+
+    def apply(images: np.ndarray, masks: np.ndarray, rng: np.random.Generator):
+        layer = augment_layers.SegAugment(cfg, seed=int(rng.integers(2**31 - 1)),
+                                          dtype="float32")   # not the bf16 policy
+        out_images, out_masks = layer((images[..., None], masks), training=True)
+        return (keras.ops.convert_to_numpy(out_images)[..., 0],
+                keras.ops.convert_to_numpy(out_masks))
+
+    return apply
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Records wall seconds per epoch and stops training when another epoch would end after
     ``deadline`` (``time.perf_counter()`` seconds; None = never)."""
@@ -230,15 +254,17 @@ def train_fold(config, fold_dir: str | pathlib.Path, arrays: seg_arrays.SegArray
     Returns:
       :func:`evaluate` keys plus ``train_seconds``, ``epoch_seconds``, ``epochs_run``,
       ``train_loss`` (per epoch), ``train_images_per_s`` (epochs after the first, which
-      includes compilation), ``eval_seconds``, patients, ``augmented`` (False).
+      includes compilation), ``eval_seconds``, patients, ``augmented``.
     """
     fold_dir = pathlib.Path(fold_dir)
     fold_dir.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
     train_idx = arrays.indices(train_patients, keys)
     test_idx = arrays.indices(test_patients, keys)
+    augment_cfg = dict(config.data.augment or {})
     batches = seg_arrays.SegBatches(arrays, train_idx, int(config.train.batch_size),
                                     shuffle=True, seed=int(config.seed),
+                                    augment=batch_augment(augment_cfg) if augment_cfg else None,
                                     complete_last=complete_last, workers=workers)
     model = compile_model(config, jit_compile=jit_compile)
     if init_weights is not None:
@@ -263,7 +289,7 @@ def train_fold(config, fold_dir: str | pathlib.Path, arrays: seg_arrays.SegArray
             "train_slices": int(len(train_idx)),
             "train_patients": len(train_patients),
             "test_patients": len(test_patients),
-            "augmented": False,
+            "augmented": bool(augment_cfg),
     })
     return metrics
 
@@ -351,7 +377,8 @@ def run(config, workdir: str | pathlib.Path, *, pack: Optional[str | pathlib.Pat
 
     Args:
       pack: a ``seg_arrays.save_npz`` file (``tools/gpu_pack.py``); its ``folds.json`` is
-        read from the same folder unless ``folds`` is given.
+        read from the same folder unless ``folds`` is given. Its slices are used as they are
+        (the pack already chose them; ``config.data.max_slices_per_patient`` is not applied).
       arrays, folds: inject data (tests); else the pack or the config's dataset.
       time_budget_s: > 0: all folds together end within this many seconds of training (each
         fold gets an equal share of what is left; at least one epoch each).
@@ -408,7 +435,8 @@ def run(config, workdir: str | pathlib.Path, *, pack: Optional[str | pathlib.Pat
     summary.update({"backend": keras.backend.backend(), "precision_policy": precision,
                     "accelerator": accelerator(), "seconds": time.perf_counter() - start,
                     "slices": int(len(arrays.keys)), "image_size": list(arrays.image_size),
-                    "augmented": False, "keras": keras.__version__})
+                    "augmented": any(m["augmented"] for m in results.values()),
+                    "keras": keras.__version__})
     fileio.write_json(workdir / "cv_summary.json", summary, sort_keys=True)
     return {"folds": results, "summary": summary, "backend": keras.backend.backend(),
             "precision": precision}
