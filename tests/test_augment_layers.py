@@ -200,6 +200,19 @@ def test_device_augmented_model_trains_the_wrapped_network():
                                network.predict(sp.normalize_images(x), verbose=0), atol=1e-5)
 
 
+def test_jit_compile_falls_back_instead_of_failing():
+    """TensorFlow's affine warp has no XLA kernel: jit_compile=True must not break fit."""
+    from spoils_tf.models.unet import UNet
+    model = al.DeviceAugmentedModel(UNet(input_shape=(32, 32, 3), filters=(4, 8)), seed=0)
+    with pytest.warns(UserWarning, match="jit_compile"):
+        model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(),
+                      jit_compile=True)
+    assert model.jit_compile is False
+    ds = sp.make_seg_dataset(_examples(), image_size=(32, 32), batch_size=3, training=True,
+                             augment_on="device")
+    assert np.isfinite(model.fit(ds, epochs=1, verbose=0).history["loss"]).all()
+
+
 # === Under JAX ===
 _JAX_SCRIPT = textwrap.dedent("""
     import json, numpy as np, keras

@@ -127,6 +127,9 @@ class SegAugment(keras.layers.Layer):
         self.augment_cfg = {k: float(v) for k, v in cfg.items()}
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # TensorFlow's affine_transform (ImageProjectiveTransformV3) has no XLA kernel: Keras
+        # then compiles a model holding this layer without XLA (jit_compile=True falls back)
+        self.supports_jit = keras.backend.backend() != "tensorflow"
 
     # === Random parameters ===
     def _uniform(self, batch, magnitude: float, centre: float = 0.0):
@@ -202,6 +205,9 @@ class DeviceAugmentedModel(keras.Model):
     (no augmentation: evaluation and prediction). ``fit`` data: ``(images uint8 [B, S, S, 1],
     masks int32 [B, S, S])`` from ``make_seg_dataset(..., augment_on="device")``; each train
     step augments the batch with :class:`SegAugment` before the forward pass and the loss.
+
+    Under the TensorFlow backend the train step runs without XLA (``jit_compile=True`` falls
+    back with Keras' warning): :class:`SegAugment`'s affine warp has no XLA kernel.
 
     Raises:
       NotImplementedError: ``fit`` under a backend other than TensorFlow (under JAX, call
