@@ -32,8 +32,10 @@ Workdir layout::
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import math
+import os
 import pathlib
 import random
 import time
@@ -212,23 +214,29 @@ def evaluate(model: keras.Model, arrays: seg_arrays.SegArrays, indices: Sequence
     """Pooled metrics of ``model`` on ``arrays[indices]`` at each slice's original resolution.
 
     A short last batch is padded to ``batch_size`` (copies of its last slice, not scored), so
-    one compiled predict step serves every batch.
+    one compiled predict step serves every batch. The resizing back to the original size and
+    the argmax run in a thread pool (NumPy releases the GIL); slices are scored in order.
 
     Returns:
       ``SegmentationMetrics.result()`` plus ``"slices"``.
     """
     acc = seg_metrics.SegmentationMetrics()
     indices = np.asarray(indices)
-    for start in range(0, len(indices), batch_size):
-        idx = indices[start:start + batch_size]
-        padded = np.concatenate([idx, np.full(batch_size - len(idx), idx[-1])])
-        x = seg_arrays.normalize_images(arrays.images[padded])
-        probs = np.asarray(model.predict_on_batch(x), np.float32)[:len(idx)]
-        for p, i in zip(probs, idx):
-            truth = arrays.original_masks[i]
-            full = seg_arrays.restore_resolution(p, truth.shape[0], truth.shape[1],
-                                                 arrays.resize_mode)
-            acc.update(truth.astype(np.int32), np.argmax(full, axis=-1).astype(np.int32))
+
+    def label_map(item: tuple[np.ndarray, int]) -> np.ndarray:
+        probs, i = item
+        h, w = arrays.original_masks[i].shape
+        full = seg_arrays.restore_resolution(probs, h, w, arrays.resize_mode)
+        return np.argmax(full, axis=-1).astype(np.int32)
+
+    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(indices), batch_size):
+            idx = indices[start:start + batch_size]
+            padded = np.concatenate([idx, np.full(batch_size - len(idx), idx[-1])])
+            x = seg_arrays.normalize_images(arrays.images[padded])
+            probs = np.asarray(model.predict_on_batch(x), np.float32)[:len(idx)]
+            for i, pred in zip(idx, pool.map(label_map, zip(probs, idx))):
+                acc.update(arrays.original_masks[i].astype(np.int32), pred)
     out = acc.result()
     out["slices"] = float(len(indices))
     return out
