@@ -30,7 +30,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax
 
 if command -v nvidia-smi >/dev/null 2>&1; then
-    nvidia-smi | tee "$OUT/nvidia_smi.txt"
+    { nvidia-smi || echo "gpu_run.sh: nvidia-smi failed"; } 2>&1 | tee "$OUT/nvidia_smi.txt"
 else
     echo "gpu_run.sh: no nvidia-smi (CPU run)" | tee "$OUT/nvidia_smi.txt"
 fi
