@@ -2,8 +2,9 @@
 
 Counts only what dominates a convolutional segmentation network: the multiply-accumulates
 (MACs) of its ``Conv2D`` layers (``Conv2DTranspose`` is not a ``Conv2D`` and is not counted;
-DeepLabV3+ has none; batch norm, activations, pooling and resizing are left out). Backend-independent (shapes only), so the JAX GPU kit counts what
-``benchmarks/bench_seg.py`` counts.
+DeepLabV3+ has none; batch norm, activations, pooling and resizing are left out).
+Backend-independent (shapes only), so the JAX GPU kit counts what ``benchmarks/bench_seg.py``
+counts.
 """
 
 from __future__ import annotations

@@ -462,7 +462,8 @@ def _parse_folds(spec: str, k: int) -> list[int]:
     try:
         out = [int(s) for s in spec.split(",") if s.strip()]
     except ValueError:
-        raise ValueError(f"fold: expected 'all' or integers like '3' or '0,2', got {spec!r}") from None
+        raise ValueError(f"fold: expected 'all' or integers like '3' or '0,2', "
+                         f"got {spec!r}") from None
     if not out or any(not 0 <= f < k for f in out):
         raise ValueError(f"fold: folds must be in 0..{k - 1}, got {spec!r}")
     return out
