@@ -54,4 +54,5 @@ else
 fi
 
 set -o pipefail
-"$PYTHON" tools/gpu_kit.py --out "$OUT" --workdir "${WORKDIR:-/tmp/spoils_gpu_kit}" "${ARGS[@]}" 2>&1 | tee "$OUT/gpu_kit.log"
+"$PYTHON" tools/gpu_kit.py --out "$OUT" --workdir "${WORKDIR:-/tmp/spoils_gpu_kit}" \
+    "${ARGS[@]}" 2>&1 | tee "$OUT/gpu_kit.log"
