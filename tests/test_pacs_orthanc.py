@@ -201,7 +201,10 @@ def test_an_unknown_study_and_an_unreachable_pacs_are_refused(orthanc, tmp_path,
 
 def test_weighting_rule():
     from spoils_tf.serve import pacs
-    assert pacs.weighting("SAG T2 TSE", 12.0) == "T2"          # the name wins
+    # the rule of spoils_tf.data.mr_weighting: timings when they decide, else the name
+    assert pacs.weighting("SAG T2 TSE", 12.0) == "T2"          # TE alone decides nothing
+    assert pacs.weighting("SAG T2 TSE", 12.0, 500.0) == "T1"   # TE and TR do
     assert pacs.weighting("sag t1", None) == "T1"
-    assert pacs.weighting("SAG", 100.0) == "T2" and pacs.weighting("SAG", 10.0) == "T1"
+    assert pacs.weighting("SAG", 100.0) == "T2" and pacs.weighting("SAG", 10.0, 550.0) == "T1"
+    assert pacs.weighting("SAG STIR", 40.0, 4000.0, 150.0) == "STIR"
     assert pacs.weighting("SAG", 45.0) is None and pacs.weighting("T1 T2 map", None) is None

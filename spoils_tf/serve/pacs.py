@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import pathlib
 import tempfile
 from typing import Any, Optional, Sequence
@@ -48,10 +47,6 @@ from spoils_tf.serve import dicom_results, report_data, run
 
 PACS_FILES: dict[str, str] = {"report": "report", "seg": dicom_results.SEG_FILE,
                               "sr": dicom_results.SR_FILE, "summary": "pacs.json"}
-# Echo times (ms) beyond which / below which a spin-echo series reads as T2- / T1-weighted when
-# its description does not say (typical lumbar protocols: T2 TE 80-120 ms, T1 TE 8-20 ms).
-T2_MIN_ECHO_TIME_MS = 60.0
-T1_MAX_ECHO_TIME_MS = 30.0
 HTTP_TIMEOUT_S = 60.0
 # a failed request is tried this many times in all, waiting 0.25 s, 0.5 s, ... in between
 # (dicomweb-client's default, 5 tries from 1 s, makes an unreachable PACS take half a minute)
@@ -62,6 +57,7 @@ _TAG = {"SeriesInstanceUID": "0020000E", "SeriesNumber": "00200011",
         "SeriesDescription": "0008103E", "Modality": "00080060",
         "NumberOfSeriesRelatedInstances": "00201209", "SOPInstanceUID": "00080018",
         "ImageOrientationPatient": "00200037", "EchoTime": "00180081",
+        "RepetitionTime": "00180080", "InversionTime": "00180082",
         "ProtocolName": "00181030", "SequenceName": "00180024"}
 
 
@@ -103,20 +99,17 @@ def _value(item: dict, keyword: str) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-def weighting(description: str, echo_time_ms: Optional[float]) -> Optional[str]:
-    """``"T2"`` or ``"T1"`` from a series' description / protocol / sequence name (``T2`` or
-    ``T1`` in it, case-insensitive; both or neither: undecided), else from the echo time
-    (>= :data:`T2_MIN_ECHO_TIME_MS` T2, <= :data:`T1_MAX_ECHO_TIME_MS` T1), else None."""
-    text = description.upper()
-    t1, t2 = "T1" in text, "T2" in text
-    if t1 != t2:
-        return "T2" if t2 else "T1"
-    if echo_time_ms is not None and math.isfinite(echo_time_ms):
-        if echo_time_ms >= T2_MIN_ECHO_TIME_MS:
-            return "T2"
-        if echo_time_ms <= T1_MAX_ECHO_TIME_MS:
-            return "T1"
-    return None
+def weighting(description: str, echo_time_ms: Optional[float] = None,
+              repetition_time_ms: Optional[float] = None,
+              inversion_time_ms: Optional[float] = None) -> Optional[str]:
+    """The series' MR weighting by the rule ``spoils predict`` applies to files
+    (``spoils_tf.data.mr_weighting.from_header``: the timings when they decide, else the
+    description / protocol / sequence name tokens), or None when neither decides."""
+    from spoils_tf.data import mr_weighting
+    found, _ = mr_weighting.from_header(description=description, echo_time_ms=echo_time_ms,
+                                        repetition_time_ms=repetition_time_ms,
+                                        inversion_time_ms=inversion_time_ms)
+    return None if found == "unknown" else found
 
 
 def _http(step: str, url: str):
@@ -178,9 +171,10 @@ def list_series(client, study_uid: str) -> list[SeriesInfo]:
                     plane = None
             names = " ".join(str(_value(meta, k) or "") for k in ("ProtocolName",
                                                                   "SequenceName"))
-            echo = _value(meta, "EchoTime")
+            times = [_value(meta, k) for k in ("EchoTime", "RepetitionTime", "InversionTime")]
             info = dataclasses.replace(info, plane=plane, weighting=weighting(
-                    f"{info.description} {names}", None if echo is None else float(echo)))
+                    f"{info.description} {names}", *[None if t is None else float(t)
+                                                     for t in times]))
         out.append(info)
     return sorted(out, key=lambda s: (s.number is None, s.number or 0, s.description))
 
