@@ -42,6 +42,8 @@ TF_FREE_MODULES = (
         "spoils_tf.serve.pacs",
         "spoils_tf.classical.abstention",
         "spoils_tf.classical.calibrated",
+        "spoils_tf.data.seg_constants",
+        "configs.seg_deeplabv3plus",
 )
 
 
