@@ -762,11 +762,9 @@ def _spacing_field(path: pathlib.Path) -> str:
     return "spacings" if name.endswith(".nrrd") else "ElementSpacing"
 
 
-def _nifti_pixdim(path: pathlib.Path) -> Optional[list[float]]:
-    """The spatial ``pixdim`` of a NIfTI-1/-2 header as stored, or None if not NIfTI.
-
-    Read by hand because SimpleITK's NIfTI reader replaces a ``pixdim`` of 0 by 1 mm silently.
-    """
+def _nifti_header(path: pathlib.Path) -> Optional[tuple[str, int, bytes]]:
+    """``(byte order "<" | ">", NIfTI version 1 | 2, the header's bytes)``, or None when the
+    file is not NIfTI (or cannot be read)."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
@@ -774,29 +772,42 @@ def _nifti_pixdim(path: pathlib.Path) -> Optional[list[float]]:
     except OSError:
         return None
     for endian in "<>":
-        if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
-            dim = struct.unpack(endian + "8h", head[40:56])
-            pixdim = struct.unpack(endian + "8f", head[76:108])
-        elif len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
-            dim = struct.unpack(endian + "8q", head[16:80])
-            pixdim = struct.unpack(endian + "8d", head[104:168])
-        else:
-            continue
-        n = min(max(int(dim[0]), 0), 3)
-        return [float(v) for v in pixdim[1:1 + n]]
+        for version, size in ((1, 348), (2, 540)):
+            if len(head) >= size and struct.unpack(endian + "i", head[:4])[0] == size:
+                return endian, version, head
     return None
+
+
+def _nifti_pixdim(path: pathlib.Path) -> Optional[list[float]]:
+    """The spatial ``pixdim`` of a NIfTI-1/-2 header as stored, or None if not NIfTI.
+
+    Read by hand because SimpleITK's NIfTI reader replaces a ``pixdim`` of 0 by 1 mm silently.
+    """
+    found = _nifti_header(path)
+    if found is None:
+        return None
+    endian, version, head = found
+    if version == 1:
+        dim = struct.unpack(endian + "8h", head[40:56])
+        pixdim = struct.unpack(endian + "8f", head[76:108])
+    else:
+        dim = struct.unpack(endian + "8q", head[16:80])
+        pixdim = struct.unpack(endian + "8d", head[104:168])
+    n = min(max(int(dim[0]), 0), 3)
+    return [float(v) for v in pixdim[1:1 + n]]
 
 
 def nifti_orientation_codes(path: pathlib.Path) -> Optional[tuple[int, int]]:
     """``(qform_code, sform_code)`` of a NIfTI-1/-2 header, or None if the file is not NIfTI.
     Both 0 means the file does not say how its axes lie in the patient (NIfTI-1 standard,
     "method 1": only for Analyze 7.5 compatibility)."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            head = f.read(540)
-    except OSError:
+    found = _nifti_header(path)
+    if found is None:
         return None
+    endian, version, head = found
+    if version == 1:
+        return struct.unpack(endian + "2h", head[252:256])
+    return struct.unpack(endian + "2i", head[344:352])
     for endian in "<>":
         if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
             return struct.unpack(endian + "2h", head[252:256])

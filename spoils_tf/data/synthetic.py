@@ -244,6 +244,31 @@ def write_complete_cohort(out_dir: str | pathlib.Path, n_patients: int, n_slices
     return summary
 
 
+def dataset_or_synthetic(configured: str, workdir: str | pathlib.Path, synthetic_config, *,
+                         progress: bool = True) -> tuple[pathlib.Path, str]:
+    """``(dataset dir, "spider" | "synthetic")`` for a training run: ``configured`` when it
+    holds ``labelme/``, else the cohort of ``synthetic_config`` (``patients``,
+    ``slices_per_patient``, ``seed``) written once into ``workdir/synthetic``.
+
+    Raises:
+        RuntimeError: as :func:`write_complete_cohort`.
+    """
+    configured = str(configured or "")
+    if configured and (pathlib.Path(configured) / layout.LABELME_DIR).is_dir():
+        return pathlib.Path(configured), "spider"
+    if configured:
+        import logging
+        logging.getLogger(__name__).warning(
+                "config.data.labelme_dir=%s has no %s/ directory; using a synthetic cohort",
+                configured, layout.LABELME_DIR)
+    out = pathlib.Path(workdir) / "synthetic"
+    if not (out / layout.LABELME_DIR).is_dir():
+        write_complete_cohort(out, synthetic_config.patients,
+                              synthetic_config.slices_per_patient, synthetic_config.seed,
+                              progress=progress)
+    return out, "synthetic"
+
+
 def _check_cohort_args(n_patients: int, n_slices: int, seed: int, size: int,
                        spacing_mm: Optional[tuple[float, float]],
                        slice_spacing_mm: float) -> tuple[float, float]:

@@ -141,19 +141,9 @@ def compile_model(config, *, jit_compile: Optional[bool] = None) -> keras.Model:
 def resolve_dataset_dir(config, workdir: pathlib.Path) -> pathlib.Path:
     """``config.data.labelme_dir`` when it holds ``labelme/``, else the synthetic cohort of
     ``config.data.synthetic`` written once into ``workdir/synthetic`` (``seg_lib``'s rule)."""
-    configured = str(config.data.labelme_dir or "")
-    if configured and (pathlib.Path(configured) / layout.LABELME_DIR).is_dir():
-        return pathlib.Path(configured)
-    if configured:
-        log.warning("config.data.labelme_dir=%s has no %s/ directory; using a synthetic cohort",
-                    configured, layout.LABELME_DIR)
-    out = workdir / "synthetic"
-    if not (out / layout.LABELME_DIR).is_dir():
-        from spoils_tf.data import synthetic
-        syn = config.data.synthetic
-        synthetic.write_complete_cohort(out, syn.patients, syn.slices_per_patient, syn.seed,
-                                        progress=False)
-    return out
+    from spoils_tf.data import synthetic
+    return synthetic.dataset_or_synthetic(config.data.labelme_dir, workdir,
+                                          config.data.synthetic, progress=False)[0]
 
 
 def load_folds(dataset_dir: pathlib.Path, config) -> folds_lib.Folds:

@@ -75,17 +75,8 @@ def resolve_dataset_dir(config, workdir: pathlib.Path) -> tuple[pathlib.Path, st
     Raises:
       RuntimeError: the cohort was refused (bad ``config.data.synthetic``) or a patient failed.
     """
-    configured = str(config.data.labelme_dir or "")
-    if configured and (pathlib.Path(configured) / layout.LABELME_DIR).is_dir():
-        return pathlib.Path(configured), "spider"
-    if configured:
-        log.warning("config.data.labelme_dir=%s has no %s/ directory; using a synthetic cohort",
-                    configured, layout.LABELME_DIR)
-    out = workdir / "synthetic"
-    if not (out / layout.LABELME_DIR).is_dir():
-        syn = config.data.synthetic
-        synthetic.write_complete_cohort(out, syn.patients, syn.slices_per_patient, syn.seed)
-    return out, "synthetic"
+    return synthetic.dataset_or_synthetic(config.data.labelme_dir, workdir,
+                                          config.data.synthetic)
 
 
 def ensure_folds(dataset_dir: pathlib.Path, config):
