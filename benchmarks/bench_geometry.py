@@ -45,24 +45,14 @@ from typing import Optional  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from spoils_tf import machine  # noqa: E402
 from spoils_tf.geometry import features, measure  # noqa: E402
 
 TARGET_MS = 10.0
 
 
 def _machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
+    cpu, load = machine.cpu_model(), machine.load_average()
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "numpy": np.__version__,
             "opencv": cv2.__version__, "load_average_1_5_15": load}

@@ -29,19 +29,12 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from spoils_tf import fileio, labels  # noqa: E402
+from spoils_tf import fileio, labels, machine  # noqa: E402
 from spoils_tf.radiomics import extract, table  # noqa: E402
 
 
 def _machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = machine.cpu_model()
     try:
         import radiomics
         version = radiomics.__version__

@@ -43,6 +43,7 @@ TF_FREE_MODULES = (
         "spoils_tf.classical.abstention",
         "spoils_tf.classical.calibrated",
         "spoils_tf.data.seg_constants",
+        "spoils_tf.machine",
         "configs.seg_deeplabv3plus",
 )
 

@@ -196,13 +196,8 @@ def enable_determinism() -> None:
 
 def machine_info() -> dict[str, Any]:
     """Platform, CPU count, TF/Keras versions and visible accelerators (for benchmark JSON)."""
-    cpu_model = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu_model = next((ln.split(":", 1)[1].strip() for ln in f
-                              if ln.startswith("model name")), "")
-    except OSError:
-        pass
+    from spoils_tf import machine
+    cpu_model = machine.cpu_model()
     return {
             "platform": platform.platform(),
             "python": platform.python_version(),
