@@ -606,7 +606,13 @@ def check_decodable(ds, path: pathlib.Path) -> None:
     from pydicom.uid import UID
     meta = getattr(ds, "file_meta", None)
     uid = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else None
-    if uid is None or not uid or not uid.is_compressed:
+    if uid is None or not uid:
+        return
+    if not uid.is_transfer_syntax:
+        raise SpoilsError(path, "TransferSyntaxUID (0002,0010)",
+                          f"{uid!s} is not a transfer syntax UID; expected e.g. 1.2.840.10008.1.2.1 "
+                          "(Explicit VR Little Endian)")
+    if not uid.is_compressed:
         return
     try:
         decoder = get_decoder(uid)
