@@ -45,6 +45,7 @@ columns and data) matches, so an interrupted run resumes, and aggregates whateve
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -294,33 +295,63 @@ def run_outer_fold(X: np.ndarray, y: np.ndarray, patients: Sequence[str], fold_i
     t0 = time.perf_counter()
     train, test, inner = nested_splits(patients, y, fold_ids, test_fold, cfg["inner_k"],
                                        cfg["seed"])
-    best, rows, oof, scores = select_candidate(X, y, inner, candidate_list, n_classes,
-                                               cfg["selection_metric"], cfg["seed"],
-                                               cfg["max_features"])
-    calibrator = cand.CrossFitCalibrator(cfg["calibration"]).fit(oof, y[rows])
-    final = cand.build_pipeline(best, cfg["seed"], max_features=cfg["max_features"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        final.fit(X[train], y[train])
-    raw = cand.full_proba(final, X[test], n_classes)
-    probs = calibrator.transform(raw)
-    support = final.named_steps["select"].get_support()
+    fit = fit_recipe(X, y, train, inner, candidate_list, n_classes, cfg, abstain)
+    raw = cand.full_proba(fit.pipeline, X[test], n_classes)
+    probs = fit.calibrator.transform(raw)
     patients = np.asarray(patients).astype(str)
-    abst = None
-    if abstain:
-        abst = choose_abstention(oof, y[rows], rows, inner, cfg["calibration"])
-        abst["test"] = abstention.threshold_curve(probs, y[test], (0.0, abst["threshold"]))
-    facts = {"test_fold": int(test_fold), "chosen": best.to_dict(),
-             "inner_scores": scores, "selection_metric": cfg["selection_metric"],
-             "selected_features": [c for c, k in zip(columns, support) if k],
+    facts = {"test_fold": int(test_fold), "chosen": fit.best.to_dict(),
+             "inner_scores": fit.scores, "selection_metric": cfg["selection_metric"],
+             "selected_features": fit.selected(columns),
              "n_features": len(columns), "n_train": int(len(train)), "n_test": int(len(test)),
              "train_patients": sorted(set(patients[train])),
              "test_patients": sorted(set(patients[test])),
              "inner_test_patients": [sorted(set(patients[te])) for _, te in inner],
              "seconds": time.perf_counter() - t0}
-    if abst is not None:
-        facts["abstention"] = abst
+    if fit.abstention is not None:
+        facts["abstention"] = {**fit.abstention, "test": abstention.threshold_curve(
+                probs, y[test], (0.0, fit.abstention["threshold"]))}
     return test, probs, raw, facts
+
+
+@dataclasses.dataclass
+class RecipeFit:
+    """What :func:`fit_recipe` chose and fitted.
+
+    Attributes:
+        best: the winning candidate; scores: every candidate's inner score.
+        pipeline: the winner refitted on the training rows (integer class codes).
+        calibrator: its calibration map, fitted on the winner's inner out-of-fold probabilities.
+        abstention: :func:`choose_abstention`'s result, or None (not an 11-class target).
+    """
+    best: cand.Candidate
+    scores: list[dict]
+    pipeline: Any
+    calibrator: cand.CrossFitCalibrator
+    abstention: Optional[dict]
+
+    def selected(self, columns: Sequence[str]) -> list[str]:
+        """The feature names the pipeline's L1 step kept."""
+        support = self.pipeline.named_steps["select"].get_support()
+        return [c for c, k in zip(columns, support) if k]
+
+
+def fit_recipe(X: np.ndarray, y: np.ndarray, train: np.ndarray,
+               inner: Sequence[tuple[np.ndarray, np.ndarray]], candidate_list,
+               n_classes: int, cfg: Mapping[str, Any], abstain: bool) -> RecipeFit:
+    """The recipe on one training set (module docstring, steps 2-5 up to the test fold): the
+    inner folds ``inner`` choose the candidate, fit its calibration map and, with ``abstain``,
+    choose the intervention threshold; the winner is refitted on the rows ``train``."""
+    best, rows, oof, scores = select_candidate(X, y, inner, candidate_list, n_classes,
+                                               cfg["selection_metric"], cfg["seed"],
+                                               cfg["max_features"])
+    calibrator = cand.CrossFitCalibrator(cfg["calibration"]).fit(oof, y[rows])
+    pipeline = cand.build_pipeline(best, cfg["seed"], max_features=cfg["max_features"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipeline.fit(X[train], y[train])
+    chosen = (choose_abstention(oof, y[rows], rows, inner, cfg["calibration"])
+              if abstain else None)
+    return RecipeFit(best, scores, pipeline, calibrator, chosen)
 
 
 def choose_abstention(oof: np.ndarray, y_oof: np.ndarray, rows: np.ndarray,
@@ -566,23 +597,16 @@ def fit_final(config, table: pd.DataFrame, columns: Sequence[str], target: str
     cfg = _cfg(config)
     every = np.zeros(len(table), np.int64)      # one outer fold; none held out
     train, _, inner = nested_splits(patients, y, every, -1, cfg["inner_k"], cfg["seed"])
-    best, rows, oof, scores = select_candidate(X, y, inner, _candidates(config, target),
-                                               len(classes), cfg["selection_metric"],
-                                               cfg["seed"], cfg["max_features"])
-    calibrator = cand.CrossFitCalibrator(cfg["calibration"]).fit(oof, y[rows])
-    pipeline = cand.build_pipeline(best, cfg["seed"], max_features=cfg["max_features"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pipeline.fit(X[train], y[train])
-    grader = CalibratedGrader(pipeline, calibrator, classes, list(columns)).fit()
-    support = pipeline.named_steps["select"].get_support()
-    facts = {"target": target, "chosen": best.to_dict(), "inner_scores": scores,
+    fit = fit_recipe(X, y, train, inner, _candidates(config, target), len(classes), cfg,
+                     abstain=tuple(classes) == labels.GRADE_CLASSES)
+    grader = CalibratedGrader(fit.pipeline, fit.calibrator, classes, list(columns)).fit()
+    facts = {"target": target, "chosen": fit.best.to_dict(), "inner_scores": fit.scores,
              "selection_metric": cfg["selection_metric"], "calibration": cfg["calibration"],
-             "selected_features": [c for c, k in zip(columns, support) if k],
+             "selected_features": fit.selected(columns),
              "n_train": int(len(train)), "n_patients": int(len(set(patients[train]))),
              "inner_k": cfg["inner_k"]}
-    if tuple(classes) == labels.GRADE_CLASSES:
-        facts["abstention"] = choose_abstention(oof, y[rows], rows, inner, cfg["calibration"])
+    if fit.abstention is not None:
+        facts["abstention"] = fit.abstention
     return grader, facts
 
 
