@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import shutil
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -145,10 +144,7 @@ def main(argv: list[str]) -> int:
         extra["intervention_threshold_inner_choice"] = float(abst["threshold"])
     published = assemble.assemble_bundle(args.out, geometry=args.final, card_extra=extra)
     if args.drop_older:
-        for name, path in published.items():
-            for version in bundle.versions(args.out / name):
-                if version != int(path.name):
-                    shutil.rmtree(args.out / name / str(version))
+        ship_models.drop_older(args.out, published)
     version_dir = published[bundle.GEOMETRY]
     card = bundle.read_card(version_dir)
     md_path = args.out / "MODEL_CARD.md"

@@ -187,6 +187,17 @@ def card_markdown(seg_card: dict, grader_md: str, seg_file: str) -> str:
             *orientation_markdown(seg_card), grader_md, ""])
 
 
+def drop_older(out: pathlib.Path, published: dict) -> None:
+    """Removes every version of each published model but the one just published
+    (``published``: bundle name -> its new version directory)."""
+    import shutil
+    from spoils_tf.serve import bundle
+    for name, path in published.items():
+        for version in bundle.versions(out / name):
+            if version != int(path.name):
+                shutil.rmtree(out / name / str(version))
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seg", required=True, type=pathlib.Path)
@@ -237,11 +248,7 @@ def main(argv: list[str]) -> int:
                 **extra, "recipe": geometry_note, "command": "see recipe",
                 "limits": "11-class accuracy about 40 % in patient-grouped CV: a weak grader."}))
     if args.drop_older:
-        import shutil
-        for name, path in published.items():
-            for version in bundle.versions(args.out / name):
-                if version != int(path.name):
-                    shutil.rmtree(args.out / name / str(version))
+        drop_older(args.out, published)
     seg_card = bundle.read_card(published[bundle.SEG])
     if args.orientation is not None:
         seg_card = add_orientation(published[bundle.SEG], args.orientation)
