@@ -31,6 +31,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import sys
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import numpy as np
@@ -333,6 +334,29 @@ class DatasetFolds:
                 f"{sum(self.slices_per_patient.values())} slices, k={folds.k}, seed={folds.seed}, "
                 f"stratified by {folds.stratified_by}")
         return head + "\n" + fold_table(folds, self.slices_per_patient, self.worst_grades)
+
+
+def ensure_dataset_folds(dataset_dir: str | pathlib.Path, folds_path: str | pathlib.Path | None,
+                         *, k: int, seed: int) -> Folds:
+    """Loads ``folds_path`` (default ``dataset_dir/folds.json``), first writing it with
+    :func:`write_dataset_folds` (``k``, ``seed``) when it does not exist and printing what
+    ``spoils folds`` prints (issues to stderr).
+
+    Raises:
+        RuntimeError: the folds could not be written (the ``FileNotFoundError``,
+            ``ValueError`` or ``FileExistsError`` of ``write_dataset_folds``, chained).
+    """
+    dataset_dir = pathlib.Path(dataset_dir)
+    path = pathlib.Path(folds_path or dataset_dir / layout.FOLDS_JSON)
+    if not path.is_file():
+        try:
+            made = write_dataset_folds(dataset_dir, k=k, seed=seed, out=path)
+        except (FileNotFoundError, ValueError, FileExistsError) as e:
+            raise RuntimeError(f"folds of {dataset_dir}: {e}") from e
+        for issue in made.issues:
+            print(f"spoils folds: warning: {issue}", file=sys.stderr)
+        print(made.summary_text())
+    return load_folds(path)
 
 
 def write_dataset_folds(data: str | pathlib.Path, *, k: int = 8, seed: int = 0,

@@ -148,11 +148,10 @@ def resolve_dataset_dir(config, workdir: pathlib.Path) -> pathlib.Path:
 
 def load_folds(dataset_dir: pathlib.Path, config) -> folds_lib.Folds:
     """``config.data.folds_path`` or ``dataset_dir/folds.json``, written with
-    ``folds_lib.write_dataset_folds`` (k ``config.data.k``, seed ``config.seed``) if missing."""
-    path = pathlib.Path(config.data.folds_path or dataset_dir / layout.FOLDS_JSON)
-    if not path.is_file():
-        folds_lib.write_dataset_folds(dataset_dir, k=config.data.k, seed=config.seed, out=path)
-    return folds_lib.load_folds(path)
+    ``folds_lib.write_dataset_folds`` (k ``config.data.k``, seed ``config.seed``) if missing
+    (``folds_lib.ensure_dataset_folds``, as ``seg_lib``)."""
+    return folds_lib.ensure_dataset_folds(dataset_dir, config.data.folds_path,
+                                          k=config.data.k, seed=config.seed)
 
 
 # === Training ===

@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import pathlib
-import sys
 import time
 from typing import Any, Mapping, Optional, Sequence
 
@@ -42,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from spoils_tf import fileio, labels
-from spoils_tf.data import augment_layers, layout, seg_pipeline, synthetic
+from spoils_tf.data import augment_layers, seg_pipeline, synthetic
 from spoils_tf.data import folds as folds_lib
 from spoils_tf.metrics import tables
 from spoils_tf.metrics import segmentation as seg_metrics
@@ -80,25 +79,10 @@ def resolve_dataset_dir(config, workdir: pathlib.Path) -> tuple[pathlib.Path, st
 
 
 def ensure_folds(dataset_dir: pathlib.Path, config):
-    """Loads the folds file (``config.data.folds_path`` or ``dataset_dir/folds.json``),
-    writing it with ``folds_lib.write_dataset_folds`` (k = ``config.data.k``, seed =
-    ``config.seed``) when it does not exist and printing what ``spoils folds`` prints.
-
-    Raises:
-      RuntimeError: the folds could not be written (the ``FileNotFoundError``, ``ValueError``
-        or ``FileExistsError`` of ``write_dataset_folds``, chained).
-    """
-    path = pathlib.Path(config.data.folds_path or dataset_dir / layout.FOLDS_JSON)
-    if not path.is_file():
-        try:
-            made = folds_lib.write_dataset_folds(dataset_dir, k=config.data.k, seed=config.seed,
-                                                 out=path)
-        except (FileNotFoundError, ValueError, FileExistsError) as e:
-            raise RuntimeError(f"folds of {dataset_dir}: {e}") from e
-        for issue in made.issues:
-            print(f"spoils folds: warning: {issue}", file=sys.stderr)
-        print(made.summary_text())
-    return folds_lib.load_folds(path)
+    """``folds_lib.ensure_dataset_folds`` with the config's ``data.folds_path``, ``data.k`` and
+    ``seed``."""
+    return folds_lib.ensure_dataset_folds(dataset_dir, config.data.folds_path,
+                                          k=config.data.k, seed=config.seed)
 
 
 def central_slice_keys(examples, max_per_patient: int) -> Optional[list[str]]:
