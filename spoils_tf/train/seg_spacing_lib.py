@@ -25,7 +25,7 @@ import json
 import logging
 import pathlib
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import keras
 import numpy as np
